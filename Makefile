@@ -1,0 +1,54 @@
+# movierec: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+MOVIEREC := $(BIN)/movierec
+
+.PHONY: help setup system venv kafka-jars up down status test test-unit test-integration bench clean
+
+help: ## List every target with what it does
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: system venv kafka-jars ## Install everything: apt packages, virtualenv, Python deps, Kafka jars
+
+system: ## Install Java, Maven, redis-server and prometheus with apt-get when missing
+	@bash ops/setup-system.sh
+
+venv: $(VENV)/.installed ## Create .venv and install the project with its dev dependencies
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+kafka-jars: venv ## Fetch the Kafka broker's jars from Maven Central (once)
+	@$(MOVIEREC) infra fetch
+
+up: setup ## Start the local stack (Kafka, Redis, Prometheus) and wait until it answers
+	@$(MOVIEREC) infra up
+
+down: ## Stop the parts of the local stack that movierec started
+	@test -x $(MOVIEREC) && $(MOVIEREC) infra down || true
+
+status: venv ## Show the state of each part of the local stack
+	@$(MOVIEREC) infra status
+
+test: setup ## Run unit and integration tests with coverage; integration tests run their own stack
+	@$(BIN)/python -m pytest tests/unit tests/integration \
+		--cov --cov-report=term --cov-report=xml:var/coverage.xml
+
+test-unit: venv ## Run the fast unit tests only (no services)
+	@$(BIN)/python -m pytest tests/unit
+
+test-integration: setup ## Run the integration tests against a real Kafka, Redis and Prometheus
+	@$(BIN)/python -m pytest tests/integration
+
+bench: venv ## Run the benchmarks (figures go to docs/benchmarks.md by hand)
+	@$(BIN)/python benchmarks/wire_parse.py
+
+clean: down ## Stop the stack and delete var/ (data, logs, jars) and .venv
+	rm -rf var $(VENV) .pytest_cache .coverage

@@ -1,0 +1,1 @@
+"""Locust scenarios and the SLO report for the recommendation service."""

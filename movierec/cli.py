@@ -1,0 +1,181 @@
+"""The ``movierec`` command: thin subcommands over the project's packages.
+
+Each subcommand loads its process's settings, calls into a package, and turns the
+package's error type into a one-line message and exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections import Counter
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from movierec.settings import SettingsError, WireSettings, describe, load
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def friendly_errors(fn: F) -> F:
+    """Show the project's own errors as ``Error: <message>`` instead of a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ops.procs import StackError
+
+        try:
+            return fn(*args, **kwargs)
+        except (SettingsError, StackError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO",
+              show_default=True, help="Logging threshold for this run.")
+def main(log_level: str) -> None:
+    """movierec: a movie recommendation service for the MLiP scenario, and its world."""
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    if log_level.upper() != "DEBUG":  # kafka-python narrates every connection at INFO
+        logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+# -- infra -------------------------------------------------------------------------------
+
+
+@main.group()
+def infra() -> None:
+    """Start, stop and inspect the local stack (Kafka, Redis, Prometheus)."""
+
+
+PARTS = click.argument("parts", nargs=-1, type=click.Choice(["kafka", "redis", "prometheus"]))
+
+
+def _stack_settings():
+    from ops.settings import StackSettings
+
+    return load(StackSettings)
+
+
+def _print_status(rows) -> None:
+    for row in rows:
+        pid = str(row.pid) if row.pid else "-"
+        mark = click.style(f"{row.state:9s}", fg="green" if row.healthy else "red")
+        click.echo(f"{row.name:11s} {mark} 127.0.0.1:{row.port:<6d} pid {pid:>7s}  {row.detail}")
+        if not row.healthy:
+            click.echo(f"{'':11s} log: {row.log}")
+
+
+@infra.command("up")
+@PARTS
+@friendly_errors
+def infra_up(parts: tuple[str, ...]) -> None:
+    """Start the stack (or the PARTS named) and wait until each part answers."""
+    from ops import stack
+
+    rows = stack.up(_stack_settings(), parts or stack.PART_NAMES)
+    _print_status(rows)
+
+
+@infra.command("down")
+@PARTS
+@friendly_errors
+def infra_down(parts: tuple[str, ...]) -> None:
+    """Stop what movierec started (never a process it did not start)."""
+    from ops import stack
+
+    stopped = stack.down(_stack_settings(), parts or stack.PART_NAMES)
+    click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@infra.command("status")
+@PARTS
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@friendly_errors
+def infra_status(parts: tuple[str, ...], as_json: bool) -> None:
+    """Show each part's state; exit status 1 unless all are healthy."""
+    from ops import stack
+
+    rows = stack.status(_stack_settings(), parts or stack.PART_NAMES)
+    if as_json:
+        click.echo(json.dumps([{**row.__dict__, "log": str(row.log)} for row in rows], indent=2))
+    else:
+        _print_status(rows)
+    if not all(row.healthy for row in rows):
+        sys.exit(1)
+
+
+@infra.command("fetch")
+@friendly_errors
+def infra_fetch() -> None:
+    """Fetch the Kafka broker's jars from Maven Central (done by `infra up` when missing)."""
+    from ops.kafka_broker import KafkaBroker
+
+    broker = KafkaBroker(_stack_settings())
+    broker.fetch()
+    click.echo(f"kafka jars in {broker.lib_dir}")
+
+
+# -- config ------------------------------------------------------------------------------
+
+
+@main.command("config")
+def config() -> None:
+    """List every MOVIEREC_* variable with its default and meaning."""
+    from ops.settings import StackSettings
+
+    seen: set[str] = set()
+    for cls in (StackSettings, WireSettings):
+        for name, default, text in describe(cls):
+            if name not in seen:
+                seen.add(name)
+                click.echo(f"{name:34s} {default:28s} {text}")
+
+
+# -- wire --------------------------------------------------------------------------------
+
+
+@main.group()
+def wire() -> None:
+    """Work with MLiP event-log lines."""
+
+
+@wire.command("check")
+@click.argument("source", type=click.File("rb"), default="-")
+@click.option("--show", default=5, show_default=True, help="Print this many rejected lines.")
+@friendly_errors
+def wire_check(source, show: int) -> None:
+    """Parse a file of log lines (or stdin) and count events by kind and rejections by reason."""
+    from movierec.wire import LineParser, Rejection
+
+    settings = load(WireSettings)
+    parser = LineParser(settings.rating_scale)
+    kinds: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for number, raw in enumerate(source, 1):
+        got = parser.parse(raw)
+        kinds[got.kind] += 1
+        if isinstance(got, Rejection):
+            reasons[got.reason.value] += 1
+            if show > 0:
+                show -= 1
+                click.echo(f"line {number}: {got.reason.value}: {got.detail}", err=True)
+    for kind, count in sorted(kinds.items()):
+        click.echo(f"{kind:16s} {count:>10,}")
+    for reason, count in sorted(reasons.items()):
+        click.echo(f"  {reason:14s} {count:>10,}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

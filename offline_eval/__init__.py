@@ -1,0 +1,1 @@
+"""Leakage-free temporal evaluation and the comparison of candidate models."""

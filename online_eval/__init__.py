@@ -1,0 +1,1 @@
+"""Online accuracy, cost, experiment statistics and availability from telemetry."""

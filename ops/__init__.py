@@ -1,0 +1,1 @@
+"""How the real parts (Kafka, Redis, Prometheus) are fetched, configured and started."""

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install the system programs the local stack runs: Java 17+, Maven, redis-server,
+# prometheus (+ promtool). Fast and silent when everything is already there.
+# As root it uses apt-get; otherwise it says what to install.
+set -euo pipefail
+
+need=()
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need+=(maven)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+# de-duplicate
+mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "movierec needs these Debian packages: ${need[*]}" >&2
+    echo "install them with: sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+fi
+echo "installing ${need[*]} with apt-get ..."
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian's packages may start their own services where an init system runs; the
+# project starts its own copies on its own ports and data folders, so stop those.
+for svc in redis-server prometheus; do
+    if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
+done

@@ -1,0 +1,1 @@
+"""Serving, models, datasets and the model registry (grows with the models and serving issues)."""

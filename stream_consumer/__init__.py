@@ -1,0 +1,1 @@
+"""Kafka consumption, validation, online features in Redis and the event store."""
