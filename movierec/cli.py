@@ -134,9 +134,11 @@ def infra_fetch() -> None:
 def config() -> None:
     """List every MOVIEREC_* variable with its default and meaning."""
     from ops.settings import StackSettings
+    from simulator.api import ApiSettings
+    from simulator.settings import SimSettings
 
     seen: set[str] = set()
-    for cls in (StackSettings, WireSettings):
+    for cls in (StackSettings, WireSettings, SimSettings, ApiSettings):
         for name, default, text in describe(cls):
             if name not in seen:
                 seen.add(name)
@@ -176,6 +178,14 @@ def wire_check(source, show: int) -> None:
     for reason, count in sorted(reasons.items()):
         click.echo(f"  {reason:14s} {count:>10,}")
 
+
+def _register_components() -> None:
+    from simulator.cli import sim
+
+    main.add_command(sim)
+
+
+_register_components()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -350,21 +350,39 @@ def format_time(when: datetime) -> str:
     return when.isoformat(timespec="auto")
 
 
+def watch_line(stamp: str, user_id: int, movie_id: str, minute: int) -> str:
+    """A watch line from a preformatted time (the bulk producers cache stamps)."""
+    return f"{stamp},{user_id},{_WATCH}{movie_id}/{minute}.mpg"
+
+
+def rate_line(stamp: str, user_id: int, movie_id: str, rating: int) -> str:
+    return f"{stamp},{user_id},{_RATE}{movie_id}={rating}"
+
+
+def account_line(stamp: str, user_id: int) -> str:
+    return f"{stamp},{user_id},{_ACCOUNT}"
+
+
+def recommendation_line(stamp: str, user_id: int, server: str, status: int,
+                        result: str, response_time_ms: int) -> str:
+    """``result`` is the ids joined by ", " on success, else the error text."""
+    return (f"{stamp},{user_id},{_RECO}{server}, status {status}, "
+            f"result: {result}, {response_time_ms} ms")
+
+
 def format_event(event: Event) -> str:
     """The log line for an event (no trailing newline)."""
-    head = f"{format_time(event.time)},{event.user_id},"
+    stamp = format_time(event.time)
     if isinstance(event, Watch):
-        return f"{head}{_WATCH}{event.movie_id}/{event.minute}.mpg"
+        return watch_line(stamp, event.user_id, event.movie_id, event.minute)
     if isinstance(event, Rate):
-        return f"{head}{_RATE}{event.movie_id}={event.rating}"
+        return rate_line(stamp, event.user_id, event.movie_id, event.rating)
     if isinstance(event, Recommendation):
         result = ", ".join(event.items) if event.status == 200 else event.error
-        return (
-            f"{head}{_RECO}{event.server}, status {event.status}, "
-            f"result: {result}, {event.response_time_ms} ms"
-        )
+        return recommendation_line(stamp, event.user_id, event.server, event.status,
+                                   result, event.response_time_ms)
     if isinstance(event, Account):
-        return head + _ACCOUNT
+        return account_line(stamp, event.user_id)
     raise TypeError(f"not an MLiP event: {event!r}")
 
 
