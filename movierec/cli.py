@@ -174,9 +174,9 @@ def wire_check(source, show: int) -> None:
                 show -= 1
                 click.echo(f"line {number}: {got.reason.value}: {got.detail}", err=True)
     for kind, count in sorted(kinds.items()):
-        click.echo(f"{kind:16s} {count:>10,}")
+        click.echo(f"{kind:22s} {count:>10,}")
     for reason, count in sorted(reasons.items()):
-        click.echo(f"  {reason:14s} {count:>10,}")
+        click.echo(f"  {reason:20s} {count:>10,}")
 
 
 def _register_components() -> None:

@@ -76,30 +76,67 @@ def sim_world(users: int | None, movies: int | None, seed: int | None) -> None:
               help="Kafka client (default MOVIEREC_SIM_BULK_CLIENT).")
 @click.option("--topic", help="Topic (default MOVIEREC_KAFKA_TOPIC).")
 @click.option("--progress/--no-progress", default=True)
+@click.option("--inject", "inject_text", default="", metavar="ITEMS",
+              help="Faults to inject, e.g. malformed=0.01,duplicate=0.02,reorder=0.02,"
+                   "schema_change_at_h=20,shilling_accounts=200,shilling_at_h=12")
+@click.option("--shift-at-h", type=float, help="Hour of a sudden popularity shift.")
+@click.option("--drift-at-h", type=float, help="Hour at which tastes drift.")
+@click.option("--truth", type=click.Path(path_type=Path), default=Path("var/sim/truth.jsonl"),
+              show_default=True, help="Ground-truth file of what was injected (JSON lines).")
 def sim_backfill(users, movies, seed, days: float, sink: str, out: Path | None,
-                 client: str | None, topic: str | None, progress: bool) -> None:
+                 client: str | None, topic: str | None, progress: bool, inject_text: str,
+                 shift_at_h: float | None, drift_at_h: float | None, truth: Path) -> None:
     """Write DAYS of organic history (no service needed) to Kafka or a file."""
     from simulator.backfill import backfill
     from simulator.history import HistoryGenerator
+    from simulator.inject import InjectionPlan, Injector, shilling_lines
     from simulator.producer import open_sink
 
     settings = _sim_settings(users, movies, seed, sim_bulk_client=client, kafka_topic=topic)
     if sink == "file" and out is None:
         raise click.UsageError("--sink file needs --out PATH")
-    world = _build_world(settings)
-    generator = HistoryGenerator(world, start=settings.start_time(), days=days,
-                                 seed=settings.sim_seed, rating_scale=settings.rating_scale)
-    target = (open_sink("file", path=out) if sink == "file" else
-              open_sink(settings.sim_bulk_client, bootstrap=settings.kafka_bootstrap,
-                        topic=settings.kafka_topic))
     try:
-        result = backfill(generator, target, progress=progress)
+        plan = InjectionPlan.parse(inject_text, seed=settings.sim_seed,
+                                   rating_scale=settings.rating_scale)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--inject") from None
+    world = _build_world(settings)
+    start = settings.start_time()
+    generator = HistoryGenerator(
+        world, start=start, days=days, seed=settings.sim_seed, rating_scale=settings.rating_scale,
+        shift_at_s=None if shift_at_h is None else shift_at_h * 3600,
+        drift_at_s=None if drift_at_h is None else drift_at_h * 3600,
+    )
+    changes = plan.active or shift_at_h is not None or drift_at_h is not None
+    truth_file = None
+    if changes:
+        truth.parent.mkdir(parents=True, exist_ok=True)
+        truth_file = truth.open("w", encoding="utf-8")
+    injector = Injector(plan, truth_file, start) if plan.active else None
+    extra: list = []
+    if plan.shilling_accounts and truth_file is not None:
+        first = world.n_users + 1_000_000
+        target, extra = shilling_lines(world.catalog.ids, world.catalog.appeal, plan, start, first)
+        truth_file.write(json.dumps({"kind": "shilling", "target": target, "first_user": first,
+                                     "accounts": plan.shilling_accounts}) + "\n")
+    sink_ = (open_sink("file", path=out) if sink == "file" else
+             open_sink(settings.sim_bulk_client, bootstrap=settings.kafka_bootstrap,
+                       topic=settings.kafka_topic))
+    try:
+        result = backfill(generator, sink_, progress=progress, injector=injector, extra=extra)
     finally:
-        target.close()
+        sink_.close()
+        if truth_file is not None:
+            for change in generator.changes:
+                truth_file.write(json.dumps(change) + "\n")
+            truth_file.close()
     where = str(out) if sink == "file" else f"{settings.kafka_topic} @ {settings.kafka_bootstrap}"
     click.echo(f"{result.lines:,} lines to {where} in {result.seconds:.1f}s "
                f"({result.lines_per_s:,.0f} lines/s): "
                + ", ".join(f"{k} {v:,}" for k, v in result.by_kind.items()))
+    if changes:
+        injected = ", ".join(f"{k} {v:,}" for k, v in result.injected.items()) or "none"
+        click.echo(f"injected: {injected}; world changes: {len(generator.changes)}; truth: {truth}")
 
 
 @sim.command("api")
@@ -113,3 +150,57 @@ def sim_api(users, movies, seed) -> None:
     click.echo(f"user/movie API on http://{api_settings.sim_api_host}:{api_settings.sim_api_port}",
                err=True)
     serve(world, api_settings)
+
+
+@sim.command("grade")
+@click.option("--from-kafka", "from_kafka", is_flag=True,
+              help="Grade the recommendation lines of MOVIEREC_KAFKA_TOPIC.")
+@click.option("--probe", "probe_url", metavar="URL",
+              help="Probe a live service instead, e.g. http://127.0.0.1:8082.")
+@click.option("-n", "--requests", "n_requests", type=int, default=1000, show_default=True,
+              help="Requests for --probe.")
+@click.option("--user-ids", default="0-999", show_default=True,
+              help="Users for --probe: a range a-b, or ids separated by commas.")
+@click.option("--deadline-ms", type=int, default=600, show_default=True)
+@click.option("--server", help="Only lines of this host:port (--from-kafka).")
+@click.option("--start", type=click.DateTime(), help="Window start (event time).")
+@click.option("--end", type=click.DateTime(), help="Window end (event time).")
+@click.option("--down-threshold", type=float, default=0.5, show_default=True,
+              help="A minute is down below this success share.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the JSON report here.")
+@click.option("--topic", help="Topic (default MOVIEREC_KAFKA_TOPIC).")
+def sim_grade(from_kafka: bool, probe_url: str | None, n_requests: int, user_ids: str,
+              deadline_ms: int, server: str | None, start, end, down_threshold: float,
+              json_out: Path | None, topic: str | None) -> None:
+    """Report what the course grades: successes, deadline, malformed answers,
+    personalized share, availability and downtime, latency percentiles."""
+    from simulator.grade_probe import GradeError, grade_topic, probe_service
+
+    if from_kafka == bool(probe_url):
+        raise click.UsageError("choose one of --from-kafka and --probe URL")
+    settings = _sim_settings(None, None, None, kafka_topic=topic)
+    try:
+        if from_kafka:
+            report = grade_topic(settings.kafka_bootstrap, settings.kafka_topic, start=start,
+                                 end=end, deadline_ms=deadline_ms, server=server,
+                                 down_threshold=down_threshold)
+        else:
+            report = probe_service(probe_url, n_requests, user_ids=_user_ids(user_ids),
+                                   deadline_ms=deadline_ms, down_threshold=down_threshold)
+    except GradeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(report.format_table())
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2))
+
+
+def _user_ids(text: str) -> list[int]:
+    first, dash, last = text.partition("-")
+    try:
+        if dash and "," not in text:
+            return list(range(int(first), int(last) + 1))
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a range a-b or ids a,b,c",
+                                 param_hint="--user-ids") from None

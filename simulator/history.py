@@ -72,7 +72,8 @@ class HistoryGenerator:
 
     def __init__(self, world: World, *, start: datetime, days: float, seed: int,
                  rating_scale: int = 5, params: BehaviourParams = BehaviourParams(),
-                 block_s: int = 1800) -> None:
+                 block_s: int = 1800, shift_at_s: float | None = None,
+                 drift_at_s: float | None = None) -> None:
         self.world = world
         self.start = start
         self.end_s = days * 86400.0
@@ -88,11 +89,38 @@ class HistoryGenerator:
         fresh = np.flatnonzero((self.joined_s >= 0) & (self.joined_s < self.end_s))
         self.new_users = fresh[np.argsort(self.joined_s[fresh])]
         self.busy_until = np.full(len(activity), -np.inf)
+        self.shift_at_s, self.drift_at_s = shift_at_s, drift_at_s
+        self.changes: list[dict] = []  # ground truth of behaviour changes, in order
         self._stamp_cache: tuple[int, str] = (-1, "")
 
     # -- events --------------------------------------------------------------------
 
+    def _change_world(self, b0: float) -> None:
+        """Apply a scheduled popularity shift or taste drift once its time has come."""
+        rng = np.random.default_rng([self.rng.integers(1 << 31), 9])
+        if self.shift_at_s is not None and b0 >= self.shift_at_s:
+            # A sudden popularity shift: 30 long-tail films become hits (a viral trend).
+            appeal = self.world.catalog.appeal.astype(np.float64).copy()
+            tail = np.argsort(appeal)[: len(appeal) // 2]
+            hits = rng.choice(tail, size=min(30, len(tail)), replace=False)
+            appeal[hits] *= 200.0
+            self.sampler = OrganicSampler(self.world, appeal)
+            self.changes.append({"kind": "popularity_shift", "at_s": b0,
+                                 "movies": [self.world.catalog.ids[i] for i in hits]})
+            self.shift_at_s = None
+        if self.drift_at_s is not None and b0 >= self.drift_at_s:
+            # Taste drift: half of the users warm to one genre and cool on another.
+            p = self.world.population
+            users = rng.random(len(p)) < 0.5
+            warm, cool = rng.choice(p.genre_pref.shape[1], size=2, replace=False)
+            p.genre_pref[users, warm] += 1.0
+            p.genre_pref[users, cool] -= 1.0
+            self.changes.append({"kind": "taste_drift", "at_s": b0, "users": int(users.sum()),
+                                 "warm_genre": int(warm), "cool_genre": int(cool)})
+            self.drift_at_s = None
+
     def _sessions(self, b0: float, b1: float) -> Events:
+        self._change_world(b0)
         hour = int((self.start + timedelta(seconds=b0)).hour)
         n = self.rng.poisson(self.sessions_per_s * (b1 - b0) * _HOURLY[hour])
         users = np.minimum(np.searchsorted(self.user_cumulative, self.rng.random(n), side="right"),
@@ -149,6 +177,11 @@ class HistoryGenerator:
             b0 = b1
 
     # -- lines ---------------------------------------------------------------------
+
+    def timed(self, batch: Events) -> Iterator[tuple[float, bytes, bytes]]:
+        """(seconds since start, line, key) for a batch."""
+        for t, (line, key) in zip(batch.t.tolist(), self.format(batch)):
+            yield t, line, key
 
     def format(self, batch: Events) -> Iterator[tuple[bytes, bytes]]:
         """(line, key) pairs for a batch; the key is the user id."""
