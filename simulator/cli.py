@@ -204,3 +204,55 @@ def _user_ids(text: str) -> list[int]:
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a range a-b or ids a,b,c",
                                  param_hint="--user-ids") from None
+
+
+@sim.command("live")
+@world_options
+@click.option("--url", default="http://127.0.0.1:8082", show_default=True,
+              help="Base URL of the recommendation service under test.")
+@click.option("--rate", type=float, default=50.0, show_default=True, help="Requests per second.")
+@click.option("--duration", type=float, default=60.0, show_default=True, help="Real seconds to run.")
+@click.option("--clock-ratio", type=float, default=60.0, show_default=True,
+              help="Simulated seconds per real second.")
+@click.option("--deadline-ms", type=int, default=600, show_default=True)
+@click.option("--new-user-share", type=float, default=0.05, show_default=True,
+              help="Share of arrivals that are new sign-ups.")
+@click.option("--scraper-rate", type=float, default=0.0, help="Requests/s of a crawling client.")
+@click.option("--start", type=click.DateTime(), help="Simulated start time (default: now, UTC).")
+@click.option("--sink", type=click.Choice(["kafka", "file"]), default="kafka", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="File for --sink file.")
+@click.option("--topic", help="Topic (default MOVIEREC_KAFKA_TOPIC).")
+@click.option("--truth", type=click.Path(path_type=Path), default=Path("var/sim/live-truth.jsonl"),
+              show_default=True)
+def sim_live(users, movies, seed, url: str, rate: float, duration: float, clock_ratio: float,
+             deadline_ms: int, new_user_share: float, scraper_rate: float, start,
+             sink: str, out: Path | None, topic: str | None, truth: Path) -> None:
+    """Simulated users call GET /recommend/<uid>, react, and write the log."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from simulator.live import LiveConfig, LiveRun
+    from simulator.producer import open_sink
+
+    if sink == "file" and out is None:
+        raise click.UsageError("--sink file needs --out PATH")
+    if not 0 < rate <= 5000:
+        raise click.BadParameter("must be in (0, 5000]", param_hint="--rate")
+    settings = _sim_settings(users, movies, seed, kafka_topic=topic)
+    world = _build_world(settings)
+    config = LiveConfig(service_url=url, rate_per_s=rate, duration_s=duration,
+                        clock_ratio=clock_ratio, deadline_ms=deadline_ms,
+                        new_user_share=new_user_share, scraper_rate_per_s=scraper_rate,
+                        seed=settings.sim_seed, rating_scale=settings.rating_scale)
+    begin = start or datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    # Live sessions write ~70 lines a request: the bulk client keeps up at high rates.
+    target = (open_sink("file", path=out) if sink == "file" else
+              open_sink(settings.sim_bulk_client, bootstrap=settings.kafka_bootstrap,
+                        topic=settings.kafka_topic))
+    truth.parent.mkdir(parents=True, exist_ok=True)
+    with truth.open("w", encoding="utf-8") as truth_file:
+        try:
+            stats = asyncio.run(LiveRun(world, config, target, start=begin, truth=truth_file).run())
+        finally:
+            target.close()
+    click.echo(json.dumps(stats.to_dict(), indent=2))

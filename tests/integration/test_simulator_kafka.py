@@ -3,6 +3,7 @@ grader reading a topic."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import datetime
 
@@ -106,3 +107,40 @@ def test_every_backfilled_line_parses(stack: LocalStack, unique: str) -> None:
     parser = LineParser()
     assert len(records) == sent
     assert not [r.value for r in records if isinstance(parser.parse(r.value), Rejection)]
+
+
+def test_live_mode_writes_the_course_log_to_kafka(stack: LocalStack, unique: str) -> None:
+    """`movierec sim live` against a tiny service, lines into the real broker, then graded."""
+    import threading
+
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    from tests.conftest import free_ports
+
+    @Request.application
+    def service(request: Request) -> Response:
+        return Response("the+great+2013,key+1994", mimetype="text/plain")
+
+    port = free_ports(1)[0]
+    server = make_server("127.0.0.1", port, service, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    topic = f"live-{unique}"
+    ensure_topic(stack.bootstrap, topic, 4)
+    try:
+        result = CliRunner().invoke(
+            main, ["sim", "live", "--users", "2000", "--movies", "300", "--url",
+                   f"http://127.0.0.1:{port}", "--rate", "40", "--duration", "2",
+                   "--clock-ratio", "600", "--topic", topic, "--truth", f"/tmp/{unique}.jsonl"],
+            env={"MOVIEREC_KAFKA_BOOTSTRAP": stack.bootstrap})
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    records = _consume_all(stack.bootstrap, topic, stats["lines"])
+    assert len(records) == stats["lines"] > stats["requests"] > 40
+    report = grade_topic(stack.bootstrap, topic, idle_s=5)
+    assert report.total_requests == stats["requests"] == report.successful
