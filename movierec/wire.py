@@ -413,3 +413,22 @@ def parse_answer(body: str | bytes, parser: LineParser | None = None) -> tuple[s
         if check(piece) is None:
             return Rejection(Reason.BAD_RESULT, f"bad id {_short(piece, 40)}")
     return tuple(pieces)
+
+
+# -- the user and movie APIs (mlip-interface.md section 3) --------------------------------
+
+USER_FIELDS: dict[str, type] = {"user_id": int, "age": int, "occupation": str, "gender": str}
+"""Fields of a user record and their clean types; newer offerings add ``likes`` and
+``dislikes`` (free text) for users who answered."""
+
+MOVIE_FIELDS: dict[str, type] = {
+    "id": str, "tmdb_id": int, "imdb_id": str, "title": str, "original_title": str,
+    "adult": bool, "belongs_to_collection": dict, "budget": int, "genres": list,
+    "homepage": str, "original_language": str, "overview": str, "popularity": float,
+    "poster_path": str, "production_companies": list, "production_countries": list,
+    "release_date": str, "revenue": int, "runtime": int, "spoken_languages": list,
+    "status": str, "vote_average": float, "vote_count": int, "license_cost": float,
+    "content_rating": str,
+}
+"""Fields of a movie record (TMDB-derived) and their clean types; ``license_cost`` (USD
+per play) and ``content_rating`` come with newer offerings."""

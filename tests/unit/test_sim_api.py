@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from movierec.settings import SettingsError, load
+from movierec.wire import MOVIE_FIELDS
 from simulator.api import ApiSettings, Directory, create_app, parse_ids, serve
 from simulator.api_faults import (NO_FAULTS, FaultSwitch, Faults, RateLimiter, TokenBucket, dirty,
                                   parse_faults, plan)
@@ -53,15 +54,6 @@ MOVIES: dict[str, dict] = {
                      belongs_to_collection={"id": 2883, "name": "Kill Bill Collection"}),
 }
 
-MOVIE_TYPES: dict[str, type | tuple[type, ...]] = {
-    "id": str, "tmdb_id": int, "imdb_id": str, "title": str, "original_title": str,
-    "adult": bool, "belongs_to_collection": dict, "budget": int, "genres": list,
-    "homepage": str, "original_language": str, "overview": str, "popularity": float,
-    "poster_path": str, "production_companies": list, "production_countries": list,
-    "release_date": str, "revenue": int, "runtime": int, "spoken_languages": list,
-    "status": str, "vote_average": float, "vote_count": int, "license_cost": float,
-    "content_rating": str,
-}
 
 
 class FakeDirectory:
@@ -128,7 +120,7 @@ def test_single_movie_has_every_documented_field_with_its_type(client: FlaskClie
     assert got.status_code == 200 and got.mimetype == "application/json"
     body = got.get_json()
     assert body == MOVIES[KILL_BILL]
-    for field, kind in MOVIE_TYPES.items():
+    for field, kind in MOVIE_FIELDS.items():
         assert isinstance(body[field], kind), field
     assert not isinstance(body["budget"], bool)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from movierec.wire import is_movie_id
+from movierec.wire import MOVIE_FIELDS, USER_FIELDS, is_movie_id
 from simulator.catalog import CONTENT_RATINGS, GENRES, RATED_R, movie_id_from_title
 from simulator.population import K12, OCCUPATIONS, misspell
 from simulator.world import World, WorldSpec
@@ -77,7 +77,8 @@ def test_population_is_plausible(world: World) -> None:
 def test_user_records(world: World) -> None:
     plain = next(i for i in range(100) if not world.population.describes[i])
     record = world.user_record(plain)
-    assert record is not None and set(record) == {"user_id", "age", "occupation", "gender"}
+    assert record is not None
+    assert {k: type(v) for k, v in record.items()} == USER_FIELDS
     assert record["occupation"] in OCCUPATIONS and record["gender"] in ("M", "F")
     assert world.user_record(-1) is None and world.user_record(SPEC.n_users) is None
 
@@ -105,15 +106,6 @@ def test_misspellings_change_one_letter_position() -> None:
     assert all(abs(len(t) - len("chocolate")) <= 1 for t in typos)
 
 
-MOVIE_FIELDS = {
-    "id": str, "tmdb_id": int, "imdb_id": str, "title": str, "original_title": str,
-    "adult": bool, "belongs_to_collection": dict, "budget": int, "genres": list,
-    "homepage": str, "original_language": str, "overview": str, "popularity": float,
-    "poster_path": str, "production_companies": list, "production_countries": list,
-    "release_date": str, "revenue": int, "runtime": int, "spoken_languages": list,
-    "status": str, "vote_average": float, "vote_count": int, "license_cost": float,
-    "content_rating": str,
-}
 
 
 def test_movie_records_have_every_documented_field(world: World) -> None:
