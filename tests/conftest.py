@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+from werkzeug.serving import WSGIRequestHandler
+
 
 def free_ports(count: int) -> list[int]:
     """Ports the OS says are free now (held open together so they are distinct)."""
@@ -17,3 +19,10 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+class QuietHandler(WSGIRequestHandler):
+    """Werkzeug's request handler without the access log line per request."""
+
+    def log_request(self, *args: object, **kwargs: object) -> None:
+        pass

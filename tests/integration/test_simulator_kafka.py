@@ -116,14 +116,15 @@ def test_live_mode_writes_the_course_log_to_kafka(stack: LocalStack, unique: str
     from werkzeug.serving import make_server
     from werkzeug.wrappers import Request, Response
 
-    from tests.conftest import free_ports
+    from tests.conftest import QuietHandler, free_ports
 
     @Request.application
     def service(request: Request) -> Response:
         return Response("the+great+2013,key+1994", mimetype="text/plain")
 
     port = free_ports(1)[0]
-    server = make_server("127.0.0.1", port, service, threaded=True)
+    server = make_server("127.0.0.1", port, service, threaded=True,
+                         request_handler=QuietHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     topic = f"live-{unique}"

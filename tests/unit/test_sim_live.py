@@ -21,7 +21,7 @@ from simulator.grade import GradeAccumulator
 from simulator.live import LiveConfig, LiveRun
 from simulator.producer import FileSink
 from simulator.world import World, WorldSpec
-from tests.conftest import free_ports
+from tests.conftest import QuietHandler, free_ports
 
 START = datetime(2025, 4, 1, 18)
 
@@ -47,7 +47,7 @@ def service(world: World) -> Iterator[str]:
         return Response(",".join(oracle.best_list(world, user)), mimetype="text/plain")
 
     port = free_ports(1)[0]
-    server = make_server("127.0.0.1", port, app, threaded=True)
+    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=QuietHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{port}"
@@ -116,7 +116,10 @@ def test_good_lists_drive_what_users_watch(world: World, service: str, tmp_path:
             served[e.user_id] = set(e.items)
         elif isinstance(e, Watch) and e.minute == 0 and e.user_id in served:
             taken += e.movie_id in served[e.user_id]
-    assert taken == stats.sessions_from_list > 0
+    # Oracle lists are nearly always taken; ignoring them would drop this to ~0. (A log
+    # count cannot equal the internal one exactly: an organic pick may happen to be listed.)
+    assert taken >= 0.8 * stats.outcomes["ok"] > 0
+    assert abs(taken - stats.sessions_from_list) <= 0.1 * stats.outcomes["ok"]
 
 
 def test_dead_service_is_logged_as_refused(world: World, tmp_path: Path) -> None:
