@@ -54,6 +54,7 @@ def backfill(generator: HistoryGenerator, sink: LineSink, *, progress: bool = Tr
                 bar.set_postfix_str(f"{sent:,} lines, {rate:,.0f} lines/s", refresh=False)
                 bar.update(min(float(batch.t[-1]) / 3600, hours) - bar.n)
 
+    extra = [item for item in extra if item[0] < generator.end_s]  # the end is a hard cut
     timed = heapq.merge(organic(), extra, key=lambda item: item[0]) if extra else organic()
     lines = injector.run(timed) if injector is not None else ((line, key) for _, line, key in timed)
     try:

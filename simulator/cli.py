@@ -217,19 +217,21 @@ def _user_ids(text: str) -> list[int]:
 @click.option("--deadline-ms", type=int, default=600, show_default=True)
 @click.option("--new-user-share", type=float, default=0.05, show_default=True,
               help="Share of arrivals that are new sign-ups.")
+@click.option("--start-day", type=float, default=1.0, show_default=True,
+              help="World day the run starts at: users who joined before exist (run it "
+                   "after a backfill of that many days); later joiners sign up during the run.")
 @click.option("--scraper-rate", type=float, default=0.0, help="Requests/s of a crawling client.")
-@click.option("--start", type=click.DateTime(), help="Simulated start time (default: now, UTC).")
 @click.option("--sink", type=click.Choice(["kafka", "file"]), default="kafka", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), help="File for --sink file.")
 @click.option("--topic", help="Topic (default MOVIEREC_KAFKA_TOPIC).")
 @click.option("--truth", type=click.Path(path_type=Path), default=Path("var/sim/live-truth.jsonl"),
               show_default=True)
 def sim_live(users, movies, seed, url: str, rate: float, duration: float, clock_ratio: float,
-             deadline_ms: int, new_user_share: float, scraper_rate: float, start,
+             deadline_ms: int, new_user_share: float, start_day: float, scraper_rate: float,
              sink: str, out: Path | None, topic: str | None, truth: Path) -> None:
     """Simulated users call GET /recommend/<uid>, react, and write the log."""
     import asyncio
-    from datetime import datetime, timezone
+    from datetime import timedelta
 
     from simulator.live import LiveConfig, LiveRun
     from simulator.producer import open_sink
@@ -242,9 +244,10 @@ def sim_live(users, movies, seed, url: str, rate: float, duration: float, clock_
     world = _build_world(settings)
     config = LiveConfig(service_url=url, rate_per_s=rate, duration_s=duration,
                         clock_ratio=clock_ratio, deadline_ms=deadline_ms,
-                        new_user_share=new_user_share, scraper_rate_per_s=scraper_rate,
-                        seed=settings.sim_seed, rating_scale=settings.rating_scale)
-    begin = start or datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+                        new_user_share=new_user_share, start_day=start_day,
+                        scraper_rate_per_s=scraper_rate, seed=settings.sim_seed,
+                        rating_scale=settings.rating_scale)
+    begin = settings.start_time() + timedelta(days=start_day)
     # Live sessions write ~70 lines a request: the bulk client keeps up at high rates.
     target = (open_sink("file", path=out) if sink == "file" else
               open_sink(settings.sim_bulk_client, bootstrap=settings.kafka_bootstrap,

@@ -48,7 +48,7 @@ class _Consumer(Protocol):
 
     def poll(self, timeout_ms: int = 0) -> dict[Any, list[Any]]: ...
 
-    def position(self, partition: Any) -> int: ...
+    def position(self, partition: Any, timeout_ms: int | None = None) -> int: ...
 
 
 def drain(
@@ -64,8 +64,13 @@ def drain(
     Records at or past the end offset (written after the start) are skipped. Stops early
     after ``timeout_s`` in all or ``idle_s`` without a record; returns notes saying so.
     """
-    remaining = {tp for tp, end in ends.items() if consumer.position(tp) < end}
     give_up = time.monotonic() + timeout_s
+
+    def behind(tp: Any) -> bool:  # position() waits forever unless told otherwise
+        left_ms = max(1, int((give_up - time.monotonic()) * 1000))
+        return consumer.position(tp, timeout_ms=left_ms) < ends[tp]
+
+    remaining = {tp for tp in ends if behind(tp)}
     last_record = time.monotonic()
     while remaining:
         now = time.monotonic()
@@ -79,7 +84,7 @@ def drain(
                 if record.offset < ends.get(tp, 0):
                     feed(record.value)
             last_record = time.monotonic()
-        remaining = {tp for tp in remaining if consumer.position(tp) < ends[tp]}
+        remaining = {tp for tp in remaining if behind(tp)}
     return []
 
 
@@ -105,6 +110,7 @@ def grade_topic(
     """
     # imported here: only this adapter needs kafka-python, and it is slow to import
     from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
 
     from movierec.kafka_admin import broker_probe
 
@@ -133,6 +139,8 @@ def grade_topic(
         consumer.seek_to_beginning(*tps)
         ends = consumer.end_offsets(tps)
         notes = drain(consumer, ends, acc.add_line, timeout_s=timeout_s, idle_s=idle_s)
+    except KafkaError as exc:  # e.g. the broker stalls mid-read: a clear error, not a hang
+        raise GradeError(f"reading {topic!r} at {bootstrap} failed: {exc}") from None
     finally:
         consumer.close()
     return acc.report(notes=[f"source: kafka topic {topic} at {bootstrap}", *notes])

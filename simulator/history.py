@@ -21,13 +21,14 @@ the few hours of sessions in flight.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
 
-from movierec.wire import account_line, rate_line, watch_line
+from movierec.wire import account_line, format_time, rate_line, watch_line
 from simulator.behaviour import (
     BehaviourParams,
     OrganicSampler,
@@ -74,6 +75,10 @@ class HistoryGenerator:
                  rating_scale: int = 5, params: BehaviourParams = BehaviourParams(),
                  block_s: int = 1800, shift_at_s: float | None = None,
                  drift_at_s: float | None = None) -> None:
+        if drift_at_s is not None:  # the drift edits tastes: on a copy, not the caller's world
+            population = dataclasses.replace(world.population,
+                                              genre_pref=world.population.genre_pref.copy())
+            world = World(world.spec, world.catalog, population)
         self.world = world
         self.start = start
         self.end_s = days * 86400.0
@@ -193,7 +198,7 @@ class HistoryGenerator:
                                                batch.value.tolist()):
             sec = int(t)
             if sec != last_sec:  # lines come in time order: one stamp serves many
-                stamp = (start + timedelta(seconds=sec)).isoformat()
+                stamp = format_time(start + timedelta(seconds=sec))
                 last_sec = sec
             if kind == WATCH:
                 line = watch_line(stamp, user, ids[movie], value)

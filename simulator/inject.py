@@ -20,6 +20,7 @@ behaviour of HTTP clients, not of the log.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import IO
 
 import numpy as np
 
-from movierec.wire import Reason, account_line, rate_line
+from movierec.wire import Reason, account_line, format_time, rate_line
 
 Line = tuple[bytes, bytes]  # (line, key)
 
@@ -154,17 +155,26 @@ class InjectionPlan:
     def parse(cls, text: str, **defaults: object) -> InjectionPlan:
         """``"malformed=0.01,duplicate=0.02,schema_change_at_h=6"`` -> a plan."""
         plan = cls(**defaults)  # type: ignore[arg-type]
-        blank = cls()
+        names = {f.name: f for f in dataclasses.fields(cls)}
         for item in filter(None, (p.strip() for p in text.split(","))):
             name, eq, value = item.partition("=")
-            if not eq or not hasattr(blank, name):
+            if not eq or name not in names:
                 raise ValueError(f"bad injection item {item!r}; items are "
-                                 + ", ".join(f"{f}=" for f in vars(blank)))
-            default = getattr(blank, name)
+                                 + ", ".join(f"{n}=" for n in names))
+            default = names[name].default
             try:
                 setattr(plan, name, (float if default is None else type(default))(value))
             except ValueError:
                 raise ValueError(f"bad value in injection item {item!r}") from None
+        for rate in ("malformed", "duplicate", "reorder"):
+            if not 0 <= getattr(plan, rate) <= 1:
+                raise ValueError(f"{rate}= must be a rate between 0 and 1")
+        if plan.malformed + plan.duplicate + plan.reorder > 1:
+            raise ValueError("malformed + duplicate + reorder must not exceed 1")
+        if plan.window < 2:
+            raise ValueError("window= must be at least 2")
+        if plan.shilling_accounts < 0:
+            raise ValueError("shilling_accounts= must not be negative")
         return plan
 
     @property
@@ -203,12 +213,15 @@ class Injector:
         for t, line, key in lines:
             while delayed and delayed[0][0] <= self.seq:
                 yield self._release(delayed.pop(0))
-            if plan.schema_change_at_h is not None and t >= plan.schema_change_at_h * 3600:
+            roll = rng.random()
+            if roll >= plan.malformed and plan.schema_change_at_h is not None \
+                    and t >= plan.schema_change_at_h * 3600:
+                # (a line chosen to be malformed keeps its old form, so that the reason
+                # its mutation declares is the one a parser gives)
                 if "schema_change" not in self.counts:
                     self._record("schema_change", at_h=plan.schema_change_at_h,
                                  form="epoch milliseconds")
                 line = self._schema(line)
-            roll = rng.random()
             if roll < plan.malformed:
                 name = names[int(rng.integers(len(names)))]
                 bad, reason = mutate(line, name, rng, plan.rating_scale)
@@ -270,4 +283,4 @@ def shilling_lines(ids: list[str], appeal: np.ndarray, plan: InjectionPlan, star
 
 
 def _stamp(start: datetime, seconds: float) -> str:
-    return (start + timedelta(seconds=int(seconds))).isoformat()
+    return format_time(start + timedelta(seconds=int(seconds)))

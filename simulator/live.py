@@ -51,6 +51,7 @@ class LiveConfig:
     clock_ratio: float = 60.0
     deadline_ms: int = 600
     new_user_share: float = 0.05
+    start_day: float = 1.0  # the world's day at which the run starts (after a backfill)
     scraper_rate_per_s: float = 0.0
     seed: int = 0
     rating_scale: int = 5
@@ -88,13 +89,17 @@ class LiveRun:
         self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
         self.server = f"{self.host}:{self.port}"
         self.pool = ConnectionPool(self.host, self.port)
-        activity = world.population.activity.astype(np.float64)
-        existing = world.population.joined < 0
-        self.user_cumulative = np.cumsum(np.where(existing, activity, 0) / activity[existing].sum())
+        # Users who joined before ``start_day`` exist (a backfill of that many days
+        # wrote their sign-ups); later joiners sign up during the run, earliest first.
         joined = world.population.joined
-        fresh = np.flatnonzero(joined >= 0)
-        self.new_users = list(fresh[np.argsort(joined[fresh])][::-1])  # pop() gives the earliest
-        self.busy: set[int] = set()
+        self.activity = world.population.activity.astype(np.float64)
+        self.exists = joined < config.start_day
+        fresh = np.flatnonzero(~self.exists)
+        self.new_users = list(fresh[np.argsort(joined[fresh])][::-1])  # pop() = earliest
+        self._weights_changed = True
+        self.user_cumulative = np.zeros(0)
+        # A user is in one session at a time: busy until the real time of its last line.
+        self.busy_until = np.full(world.n_users, -np.inf)
         self.pending: list[tuple[float, int, bytes, bytes]] = []  # (due, seq, line, key)
         self.seq = 0
         self.stats = LiveStats()
@@ -119,18 +124,25 @@ class LiveRun:
 
     # -- one session ---------------------------------------------------------------
 
-    def _pick_user(self) -> tuple[int, bool]:
+    def _pick_user(self, now: float) -> tuple[int, bool]:
         if self.new_users and self.rng.random() < self.config.new_user_share:
-            return int(self.new_users.pop()), True
+            user = int(self.new_users.pop())
+            self.exists[user] = True  # from now on a regular user, weighted by activity
+            self._weights_changed = True
+            return user, True
+        if self._weights_changed:
+            weights = np.where(self.exists, self.activity, 0.0)
+            self.user_cumulative = np.cumsum(weights / weights.sum())
+            self._weights_changed = False
         for _ in range(20):
             user = int(np.searchsorted(self.user_cumulative, self.rng.random(), side="right"))
             user = min(user, len(self.user_cumulative) - 1)
-            if user not in self.busy:
+            if self.busy_until[user] <= now:
                 return user, False
         return -1, False
 
     async def _session(self, user: int, new: bool) -> None:
-        self.busy.add(user)
+        self.busy_until[user] = np.inf  # until the reaction says when the session ends
         try:
             if new:
                 self._emit(lambda stamp: account_line(stamp, user), user)
@@ -140,9 +152,10 @@ class LiveRun:
             self.stats.latencies_ms.append(elapsed_ms)
             self._emit(lambda stamp: recommendation_line(stamp, user, self.server, status,
                                                          result, elapsed_ms), user)
-            self._react(user, items, time.monotonic())
+            self.busy_until[user] = self._react(user, items, time.monotonic())
         finally:
-            self.busy.discard(user)
+            if self.busy_until[user] == np.inf:  # cancelled mid-request: free the user
+                self.busy_until[user] = time.monotonic()
 
     async def _request(self, user: int) -> tuple[int, str, tuple[str, ...]]:
         """(status, result text, items) as the course client would log them."""
@@ -154,7 +167,7 @@ class LiveRun:
             outcome, status, text = "timeout", 0, f"Read timed out after {deadline} ms"
         except ConnectionRefusedError:
             outcome, status, text = "refused", 0, f"Connection refused: {self.server}"
-        except (OSError, HttpError, asyncio.IncompleteReadError) as exc:
+        except (OSError, HttpError, asyncio.IncompleteReadError, ValueError) as exc:
             outcome, status, text = "error", 0, f"{type(exc).__name__}: {str(exc)[:80]}"
         else:
             parsed = parse_answer(answer.body) if answer.status == 200 else None
@@ -168,7 +181,8 @@ class LiveRun:
         self.stats.requests += 1
         return status, "".join(c if c.isprintable() else " " for c in text), items
 
-    def _react(self, user: int, items: tuple[str, ...], now: float) -> None:
+    def _react(self, user: int, items: tuple[str, ...], now: float) -> float:
+        """Schedule the session's watch (and rate) lines; returns when its last line is due."""
         index = self.world.movie_index
         row = np.full((1, max(1, len(items))), -1)
         for i, movie_id in enumerate(items):
@@ -183,9 +197,10 @@ class LiveRun:
         for minute in range(minutes):
             due = now + (minute + 0.5) * step
             self._emit(lambda stamp, m=minute: watch_line(stamp, user, movie_id, m), user, due)
+        due = now + (minutes + 1) * step
         if stars:
-            due = now + (minutes + 1) * step
             self._emit(lambda stamp: rate_line(stamp, user, movie_id, stars), user, due)
+        return due
 
     # -- loops ---------------------------------------------------------------------
 
@@ -224,7 +239,7 @@ class LiveRun:
         try:
             while (now := time.monotonic()) < stop:
                 for _ in range(int(self.rng.poisson(self.config.rate_per_s * (now - last)))):
-                    user, new = self._pick_user()
+                    user, new = self._pick_user(now)
                     if user >= 0:  # -1: every candidate was busy in a session
                         task = asyncio.create_task(self._session(user, new))
                         tasks.add(task)

@@ -76,6 +76,7 @@ class ConfluentSink:
         while True:
             try:
                 self._producer.produce(self.topic, line, key, on_delivery=self._delivered)
+                self._producer.poll(0)  # serve delivery reports as they come, not 1M at once
                 return
             except BufferError:  # local queue full: let librdkafka drain it
                 self._producer.poll(0.05)
@@ -94,7 +95,7 @@ class FileSink:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = path.open("ab")
+        self._fh = path.open("wb")  # a new history replaces the old: time never goes back
 
     def send(self, line: bytes, key: bytes) -> None:
         self._fh.write(line + b"\n")

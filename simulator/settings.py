@@ -27,9 +27,11 @@ class SimSettings(KafkaSettings, WireSettings):
 
     def __post_init__(self) -> None:
         try:
-            self.start_time()
+            start = self.start_time()
         except ValueError:
             raise SettingsError(f"MOVIEREC_SIM_START={self.sim_start!r}: expected an ISO date-time") from None
+        if start.tzinfo is not None:  # the log's times are local and carry no zone
+            raise SettingsError(f"MOVIEREC_SIM_START={self.sim_start!r}: give a local time without a zone")
 
     def world_spec(self) -> WorldSpec:
         return WorldSpec(seed=self.sim_seed, n_users=self.sim_users, n_movies=self.sim_movies,

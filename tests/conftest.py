@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+from movierec.wire import Watch
+
 from werkzeug.serving import WSGIRequestHandler
 
 
@@ -26,3 +28,19 @@ class QuietHandler(WSGIRequestHandler):
 
     def log_request(self, *args: object, **kwargs: object) -> None:
         pass
+
+
+def assert_one_session_at_a_time(events: list) -> int:
+    """Per user, watch lines form whole sessions: minute 0 starts one, and every other
+    line continues the user's current session (same movie, next minute). Two sessions of
+    one user interleaving would break this. Returns the number of sessions seen."""
+    current: dict[int, tuple[str, int]] = {}
+    sessions = 0
+    for e in events:
+        if isinstance(e, Watch):
+            if e.minute == 0:
+                sessions += 1
+            else:
+                assert current.get(e.user_id) == (e.movie_id, e.minute - 1), e
+            current[e.user_id] = (e.movie_id, e.minute)
+    return sessions

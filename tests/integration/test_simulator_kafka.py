@@ -85,7 +85,8 @@ def test_grade_topic_matches_the_pure_grader(stack: LocalStack, unique: str) -> 
     result = CliRunner().invoke(main, ["sim", "grade", "--from-kafka", "--topic", topic],
                                 env={"MOVIEREC_KAFKA_BOOTSTRAP": stack.bootstrap})
     assert result.exit_code == 0, result.output
-    assert "22" in result.stdout and "10" in result.stdout
+    rows = {line[:37].strip(): line[37:].split() for line in result.stdout.splitlines()}
+    assert rows["requests"] == ["22"] and rows["successful"][0] == "10"
 
 
 def test_grade_topic_fails_clearly_without_the_topic(stack: LocalStack, unique: str) -> None:

@@ -68,6 +68,15 @@ def test_rating_scale_is_five_or_ten() -> None:
         load(WireSettings, {"MOVIEREC_RATING_SCALE": "7"})
 
 
+def test_simulated_start_is_local_time_without_zone() -> None:
+    from simulator.settings import SimSettings
+
+    with pytest.raises(SettingsError, match="MOVIEREC_SIM_START"):
+        load(SimSettings, {"MOVIEREC_SIM_START": "2025-03-01T00:00:00Z"})
+    with pytest.raises(SettingsError, match="MOVIEREC_SIM_START"):
+        load(SimSettings, {"MOVIEREC_SIM_START": "yesterday"})
+
+
 def test_stack_ports_must_differ() -> None:
     with pytest.raises(SettingsError, match="share a port"):
         load(StackSettings, {"MOVIEREC_REDIS_PORT": "9092"})

@@ -319,7 +319,7 @@ class FakeConsumer:
                 return {p: [record]}
         return {}
 
-    def position(self, partition: int) -> int:
+    def position(self, partition: int, timeout_ms: int | None = None) -> int:
         return self.pos[partition]
 
 

@@ -18,6 +18,7 @@ from simulator.world import World, WorldSpec
 START = datetime(2025, 3, 1)
 WATCH = b"2025-03-01T10:00:00,42,GET /data/m/the+matrix+1999/12.mpg"
 RATE = b"2025-03-01T10:00:00,42,GET /rate/the+matrix+1999=4"
+ACCOUNT = b"2025-03-01T10:00:00,42,GET /create_account"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def world() -> World:
 
 
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
-@pytest.mark.parametrize("line", [WATCH, RATE], ids=["watch", "rate"])
+@pytest.mark.parametrize("line", [WATCH, RATE, ACCOUNT], ids=["watch", "rate", "account"])
 @pytest.mark.parametrize("scale", [5, 10])
 def test_every_mutation_gets_the_reason_it_declares(name: str, line: bytes, scale: int) -> None:
     parser = LineParser(rating_scale=scale)
@@ -59,6 +60,22 @@ def test_malformed_lines_match_their_ground_truth(world: World) -> None:
     rejected = sum(isinstance(parser.parse(line), Rejection) for line, _ in out)
     assert rejected == len(malformed)  # and nothing else is broken
     assert len({r["mutation"] for r in malformed}) == len(MUTATIONS)
+
+
+def test_malformed_lines_keep_their_reason_under_a_schema_change(world: World) -> None:
+    _, out, records, _, _ = _run(world, InjectionPlan(malformed=0.05, schema_change_at_h=1.0, seed=5))
+    parser = LineParser()
+    malformed = [r for r in records if r["kind"] == "malformed"]
+    assert len(malformed) > 50
+    for record in malformed:
+        assert parser.parse(out[record["seq"]][0]).reason.value == record["reason"]
+
+
+def test_plan_validation() -> None:
+    for bad in ("malformed=-0.1", "duplicate=2", "malformed=0.6,reorder=0.6", "window=1",
+                "active=1", "parse=1", "shilling_accounts=-3"):
+        with pytest.raises(ValueError):
+            InjectionPlan.parse(bad)
 
 
 def test_duplicates_and_reordering_keep_every_line(world: World) -> None:
@@ -99,9 +116,11 @@ def test_shilling_campaign_lifts_an_obscure_movie(world: World) -> None:
 
 
 def test_popularity_shift_and_taste_drift_change_behaviour(world: World) -> None:
-    fresh = World.build(world.spec)  # the drift edits tastes in place
-    _, out, _, _, generator = _run(fresh, InjectionPlan(), days=1.0, shift_at_s=12 * 3600,
+    before_tastes = world.population.genre_pref.copy()
+    _, out, _, _, generator = _run(world, InjectionPlan(), days=1.0, shift_at_s=12 * 3600,
                                    drift_at_s=12 * 3600)
+    assert np.array_equal(world.population.genre_pref, before_tastes)  # the caller's world
+    assert not np.array_equal(generator.world.population.genre_pref, before_tastes)
     assert [c["kind"] for c in generator.changes] == ["popularity_shift", "taste_drift"]
     hits = set(generator.changes[0]["movies"])
     parser = LineParser()
