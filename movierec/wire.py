@@ -48,7 +48,8 @@ _MINUTES = {str(i): i for i in range(MAX_MINUTE + 1)}
 """Canonical minute texts to ints: one lookup checks digits, range and converts."""
 
 _MOVIE_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789+._-"
-_MOVIE_ID_MAX = 256
+MAX_MOVIE_ID = 256
+"""Longest movie id accepted, in characters."""
 _ID_CACHE_LIMIT = 200_000
 
 _WATCH = "GET /data/m/"
@@ -151,7 +152,7 @@ def is_movie_id(text: str) -> bool:
     non-ASCII lower-case letters are tolerated.
     """
     n = len(text)
-    if n < 6 or n > _MOVIE_ID_MAX or text[0] == "+" or text[-5] != "+":
+    if n < 6 or n > MAX_MOVIE_ID or text[0] == "+" or text[-5] != "+":
         return False
     year = text[-4:]
     if not (year.isascii() and year.isdigit()):
@@ -403,7 +404,7 @@ def parse_answer(body: str | bytes, parser: LineParser | None = None) -> tuple[s
             return Rejection(Reason.BAD_ENCODING, "answer is not UTF-8")
     if not body:
         return ()
-    if len(body) > MAX_ITEMS * (_MOVIE_ID_MAX + 1):
+    if len(body) > MAX_ITEMS * (MAX_MOVIE_ID + 1):
         return Rejection(Reason.TOO_LONG, f"answer of {len(body)} characters")
     pieces = body.split(",")
     if len(pieces) > MAX_ITEMS:

@@ -46,14 +46,12 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 from werkzeug.serving import make_server as _werkzeug_server
 
 from movierec.settings import setting
-from movierec.wire import MAX_USER_DIGITS
+from movierec.wire import MAX_MOVIE_ID, MAX_USER_DIGITS
 from simulator.api_faults import (MAX_FAULT_DURATION_S, MAX_SLOW_MS, FaultSwitch, RateLimiter,
                                   dirty, parse_faults, plan)
 
 log = logging.getLogger(__name__)
 
-MAX_MOVIE_ID_CHARS = 256
-"""Longer movie ids are a bad request (the wire format's bound too)."""
 DATA_ENDPOINTS = frozenset({"user", "movie"})
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                      5.0, 10.0, 30.0)
@@ -109,8 +107,8 @@ def parse_ids(text: str, kind: str, max_bulk: int) -> tuple[list[Any], bool]:
         raise ValueError(f"no {kind} id given")
     if kind == "movie":
         for item in items:
-            if len(item) > MAX_MOVIE_ID_CHARS:
-                raise ValueError(f"movie id longer than {MAX_MOVIE_ID_CHARS} characters")
+            if len(item) > MAX_MOVIE_ID:
+                raise ValueError(f"movie id longer than {MAX_MOVIE_ID} characters")
         return items, len(parts) > 1
     ids = []
     for item in items:

@@ -68,16 +68,24 @@ def choose_from_lists(u: np.ndarray, valid: np.ndarray, rng: np.random.Generator
     return np.where(accept.any(axis=1), first, -1)
 
 
-class OrganicSampler:
-    """Draws candidate movies in proportion to appeal (alias-free: cumulative search)."""
+class WeightedSampler:
+    """Draws indices in proportion to non-negative weights (binary search over the
+    cumulative weights: O(log n) a draw, no table to rebuild beyond one cumsum)."""
 
-    def __init__(self, world: World, appeal: np.ndarray | None = None) -> None:
-        weights = np.asarray(world.catalog.appeal if appeal is None else appeal, dtype=np.float64)
+    def __init__(self, weights: np.ndarray) -> None:
+        weights = np.asarray(weights, dtype=np.float64)
         self.cumulative = np.cumsum(weights / weights.sum())
 
-    def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    def sample(self, rng: np.random.Generator, shape: int | tuple[int, ...]) -> np.ndarray:
         picks = np.searchsorted(self.cumulative, rng.random(shape), side="right")
         return np.minimum(picks, len(self.cumulative) - 1)
+
+
+class OrganicSampler(WeightedSampler):
+    """Candidate movies in proportion to appeal (or to ``appeal`` given, after a shift)."""
+
+    def __init__(self, world: World, appeal: np.ndarray | None = None) -> None:
+        super().__init__(world.catalog.appeal if appeal is None else appeal)
 
 
 def organic_choice(world: World, users: np.ndarray, sampler: OrganicSampler,

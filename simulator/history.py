@@ -32,6 +32,7 @@ from movierec.wire import account_line, format_time, rate_line, watch_line
 from simulator.behaviour import (
     BehaviourParams,
     OrganicSampler,
+    WeightedSampler,
     organic_choice,
     ratings,
     watch_minutes,
@@ -88,7 +89,7 @@ class HistoryGenerator:
         self.block_s = block_s
         self.sampler = OrganicSampler(world)
         activity = world.population.activity.astype(np.float64)
-        self.user_cumulative = np.cumsum(activity / activity.sum())
+        self.users = WeightedSampler(activity)
         self.sessions_per_s = activity.sum() / 86400.0
         self.joined_s = world.population.joined.astype(np.float64) * 86400.0
         fresh = np.flatnonzero((self.joined_s >= 0) & (self.joined_s < self.end_s))
@@ -128,8 +129,7 @@ class HistoryGenerator:
         self._change_world(b0)
         hour = int((self.start + timedelta(seconds=b0)).hour)
         n = self.rng.poisson(self.sessions_per_s * (b1 - b0) * _HOURLY[hour])
-        users = np.minimum(np.searchsorted(self.user_cumulative, self.rng.random(n), side="right"),
-                           len(self.user_cumulative) - 1)
+        users = self.users.sample(self.rng, n)
         starts = np.sort(b0 + self.rng.random(n) * (b1 - b0))
         # One session at a time per user: the first in the block, once the last is over,
         # and only once the account exists.

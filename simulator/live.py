@@ -37,7 +37,7 @@ import numpy as np
 
 from movierec.wire import (Rejection, account_line, parse_answer, rate_line,
                            recommendation_line, watch_line)
-from simulator.behaviour import BehaviourParams, OrganicSampler, react
+from simulator.behaviour import BehaviourParams, OrganicSampler, WeightedSampler, react
 from simulator.live_http import ConnectionPool, HttpError
 from simulator.producer import LineSink
 from simulator.world import World
@@ -97,7 +97,7 @@ class LiveRun:
         fresh = np.flatnonzero(~self.exists)
         self.new_users = list(fresh[np.argsort(joined[fresh])][::-1])  # pop() = earliest
         self._weights_changed = True
-        self.user_cumulative = np.zeros(0)
+        self.users: WeightedSampler | None = None
         # A user is in one session at a time: busy until the real time of its last line.
         self.busy_until = np.full(world.n_users, -np.inf)
         self.pending: list[tuple[float, int, bytes, bytes]] = []  # (due, seq, line, key)
@@ -131,12 +131,9 @@ class LiveRun:
             self._weights_changed = True
             return user, True
         if self._weights_changed:
-            weights = np.where(self.exists, self.activity, 0.0)
-            self.user_cumulative = np.cumsum(weights / weights.sum())
+            self.users = WeightedSampler(np.where(self.exists, self.activity, 0.0))
             self._weights_changed = False
-        for _ in range(20):
-            user = int(np.searchsorted(self.user_cumulative, self.rng.random(), side="right"))
-            user = min(user, len(self.user_cumulative) - 1)
+        for user in self.users.sample(self.rng, 20).tolist():
             if self.busy_until[user] <= now:
                 return user, False
         return -1, False
