@@ -5,7 +5,7 @@ probe of N requests are graded by the same arithmetic. ``grade_topic`` reads a t
 the beginning up to the end offsets seen at the start, without a consumer group and
 without committing. ``probe_service`` plays the course's client: GET
 ``/recommend/<uid>`` with a client-side deadline, the body checked by
-``movierec.wire.parse_answer``, each outcome turned into the ``Recommendation`` event the
+``simulator.course_client``, each outcome turned into the ``Recommendation`` event the
 course's client would have logged. It uses the standard library only and cannot hang:
 every socket operation has a timeout and the whole run has a time budget.
 """
@@ -21,7 +21,8 @@ from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from movierec.wire import Recommendation, parse_answer
+from movierec.wire import Recommendation
+from simulator import course_client
 
 from simulator.grade import DEFAULT_DEADLINE_MS, DEFAULT_DOWN_THRESHOLD, GradeAccumulator
 from simulator.grade_report import GradeReport
@@ -286,22 +287,12 @@ class _Client:
         return response.status, b"".join(chunks)
 
     def _answer(self, uid: int, began: float, status: int, body: bytes) -> Recommendation:
-        millis = _millis(began)
-        if status != 200:
-            return self._event(uid, status, (), f"HTTP {status}", millis)
-        items = parse_answer(body)
-        if isinstance(items, tuple):
-            return self._event(uid, 200, items, "", millis)
-        detail = items.detail if len(body) <= MAX_BODY else f"over {MAX_BODY} bytes"
-        return self._event(uid, 0, (), _printable(f"malformed answer: {detail}"), millis)
+        outcome = course_client.answered(status, body)  # an over-long body is malformed too
+        error = "" if outcome.kind == "ok" else outcome.text
+        return self._event(uid, outcome.status, outcome.items, error, _millis(began))
 
     def _error_text(self, exc: BaseException) -> str:
-        """The course client's kind of text: "timed out after 600 ms", "Connection refused: ..."."""
-        if isinstance(exc, TimeoutError):
-            return f"timed out after {self.deadline_ms} ms"
-        if isinstance(exc, ConnectionRefusedError):
-            return f"Connection refused: {self.server}"
-        return _printable(f"{type(exc).__name__}: {exc}")
+        return course_client.failed(exc, deadline_ms=self.deadline_ms, server=self.server).text
 
     def _event(
         self, uid: int, status: int, items: tuple[str, ...], error: str, millis: int
@@ -311,8 +302,3 @@ class _Client:
 
 def _millis(began: float) -> int:
     return round((time.perf_counter() - began) * 1000)
-
-
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text)[:200]
-

@@ -35,8 +35,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from movierec.wire import (Rejection, account_line, parse_answer, rate_line,
-                           recommendation_line, watch_line)
+from movierec.wire import account_line, rate_line, recommendation_line, watch_line
+from simulator import course_client
 from simulator.behaviour import BehaviourParams, OrganicSampler, WeightedSampler, react
 from simulator.live_http import ConnectionPool, HttpError
 from simulator.producer import LineSink
@@ -157,26 +157,15 @@ class LiveRun:
     async def _request(self, user: int) -> tuple[int, str, tuple[str, ...]]:
         """(status, result text, items) as the course client would log them."""
         deadline = self.config.deadline_ms
-        items: tuple[str, ...] = ()
         try:
             answer = await self.pool.get(f"/recommend/{user}", deadline / 1000)
-        except TimeoutError:
-            outcome, status, text = "timeout", 0, f"Read timed out after {deadline} ms"
-        except ConnectionRefusedError:
-            outcome, status, text = "refused", 0, f"Connection refused: {self.server}"
         except (OSError, HttpError, asyncio.IncompleteReadError, ValueError) as exc:
-            outcome, status, text = "error", 0, f"{type(exc).__name__}: {str(exc)[:80]}"
+            outcome = course_client.failed(exc, deadline_ms=deadline, server=self.server)
         else:
-            parsed = parse_answer(answer.body) if answer.status == 200 else None
-            if answer.status != 200:
-                outcome, status, text = "http_error", answer.status, f"HTTP {answer.status}"
-            elif isinstance(parsed, Rejection):
-                outcome, status, text = "malformed", 0, f"malformed answer: {parsed.detail}"
-            else:
-                outcome, status, text, items = "ok", 200, ", ".join(parsed), parsed
-        self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
+            outcome = course_client.answered(answer.status, answer.body)
+        self.stats.outcomes[outcome.kind] = self.stats.outcomes.get(outcome.kind, 0) + 1
         self.stats.requests += 1
-        return status, "".join(c if c.isprintable() else " " for c in text), items
+        return outcome.status, outcome.text, outcome.items
 
     def _react(self, user: int, items: tuple[str, ...], now: float) -> float:
         """Schedule the session's watch (and rate) lines; returns when its last line is due."""
