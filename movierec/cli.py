@@ -136,9 +136,10 @@ def config() -> None:
     from ops.settings import StackSettings
     from simulator.api import ApiSettings
     from simulator.settings import SimSettings
+    from stream_consumer.settings import ConsumerSettings
 
     seen: set[str] = set()
-    for cls in (StackSettings, WireSettings, SimSettings, ApiSettings):
+    for cls in (StackSettings, WireSettings, SimSettings, ApiSettings, ConsumerSettings):
         for name, default, text in describe(cls):
             if name not in seen:
                 seen.add(name)
@@ -181,8 +182,10 @@ def wire_check(source, show: int) -> None:
 
 def _register_components() -> None:
     from simulator.cli import sim
+    from stream_consumer.cli import consume
 
     main.add_command(sim)
+    main.add_command(consume)
 
 
 _register_components()

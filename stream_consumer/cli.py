@@ -1,0 +1,97 @@
+"""``movierec consume``: run one member of the feature pipeline's consumer group."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+
+import click
+
+from movierec.settings import load
+
+
+def build(settings, *, metrics_port: int | None = None):
+    """Wire the real adapters from settings: (StreamConsumer, Enricher, closers)."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from prometheus_client import start_http_server
+
+    from movierec.kafka_admin import ensure_topic
+    from stream_consumer.consumer import StreamConsumer
+    from stream_consumer.enrich import Enricher
+    from stream_consumer.event_store import EventStore
+    from stream_consumer.keys import Keys
+    from stream_consumer.metrics import ConsumerMetrics
+    from stream_consumer.redis_store import RedisFeatureStore
+
+    keys = Keys(settings.redis_prefix)
+    features = RedisFeatureStore.connect(settings.redis_url, keys, timeout_s=settings.redis_timeout_s,
+                                         recent_history=settings.recent_history)
+    ensure_topic(settings.kafka_bootstrap, settings.dlq, 1)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                             client_id="movierec-consumer-dlq", linger_ms=5)
+    consumer = KafkaConsumer(
+        settings.kafka_topic, bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.consumer_group, client_id="movierec-consumer",
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        max_poll_records=settings.consumer_batch_max, max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    enricher = Enricher(features.client, keys, settings.user_api_url)
+    metrics = ConsumerMetrics.create()
+    port = settings.metrics_port if metrics_port is None else metrics_port
+    server = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)[0] if port else None
+    runner = StreamConsumer(
+        consumer, features, EventStore(settings.store_dir, settings.kafka_topic),
+        dlq_send=lambda value, key: producer.send(settings.dlq, value=value, key=key),
+        dlq_flush=lambda: producer.flush(timeout=30),
+        metrics=metrics, topic=settings.kafka_topic, rating_scale=settings.rating_scale,
+        batch_max=settings.consumer_batch_max, poll_ms=settings.consumer_poll_ms,
+        runtime_slack_min=settings.runtime_slack_min,
+        future_tolerance_h=settings.future_tolerance_h,
+        runtime_of=enricher.runtime_of if settings.enrich else None,
+        known_user=enricher.known_user if settings.enrich else None,
+        known_movie=enricher.known_movie if settings.enrich else None,
+    )
+
+    def close() -> None:
+        enricher.stop.set()
+        consumer.close()
+        producer.close(timeout=10)
+        features.client.close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    return runner, enricher, close
+
+
+@click.command("consume")
+@click.option("--max-lines", type=int, help="Stop after this many lines.")
+@click.option("--idle-exit", type=float, help="Stop after this many seconds without lines.")
+@click.option("--metrics-port", type=int, help="Port of /metrics (default MOVIEREC_METRICS_PORT).")
+def consume(max_lines: int | None, idle_exit: float | None, metrics_port: int | None) -> None:
+    """Consume the event log into Redis features, the event store and the DLQ."""
+    from stream_consumer.settings import ConsumerSettings
+
+    settings = load(ConsumerSettings)
+    runner, enricher, close = build(settings, metrics_port=metrics_port)
+    worker = threading.Thread(target=enricher.run, name="enricher", daemon=True) if settings.enrich else None
+    if worker is not None:
+        worker.start()
+
+    def stop(signum, frame) -> None:  # finish the batch in hand, commit, leave the group
+        runner.stop.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    click.echo(f"consuming {settings.kafka_topic} @ {settings.kafka_bootstrap} as "
+               f"{settings.consumer_group}; rejects to {settings.dlq}", err=True)
+    try:
+        lines = runner.run(max_lines=max_lines, idle_exit_s=idle_exit)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        close()
+        if worker is not None:
+            worker.join(timeout=5)
+    click.echo(json.dumps({"lines": lines, "enriched": enricher.fetched}))

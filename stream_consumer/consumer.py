@@ -1,0 +1,207 @@
+"""The consumer loop: Kafka batch -> parse, check -> Redis, event store, DLQ -> commit.
+
+At-least-once: offsets are committed only once a batch's effects are durable in Redis,
+in the event store and (for rejected lines) in the dead-letter topic. A crash before
+the commit means the batch comes again; every effect is idempotent (features merge,
+the event store deduplicates by offset), so nothing is lost and nothing counts twice.
+
+Nothing a line contains can stop the loop: the parser never raises, the checks only
+reject. A dead dependency stops progress, not the process: a failed Redis write, event
+store write or DLQ send is retried with backoff and the batch is not committed until it
+succeeds (or the process is told to stop, and the batch comes again later).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from kafka.errors import KafkaError
+
+from movierec.wire import LineParser, Rejection
+from stream_consumer.dlq import dead_letter
+from stream_consumer.event_store import EventColumns, EventStore, EventStoreError
+from stream_consumer.features import FeatureDelta
+from stream_consumer.keys import day_of
+from stream_consumer.metrics import ConsumerMetrics
+from stream_consumer.redis_store import FeatureStoreError, RedisFeatureStore
+from stream_consumer.validate import Validator
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (FeatureStoreError, EventStoreError, KafkaError, OSError)
+"""Failures of a dependency (Redis, disk, Kafka): retried until they pass."""
+
+
+class Stopped(Exception):
+    """The process was told to stop while a batch was not yet durable."""
+
+
+@dataclass
+class BatchResult:
+    lines: int = 0
+    accepted: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    kinds: Counter = field(default_factory=Counter)
+
+
+class StreamConsumer:
+    """One member of the consumer group. ``consumer`` is a kafka-python KafkaConsumer
+    already subscribed; ``dlq_send(value, key)`` and ``dlq_flush()`` wrap a producer."""
+
+    def __init__(self, consumer, features: RedisFeatureStore, events: EventStore | None, *,
+                 dlq_send: Callable[[bytes, bytes | None], None], dlq_flush: Callable[[], None],
+                 metrics: ConsumerMetrics, topic: str, rating_scale: int = 5,
+                 batch_max: int = 5000, poll_ms: int = 500, runtime_slack_min: int = 10,
+                 future_tolerance_h: float = 6.0, runtime_of: Callable[[str], int | None] | None = None,
+                 known_user: Callable[[int], bool] | None = None,
+                 known_movie: Callable[[str], bool] | None = None) -> None:
+        self.consumer = consumer
+        self.features = features
+        self.events = events
+        self.dlq_send, self.dlq_flush = dlq_send, dlq_flush
+        self.metrics = metrics
+        self.topic = topic
+        self.batch_max, self.poll_ms = batch_max, poll_ms
+        self.parser = LineParser(rating_scale)
+        self.validator = Validator(runtime_of=runtime_of or (lambda movie: None),
+                                   runtime_slack_min=runtime_slack_min,
+                                   future_tolerance=timedelta(hours=future_tolerance_h))
+        self.known_user = known_user or (lambda user: True)
+        self.known_movie = known_movie or (lambda movie: True)
+        self.stop = threading.Event()
+        self.lines = 0
+
+    # -- one batch -----------------------------------------------------------------------
+
+    def process(self, batch: dict) -> BatchResult:
+        """Make one polled batch durable; the caller commits afterwards."""
+        result = BatchResult()
+        delta, columns = FeatureDelta(), EventColumns()
+        dead: list[bytes] = []
+        parse, check = self.parser.parse, self.validator.check
+        oldest_ms: int | None = None
+        for records in batch.values():
+            for record in records:
+                raw = record.value if record.value is not None else b""
+                result.lines += 1
+                if oldest_ms is None or record.timestamp < oldest_ms:
+                    oldest_ms = record.timestamp
+                event = parse(raw)
+                if isinstance(event, Rejection):
+                    reason, detail = event.reason.value, event.detail
+                else:
+                    problem = check(event)
+                    if problem is None:
+                        delta.add(event, raw)
+                        columns.add(event, record.partition, record.offset)
+                        result.kinds[event.kind] += 1
+                        continue
+                    reason, detail = problem[0].value, problem[1]
+                result.rejected[reason] += 1
+                dead.append(dead_letter(raw, reason=reason, detail=detail, topic=record.topic,
+                                        partition=record.partition, offset=record.offset,
+                                        timestamp_ms=record.timestamp))
+        result.accepted = sum(result.kinds.values())
+        pending_users = [u for u in delta.users if not self.known_user(u)]
+        pending_movies = [m for m in delta.movies if not self.known_movie(m)]
+        self._durably("redis", lambda: self.features.apply(
+            delta, pending_users=pending_users, pending_movies=pending_movies))
+        if oldest_ms is not None:
+            self.metrics.freshness.observe(max(0.0, time.time() - oldest_ms / 1000))
+        if self.events is not None and len(columns):
+            table = columns.to_table()
+            self._durably("event store", lambda: self.events.append(table))
+            self.metrics.store_rows.inc(len(columns))
+        if dead:
+            def send_dead() -> None:
+                for value in dead:
+                    self.dlq_send(value, None)
+                self.dlq_flush()
+            self._durably("dead-letter topic", send_dead)
+        for kind, n in result.kinds.items():
+            self.metrics.events.labels(kind).inc(n)
+        for reason, n in result.rejected.items():
+            self.metrics.rejects.labels(reason).inc(n)
+        return result
+
+    def _durably(self, what: str, action: Callable[[], object]) -> None:
+        """Run ``action`` until it succeeds; back off between tries; give up only on stop."""
+        delay = 0.1
+        while True:
+            try:
+                action()
+                return
+            except TRANSIENT as exc:  # a bug (TypeError, ...) is not retried: it surfaces
+                if self.stop.is_set():
+                    raise Stopped(f"{what} not written: {exc}") from exc
+                if what == "redis":
+                    self.metrics.redis_retries.inc()
+                log.warning("%s failed (%s); retrying in %.1fs, batch not committed", what, exc, delay)
+                self.stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Poll, process and commit one batch; the number of lines handled."""
+        batch = self.consumer.poll(timeout_ms=self.poll_ms, max_records=self.batch_max)
+        if not batch:
+            return 0
+        started = time.perf_counter()
+        result = self.process(batch)
+        self.consumer.commit()  # the positions of everything polled: all of it is durable
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.lines += result.lines
+        return result.lines
+
+    def update_lag(self) -> None:
+        assigned = list(self.consumer.assignment())
+        if not assigned:
+            return
+        ends = self.consumer.end_offsets(assigned)
+        for tp in assigned:
+            self.metrics.lag.labels(str(tp.partition)).set(max(0, ends[tp] - self.consumer.position(tp)))
+
+    def refresh_popularity(self, days: int = 14) -> int:
+        clock = self.validator.clock
+        if clock is None:
+            return 0
+        names = [day_of(clock - timedelta(days=age)) for age in range(days)]
+        return self.features.refresh_popularity(names)
+
+    def run(self, *, max_lines: int | None = None, idle_exit_s: float | None = None,
+            lag_every_s: float = 5.0, popularity_every_s: float = 60.0) -> int:
+        """Consume until stopped, ``max_lines`` handled, or ``idle_exit_s`` without lines."""
+        last_lines = last_lag = last_pop = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                got = self.step()
+                now = time.monotonic()
+                if got:
+                    last_lines = now
+                if max_lines is not None and self.lines >= max_lines:
+                    break
+                if idle_exit_s is not None and now - last_lines >= idle_exit_s:
+                    break
+                if now - last_lag >= lag_every_s:
+                    self.update_lag()
+                    last_lag = now
+                if now - last_pop >= popularity_every_s:
+                    self._refresh_quietly()
+                    last_pop = now
+        except Stopped as exc:
+            log.warning("stopping with a batch not committed (it will come again): %s", exc)
+        self._refresh_quietly()
+        return self.lines
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self.refresh_popularity()
+        except FeatureStoreError as exc:  # a derived view: the next refresh catches up
+            log.warning("popularity refresh skipped: %s", exc)

@@ -1,0 +1,35 @@
+"""Dead letters: a rejected line, why, and where it came from, as one JSON message.
+
+The value keeps the line as UTF-8 text when it is valid UTF-8, else as base64 — never
+lost, never silently altered; lines over 64 KiB keep their first 64 KiB and say so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+MAX_KEPT = 64 * 1024
+
+
+def dead_letter(raw: bytes, *, reason: str, detail: str, topic: str, partition: int,
+                offset: int, timestamp_ms: int | None) -> bytes:
+    kept = raw[:MAX_KEPT]
+    record: dict[str, object] = {
+        "reason": reason, "detail": detail, "topic": topic, "partition": partition,
+        "offset": offset, "timestamp_ms": timestamp_ms, "bytes": len(raw),
+        "truncated": len(raw) > MAX_KEPT,
+    }
+    try:
+        record["line"] = kept.decode("utf-8")
+    except UnicodeDecodeError:
+        record["line_base64"] = base64.b64encode(kept).decode("ascii")
+    return json.dumps(record, ensure_ascii=False).encode("utf-8")
+
+
+def read_dead_letter(value: bytes) -> dict:
+    """The record, with ``raw`` (bytes) restored from whichever form was kept."""
+    record = json.loads(value)
+    record["raw"] = (record["line"].encode("utf-8") if "line" in record
+                     else base64.b64decode(record["line_base64"]))
+    return record

@@ -1,0 +1,162 @@
+"""Profiles of new users and metadata of new movies, fetched once from the MLiP APIs.
+
+The consumer only marks ids as pending (Redis sets); this worker, in a thread of its
+own, takes up to 200 at a time, bulk-fetches ``GET /user/<ids>`` / ``GET /movie/<ids>``,
+cleans the values (the real API sends numbers and booleans as strings at times) and
+stores them. It never blocks consumption: a slow, failing or rate-limiting API (429)
+only delays enrichment; the ids go back to the pending set and are retried with backoff.
+Ids the API does not know are stored as such, so they are not asked for again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import redis
+
+from stream_consumer.keys import Keys
+
+log = logging.getLogger(__name__)
+
+MAX_BULK = 200
+MOVIE_FIELDS_KEPT = ("title", "runtime", "adult", "content_rating", "license_cost", "genres",
+                     "original_language", "release_date", "vote_average", "popularity")
+
+
+class ApiError(RuntimeError):
+    """The user/movie API did not answer usefully (down, slow, 5xx, 429)."""
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(float(str(value)))
+    except (TypeError, ValueError):
+        return None
+
+
+def clean_user(record: dict) -> dict[str, str] | None:
+    """The profile fields as Redis strings, or None if the record is unusable."""
+    user = _int(record.get("user_id"))
+    if user is None:
+        return None
+    out = {"age": str(_int(record.get("age")) or ""),
+           "gender": str(record.get("gender") or "").strip().upper()[:1],
+           "occupation": str(record.get("occupation") or "")}
+    for key in ("likes", "dislikes"):
+        if record.get(key):
+            out[key] = str(record[key])
+    return out
+
+
+def clean_movie(record: dict) -> dict[str, str] | None:
+    """The kept metadata as Redis strings; genres as names joined by '|'."""
+    if not isinstance(record.get("id"), str):
+        return None
+    out: dict[str, str] = {}
+    for key in MOVIE_FIELDS_KEPT:
+        value = record.get(key)
+        if key == "genres" and isinstance(value, list):
+            value = "|".join(str(g.get("name", "")) for g in value if isinstance(g, dict))
+        elif key == "adult":
+            value = "1" if str(value).strip().lower() in ("true", "1") else "0"
+        elif key == "runtime":
+            value = _int(value)
+        out[key] = "" if value is None else str(value)
+    return out
+
+
+class Enricher:
+    def __init__(self, client: redis.Redis, keys: Keys, api_url: str, *, timeout_s: float = 3.0,
+                 fetch: Callable[[str], object] | None = None) -> None:
+        self.client, self.keys = client, keys
+        self.api_url = api_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.fetch = fetch or self._http_get
+        self.runtimes: dict[str, int | None] = {}
+        self.profiled: set[int] = set()
+        self.stop = threading.Event()
+        self.fetched = {"users": 0, "movies": 0, "unknown": 0, "errors": 0}
+
+    # -- what the consumer asks --------------------------------------------------------
+
+    def known_user(self, user: int) -> bool:
+        return user in self.profiled
+
+    def known_movie(self, movie: str) -> bool:
+        return movie in self.runtimes
+
+    def runtime_of(self, movie: str) -> int | None:
+        return self.runtimes.get(movie)
+
+    # -- fetching ------------------------------------------------------------------------
+
+    def _http_get(self, path: str) -> object:
+        try:
+            with urllib.request.urlopen(self.api_url + path, timeout=self.timeout_s) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return []
+            raise ApiError(f"GET {path[:60]} answered {exc.code}") from None
+        except (OSError, ValueError) as exc:
+            raise ApiError(f"GET {path[:60]} failed: {exc}") from None
+
+    def _records(self, kind: str, ids: list[str]) -> list[dict]:
+        body = self.fetch(f"/{kind}/{','.join(ids)}")
+        records = [body] if isinstance(body, dict) else body if isinstance(body, list) else []
+        return [r for r in records if isinstance(r, dict)]
+
+    def _work(self, kind: str) -> int:
+        pending = self.keys.pending_profiles() if kind == "user" else self.keys.pending_movies()
+        ids = [x.decode() for x in self.client.spop(pending, MAX_BULK) or []]
+        if not ids:
+            return 0
+        try:
+            records = self._records(kind, ids)
+        except ApiError:
+            self.client.sadd(pending, *ids)  # try again later
+            raise
+        found: dict[str, dict[str, str]] = {}
+        for record in records:
+            cleaned = clean_user(record) if kind == "user" else clean_movie(record)
+            if cleaned is not None:
+                found[str(_int(record["user_id"])) if kind == "user" else record["id"]] = cleaned
+        pipe = self.client.pipeline(transaction=False)
+        for item in ids:
+            key = self.keys.user_profile(int(item)) if kind == "user" else self.keys.movie_meta(item)
+            fields = found.get(item, {"unknown": "1"})
+            pipe.hset(key, mapping={**fields, "fetched_at": str(int(time.time()))})
+        pipe.execute()
+        for item in ids:
+            if kind == "user":
+                self.profiled.add(int(item))
+            else:
+                self.runtimes[item] = _int(found.get(item, {}).get("runtime"))
+        self.fetched["users" if kind == "user" else "movies"] += len(found)
+        self.fetched["unknown"] += len(ids) - len(found)
+        return len(ids)
+
+    def run_once(self) -> int:
+        """One round: up to 200 users and 200 movies. The number of ids handled."""
+        return self._work("user") + self._work("movie")
+
+    def run(self) -> None:
+        """Until stopped: work while there is work, back off on API or Redis failures."""
+        delay = 0.5
+        while not self.stop.is_set():
+            try:
+                done = self.run_once()
+                delay = 0.5
+                if not done:
+                    self.stop.wait(0.5)
+            except (ApiError, redis.RedisError) as exc:
+                self.fetched["errors"] += 1
+                log.warning("enrichment paused %.1fs: %s", delay, exc)
+                self.stop.wait(delay)
+                delay = min(delay * 2, 30.0)

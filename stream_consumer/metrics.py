@@ -1,0 +1,45 @@
+"""The consumer's Prometheus metrics, on a registry of its own (nothing at import time)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+BATCH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FRESHNESS_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+@dataclass
+class ConsumerMetrics:
+    registry: CollectorRegistry
+    events: Counter
+    rejects: Counter
+    batch_seconds: Histogram
+    lag: Gauge
+    freshness: Histogram
+    redis_retries: Counter
+    store_rows: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> ConsumerMetrics:
+        r = registry or CollectorRegistry()
+        return cls(
+            registry=r,
+            events=Counter("movierec_consumer_events_total", "Accepted events by kind",
+                           ["kind"], registry=r),
+            rejects=Counter("movierec_consumer_rejects_total",
+                            "Rejected lines (sent to the DLQ) by reason", ["reason"], registry=r),
+            batch_seconds=Histogram("movierec_consumer_batch_seconds",
+                                    "Time to process one batch, poll excluded", registry=r,
+                                    buckets=BATCH_BUCKETS_S),
+            lag=Gauge("movierec_consumer_lag_messages", "Messages behind the end, by partition",
+                      ["partition"], registry=r),
+            freshness=Histogram("movierec_consumer_freshness_seconds",
+                                "From a line's arrival in Kafka to its features in Redis",
+                                registry=r, buckets=FRESHNESS_BUCKETS_S),
+            redis_retries=Counter("movierec_consumer_redis_retries_total",
+                                  "Batches retried because Redis failed", registry=r),
+            store_rows=Counter("movierec_consumer_store_rows_total",
+                               "Rows written to the event store", registry=r),
+        )
