@@ -20,45 +20,65 @@ from stream_consumer.keys import Keys
 
 log = logging.getLogger(__name__)
 
-# KEYS: hashes. ARGV[1]: mode (max | min | pair); then per key: n, field, value, ... n times.
-# "pair" values are "<ms>:<stars>": the later time wins, then the higher score.
-_MERGE = """
-local mode = ARGV[1]
-local a = 2
-for _, key in ipairs(KEYS) do
-  local n = tonumber(ARGV[a]); a = a + 1
-  for _ = 1, n do
-    local f, v = ARGV[a], ARGV[a + 1]; a = a + 2
-    local cur = redis.call('HGET', key, f)
-    local better = not cur
-    if cur then
-      if mode == 'max' then better = tonumber(v) > tonumber(cur)
-      elseif mode == 'min' then better = tonumber(v) < tonumber(cur)
-      else
-        local vm, vs = string.match(v, '^(%d+):(%d+)$')
-        local cm, cs = string.match(cur, '^(%d+):(%d+)$')
-        vm, vs, cm, cs = tonumber(vm), tonumber(vs), tonumber(cm), tonumber(cs)
-        better = vm > cm or (vm == cm and vs > cs)
-      end
-    end
-    if better then redis.call('HSET', key, f, v) end
+# One call merges a chunk of a batch. Keys are built from templates (ARGV[1..12], each a
+# prefix and a suffix, taken from stream_consumer.keys so the layout has one home); the
+# updates come as text blobs, one record a line, fields split by tabs (accepted lines hold
+# neither tabs nor newlines). Chunks keep each call to a few ms: Redis serves reads too.
+_MERGE = r"""
+local T = ARGV
+local limit, ttl = tonumber(ARGV[13]), tonumber(ARGV[14])
+local function key(i, a, b)
+  if b then return T[i] .. a .. T[i + 1] .. b .. T[i + 2] end
+  return T[i] .. a .. T[i + 1]
+end
+for u, m, v in string.gmatch(ARGV[15], "(%d+)\t([^\t\n]+)\t(%d+)\n") do
+  local k = key(1, u)
+  local cur = redis.call('HGET', k, m)
+  if not cur or tonumber(v) > tonumber(cur) then redis.call('HSET', k, m, v) end
+end
+for u, m, ms, s in string.gmatch(ARGV[16], "(%d+)\t([^\t\n]+)\t(%d+)\t(%d+)\n") do
+  local k = key(3, u)
+  local cur = redis.call('HGET', k, m)
+  local better = not cur
+  if cur then
+    local cm, cs = string.match(cur, '^(%d+):(%d+)$')
+    better = tonumber(ms) > tonumber(cm) or (tonumber(ms) == tonumber(cm) and tonumber(s) > tonumber(cs))
   end
+  if better then redis.call('HSET', k, m, ms .. ':' .. s) end
+end
+local touched = {}
+for u, m, ms in string.gmatch(ARGV[17], "(%d+)\t([^\t\n]+)\t(%d+)\n") do
+  local k = key(5, u)
+  redis.call('ZADD', k, 'GT', ms, m)
+  touched[k] = true
+end
+for k in pairs(touched) do redis.call('ZREMRANGEBYRANK', k, 0, -limit - 1) end
+for u, first, last in string.gmatch(ARGV[18], "(%d+)\t(%d+)\t(%d+)\n") do
+  local k = key(7, u)
+  local f, l = redis.call('HGET', k, 'first'), redis.call('HGET', k, 'last')
+  if not f or tonumber(first) < tonumber(f) then redis.call('HSET', k, 'first', first) end
+  if not l or tonumber(last) > tonumber(l) then redis.call('HSET', k, 'last', last) end
+end
+for m, d, users in string.gmatch(ARGV[19], "([^\t\n]+)\t(%d+)\t([%d,]+)\n") do
+  local k = key(9, m, d)
+  for u in string.gmatch(users, "%d+") do redis.call('SADD', k, u) end
+  redis.call('EXPIRE', k, ttl)
+  local a = T[20] .. d .. T[21]
+  redis.call('SADD', a, m)
+  redis.call('EXPIRE', a, ttl)
+end
+for u, ms in string.gmatch(ARGV[22], "(%d+)\t(%d+)\n") do
+  redis.call('ZADD', T[12], 'LT', ms, u)
 end
 return 1
 """
-
+_TEMPLATE_SLOTS = 14  # ARGV[1..14]: templates, recent limit, ttl
 _PFADD_CHUNK = 2000
+_CHUNK = 1000  # records of each kind per script call
 
 
 class FeatureStoreError(RuntimeError):
     """Redis did not take or give the features (down, slow, refused)."""
-
-
-def _grouped(pairs: Iterable[tuple[tuple[int, str], object]]) -> dict[int, list[tuple[str, object]]]:
-    by_user: dict[int, list[tuple[str, object]]] = defaultdict(list)
-    for (user, movie), value in pairs:
-        by_user[user].append((movie, value))
-    return by_user
 
 
 class RedisFeatureStore:
@@ -78,53 +98,49 @@ class RedisFeatureStore:
 
     # -- writes ----------------------------------------------------------------------
 
-    def _merge_call(self, pipe, mode: str, groups: dict[str, list[tuple[str, object]]]) -> None:
-        if not groups:
-            return
-        args: list[object] = [mode]
-        for fields in groups.values():
-            args.append(len(fields))
-            for f, v in fields:
-                args += (f, v)
-        self._merge(keys=list(groups), args=args, client=pipe)
+    def _templates(self) -> list[str]:
+        """Key templates as (prefix, suffix[, suffix]) pieces, from Keys itself."""
+        k, a, b = self.keys, "\x00", "\x01"
+        pieces: list[str] = []
+        for one in (k.user_progress, k.user_ratings, k.user_recent, k.user_activity):
+            pieces += one(a).split(a)                       # ARGV 1-8
+        pre, rest = k.movie_viewers(a, b).split(a)
+        pieces += [pre, *rest.split(b)]                     # ARGV 9-11
+        pieces += [k.new_users()]                           # ARGV 12
+        pieces += [str(self.recent_history), str(self.retention_s)]  # 13, 14
+        day_pre, day_suf = k.active_movies(a).split(a)
+        return pieces + [day_pre, day_suf]                  # 20, 21 after the blobs
 
     def apply(self, delta: FeatureDelta, *, pending_users: Iterable[int] = (),
               pending_movies: Iterable[str] = ()) -> None:
         """Merge a batch; raises FeatureStoreError if Redis does not take it (retry it:
         every merge is idempotent)."""
-        k = self.keys
+        blobs = [
+            [f"{u}\t{m}\t{v}\n" for (u, m), v in delta.progress.items()],
+            [f"{u}\t{m}\t{ms}\t{s}\n" for (u, m), (ms, s) in delta.ratings.items()],
+            [f"{u}\t{m}\t{ms}\n" for (u, m), ms in delta.recent.items()],
+            [f"{u}\t{delta.first_seen[u]}\t{ms}\n" for u, ms in delta.last_seen.items()],
+            [f"{m}\t{d}\t{','.join(map(str, users))}\n" for (m, d), users in delta.viewers.items()],
+        ]
+        new_users = [f"{u}\t{ms}\n" for u, ms in delta.new_users.items()]
+        templates = self._templates()
+        head, day_parts = templates[:_TEMPLATE_SLOTS], templates[_TEMPLATE_SLOTS:]
         pipe = self.client.pipeline(transaction=False)
-        self._merge_call(pipe, "max", {k.user_progress(u): fs for u, fs in _grouped(delta.progress.items()).items()})
-        self._merge_call(pipe, "pair", {
-            k.user_ratings(u): [(m, f"{ms}:{stars}") for m, (ms, stars) in fs]
-            for u, fs in _grouped(delta.ratings.items()).items()})
-        self._merge_call(pipe, "max", {k.user_activity(u): [("last", ms)] for u, ms in delta.last_seen.items()})
-        self._merge_call(pipe, "min", {k.user_activity(u): [("first", ms)] for u, ms in delta.first_seen.items()})
-        for user, movies in _grouped(delta.recent.items()).items():
-            key = k.user_recent(user)
-            pipe.zadd(key, dict(movies), gt=True)
-            pipe.zremrangebyrank(key, 0, -self.recent_history - 1)
-        days: set[str] = set()
-        for (movie, day), users in delta.viewers.items():
-            key = k.movie_viewers(movie, day)
-            pipe.sadd(key, *users)
-            pipe.expire(key, self.retention_s)
-            pipe.sadd(k.active_movies(day), movie)
-            days.add(day)
-        for day in days:
-            pipe.expire(k.active_movies(day), self.retention_s)
-        if delta.new_users:
-            pipe.zadd(k.new_users(), delta.new_users, lt=True)
+        longest = max([len(b) for b in blobs] + [len(new_users), 1])
+        for i in range(0, longest, _CHUNK):
+            args = head + ["".join(b[i:i + _CHUNK]) for b in blobs] + day_parts
+            args.append("".join(new_users[i:i + _CHUNK]))
+            self._merge(keys=[], args=args, client=pipe)
         for (kind, day), lines in delta.identities.items():
-            key = k.events(kind, day)
+            key = self.keys.events(kind, day)
             for i in range(0, len(lines), _PFADD_CHUNK):
                 pipe.pfadd(key, *lines[i:i + _PFADD_CHUNK])
             pipe.expire(key, self.retention_s)
         users, movies = list(pending_users), list(pending_movies)
         if users:
-            pipe.sadd(k.pending_profiles(), *users)
+            pipe.sadd(self.keys.pending_profiles(), *users)
         if movies:
-            pipe.sadd(k.pending_movies(), *movies)
+            pipe.sadd(self.keys.pending_movies(), *movies)
         try:
             pipe.execute()
         except redis.RedisError as exc:
