@@ -182,10 +182,11 @@ def wire_check(source, show: int) -> None:
 
 def _register_components() -> None:
     from simulator.cli import sim
-    from stream_consumer.cli import consume
+    from stream_consumer.cli import consume, drift
 
     main.add_command(sim)
     main.add_command(consume)
+    main.add_command(drift)
 
 
 _register_components()

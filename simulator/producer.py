@@ -88,6 +88,9 @@ class ConfluentSink:
 
     def close(self) -> None:
         self._producer.flush(10)
+        # Drop the producer now: its delivery callback refers back to this sink, and until
+        # the cycle is collected librdkafka's threads keep reconnecting (and logging).
+        self._producer = None  # type: ignore[assignment]
 
 
 class FileSink:

@@ -18,6 +18,7 @@ def build(settings, *, metrics_port: int | None = None):
 
     from movierec.kafka_admin import ensure_topic
     from stream_consumer.consumer import StreamConsumer
+    from stream_consumer.drift import DriftMonitor
     from stream_consumer.enrich import Enricher
     from stream_consumer.event_store import EventStore
     from stream_consumer.keys import Keys
@@ -34,7 +35,9 @@ def build(settings, *, metrics_port: int | None = None):
         settings.kafka_topic, bootstrap_servers=settings.kafka_bootstrap,
         group_id=settings.consumer_group, client_id="movierec-consumer",
         enable_auto_commit=False, auto_offset_reset="earliest",
-        max_poll_records=settings.consumer_batch_max, max_partition_fetch_bytes=8 * 1024 * 1024,
+        # 1 MiB a partition a fetch (~12k lines) bounds how far partitions drift apart in
+        # event time while a backlog drains (the drift monitor's allowed lateness).
+        max_poll_records=settings.consumer_batch_max, max_partition_fetch_bytes=1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
     )
     enricher = Enricher(features.client, keys, settings.user_api_url)
@@ -52,6 +55,9 @@ def build(settings, *, metrics_port: int | None = None):
         runtime_of=enricher.runtime_of if settings.enrich else None,
         known_user=enricher.known_user if settings.enrich else None,
         known_movie=enricher.known_movie if settings.enrich else None,
+        drift=DriftMonitor(known_user=enricher.known_user if settings.enrich else None,
+                           known_movie=enricher.known_movie if settings.enrich else None,
+                           grace_buckets=1),
     )
 
     def close() -> None:
@@ -95,3 +101,42 @@ def consume(max_lines: int | None, idle_exit: float | None, metrics_port: int | 
         if worker is not None:
             worker.join(timeout=5)
     click.echo(json.dumps({"lines": lines, "enriched": enricher.fetched}))
+
+
+@click.group("drift")
+def drift() -> None:
+    """Drift of the event stream against a reference window."""
+
+
+@drift.command("report")
+@click.option("--reference", "reference", nargs=2, type=click.DateTime(), metavar="START END",
+              help="Reference window (event time). Default: the store's first --hours.")
+@click.option("--current", "current", nargs=2, type=click.DateTime(), metavar="START END",
+              help="Current window (event time). Default: the store's last --hours.")
+@click.option("--hours", type=float, default=2.0, show_default=True,
+              help="Length of the default windows.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def drift_report(reference, current, hours: float, as_json: bool) -> None:
+    """Compare two windows of the event store: event mix, ratings, popularity, session
+    length, sign-ups, unknown users and movies (rejections come from the consumer)."""
+    from datetime import timedelta
+
+    from stream_consumer.drift_report import report_from_frames
+    from stream_consumer.event_store import EventStore, EventStoreError
+    from stream_consumer.settings import ConsumerSettings
+
+    settings = load(ConsumerSettings)
+    store = EventStore(settings.store_dir, settings.kafka_topic)
+    try:
+        times = store.read(columns=["time"])["time"]
+        if times.empty:
+            raise click.ClickException(f"the event store at {settings.store_dir} is empty")
+        span = timedelta(hours=hours)
+        first, last = times.min().to_pydatetime(), times.max().to_pydatetime()
+        ref = reference or (first, first + span)
+        cur = current or (last - span, last + timedelta(seconds=1))
+        report = report_from_frames(store.read(start=ref[0], end=ref[1]),
+                                    store.read(start=cur[0], end=cur[1]))
+    except (EventStoreError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_table())

@@ -25,6 +25,8 @@ from kafka.errors import KafkaError
 
 from movierec.wire import LineParser, Rejection
 from stream_consumer.dlq import dead_letter
+from stream_consumer.drift import DriftMonitor
+from stream_consumer.drift_report import metric_values
 from stream_consumer.event_store import EventColumns, EventStore, EventStoreError
 from stream_consumer.features import FeatureDelta
 from stream_consumer.keys import day_of
@@ -60,7 +62,8 @@ class StreamConsumer:
                  batch_max: int = 5000, poll_ms: int = 500, runtime_slack_min: int = 10,
                  future_tolerance_h: float = 6.0, runtime_of: Callable[[str], int | None] | None = None,
                  known_user: Callable[[int], bool] | None = None,
-                 known_movie: Callable[[str], bool] | None = None) -> None:
+                 known_movie: Callable[[str], bool] | None = None,
+                 drift: DriftMonitor | None = None) -> None:
         self.consumer = consumer
         self.features = features
         self.events = events
@@ -74,6 +77,7 @@ class StreamConsumer:
                                    future_tolerance=timedelta(hours=future_tolerance_h))
         self.known_user = known_user or (lambda user: True)
         self.known_movie = known_movie or (lambda movie: True)
+        self.drift = drift
         self.stop = threading.Event()
         self.lines = 0
 
@@ -83,6 +87,7 @@ class StreamConsumer:
         """Make one polled batch durable; the caller commits afterwards."""
         result = BatchResult()
         delta, columns = FeatureDelta(), EventColumns()
+        accepted: list = []
         dead: list[bytes] = []
         parse, check = self.parser.parse, self.validator.check
         oldest_ms: int | None = None
@@ -100,6 +105,7 @@ class StreamConsumer:
                     if problem is None:
                         delta.add(event, raw)
                         columns.add(event, record.partition, record.offset)
+                        accepted.append(event)
                         result.kinds[event.kind] += 1
                         continue
                     reason, detail = problem[0].value, problem[1]
@@ -124,6 +130,8 @@ class StreamConsumer:
                     self.dlq_send(value, None)
                 self.dlq_flush()
             self._durably("dead-letter topic", send_dead)
+        if self.drift is not None:  # only once the batch is durable: never counted twice
+            self.drift.observe_batch(accepted, result.rejected)
         for kind, n in result.kinds.items():
             self.metrics.events.labels(kind).inc(n)
         for reason, n in result.rejected.items():
@@ -175,6 +183,10 @@ class StreamConsumer:
         names = [day_of(clock - timedelta(days=age)) for age in range(days)]
         return self.features.refresh_popularity(names)
 
+    def update_drift(self) -> None:
+        if self.drift is not None:
+            self.metrics.show_drift(metric_values(self.drift.report()))
+
     def run(self, *, max_lines: int | None = None, idle_exit_s: float | None = None,
             lag_every_s: float = 5.0, popularity_every_s: float = 60.0) -> int:
         """Consume until stopped, ``max_lines`` handled, or ``idle_exit_s`` without lines."""
@@ -191,6 +203,7 @@ class StreamConsumer:
                     break
                 if now - last_lag >= lag_every_s:
                     self.update_lag()
+                    self.update_drift()
                     last_lag = now
                 if now - last_pop >= popularity_every_s:
                     self._refresh_quietly()

@@ -20,6 +20,9 @@ class ConsumerMetrics:
     freshness: Histogram
     redis_retries: Counter
     store_rows: Counter
+    drift_statistic: Gauge
+    drift_alarm: Gauge
+    drift_p_value: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ConsumerMetrics:
@@ -42,4 +45,21 @@ class ConsumerMetrics:
                                   "Batches retried because Redis failed", registry=r),
             store_rows=Counter("movierec_consumer_store_rows_total",
                                "Rows written to the event store", registry=r),
+            drift_statistic=Gauge("movierec_drift_statistic",
+                                  "Drift test statistic, current window vs. reference",
+                                  ["feature", "test"], registry=r),
+            drift_alarm=Gauge("movierec_drift_alarm", "1 while a feature has drifted",
+                              ["feature"], registry=r),
+            drift_p_value=Gauge("movierec_drift_p_value", "p-value of the drift test",
+                                ["feature"], registry=r),
         )
+
+    def show_drift(self, values: list[tuple[str, str, float]]) -> None:
+        """Set the drift gauges from ``drift_report.metric_values``."""
+        for feature, stat, value in values:
+            if stat == "alarm":
+                self.drift_alarm.labels(feature).set(value)
+            elif stat == "p_value":
+                self.drift_p_value.labels(feature).set(value)
+            elif stat in ("chi2", "psi", "ks", "z"):
+                self.drift_statistic.labels(feature, stat).set(value)

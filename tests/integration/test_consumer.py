@@ -38,10 +38,11 @@ def world() -> World:
 
 
 def _settings(stack: LocalStack, unique: str, tmp: Path, **extra) -> ConsumerSettings:
-    return load(ConsumerSettings, {}, kafka_bootstrap=stack.bootstrap, kafka_topic=f"log-{unique}",
-                consumer_group=f"g-{unique}", redis_url=stack.redis_url, redis_prefix=unique,
-                store_dir=tmp / "store", metrics_port=0, enrich=False, consumer_batch_max=700,
-                **extra)
+    values = {"kafka_bootstrap": stack.bootstrap, "kafka_topic": f"log-{unique}",
+              "consumer_group": f"g-{unique}", "redis_url": stack.redis_url, "redis_prefix": unique,
+              "store_dir": tmp / "store", "metrics_port": 0, "enrich": False,
+              "consumer_batch_max": 700}
+    return load(ConsumerSettings, {}, **{**values, **extra})
 
 
 def _produce(stack: LocalStack, topic: str, world: World, plan: InjectionPlan) -> tuple[int, list[dict]]:
@@ -104,3 +105,45 @@ def test_consumer_turns_a_faulty_stream_into_recomputable_state(
     for prefix in (unique, reference.prefix):
         for key in redis_client.scan_iter(f"{prefix}:*"):
             redis_client.delete(key)
+
+
+def test_a_popularity_shift_raises_the_drift_alarm(stack: LocalStack, unique: str,
+                                                   tmp_path: Path, redis_client: redis.Redis) -> None:
+    """Live monitor, its gauge, and `movierec drift report` on the event store agree."""
+    from click.testing import CliRunner
+
+    from movierec.cli import main
+    from stream_consumer.drift import DriftMonitor
+
+    settings = _settings(stack, unique, tmp_path, consumer_batch_max=5000)
+    topic = settings.kafka_topic
+    ensure_topic(stack.bootstrap, topic, 4)
+    world = World.build(WorldSpec(seed=12, n_users=20_000, n_movies=800))
+    noon = datetime(2025, 3, 1, 12)  # daytime traffic: the reference sees most films
+    generator = HistoryGenerator(world, start=noon, days=0.5, seed=12, shift_at_s=6 * 3600)
+    sink = open_sink("confluent", bootstrap=stack.bootstrap, topic=topic)
+    sent = backfill(generator, sink, progress=False).lines
+    sink.close()
+    runner, _, close = build(settings)
+    # reference 12:00-18:00, the shift at 18:00, current 18:00-24:00 (window + grace)
+    runner.drift = DriftMonitor(bucket=timedelta(hours=2), reference_buckets=3, window_buckets=2,
+                                grace_buckets=1)
+    try:
+        assert runner.run(max_lines=sent, idle_exit_s=15) == sent
+        report = runner.drift.report()
+        runner.update_drift()
+        alarm = runner.metrics.registry.get_sample_value("movierec_drift_alarm", {"feature": "popularity"})
+    finally:
+        close()
+    assert report.row("popularity").alarm and alarm == 1.0
+    result = CliRunner().invoke(main, ["drift", "report", "--json",
+                                       "--reference", "2025-03-01T12:00:00", "2025-03-01T18:00:00",
+                                       "--current", "2025-03-01T18:00:00", "2025-03-02T00:00:00"],
+                                env={"MOVIEREC_STORE_DIR": str(settings.store_dir),
+                                     "MOVIEREC_KAFKA_TOPIC": topic})
+    assert result.exit_code == 0, result.output
+    cli_report = json.loads(result.stdout)
+    assert "popularity" in cli_report["alarms"]
+    assert {r["feature"]: r["alarm"] for r in cli_report["features"]}["popularity"] is True
+    for key in redis_client.scan_iter(f"{unique}:*"):
+        redis_client.delete(key)
