@@ -39,6 +39,8 @@ def build(settings, *, metrics_port: int | None = None):
         # event time while a backlog drains (the drift monitor's allowed lateness).
         max_poll_records=settings.consumer_batch_max, max_partition_fetch_bytes=1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
+        # a killed member's partitions move on after 6 s (the broker's minimum), not 10 s
+        session_timeout_ms=6000, heartbeat_interval_ms=2000,
     )
     enricher = Enricher(features.client, keys, settings.user_api_url)
     metrics = ConsumerMetrics.create()
