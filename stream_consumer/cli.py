@@ -18,7 +18,7 @@ def build(settings, *, metrics_port: int | None = None):
 
     from movierec.kafka_admin import ensure_topic
     from stream_consumer.consumer import StreamConsumer
-    from stream_consumer.drift import DriftMonitor
+    from stream_consumer.drift_monitor import DriftMonitor
     from stream_consumer.enrich import Enricher
     from stream_consumer.event_store import EventStore
     from stream_consumer.keys import Keys

@@ -25,7 +25,7 @@ from kafka.errors import KafkaError
 
 from movierec.wire import LineParser, Rejection
 from stream_consumer.dlq import dead_letter
-from stream_consumer.drift import DriftMonitor
+from stream_consumer.drift_monitor import DriftMonitor
 from stream_consumer.drift_report import metric_values
 from stream_consumer.event_store import EventColumns, EventStore, EventStoreError
 from stream_consumer.features import FeatureDelta

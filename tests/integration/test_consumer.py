@@ -113,7 +113,7 @@ def test_a_popularity_shift_raises_the_drift_alarm(stack: LocalStack, unique: st
     from click.testing import CliRunner
 
     from movierec.cli import main
-    from stream_consumer.drift import DriftMonitor
+    from stream_consumer.drift_monitor import DriftMonitor
 
     settings = _settings(stack, unique, tmp_path, consumer_batch_max=5000)
     topic = settings.kafka_topic

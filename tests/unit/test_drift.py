@@ -25,7 +25,6 @@ from stream_consumer.drift import (
     FEATURES,
     UNSEEN,
     BucketCounts,
-    DriftMonitor,
     Thresholds,
     WindowStats,
     bottom_k,
@@ -39,6 +38,7 @@ from stream_consumer.drift import (
     session_priority,
     two_proportion_z,
 )
+from stream_consumer.drift_monitor import DriftMonitor
 from stream_consumer.drift_report import (
     DriftReport,
     compare,
