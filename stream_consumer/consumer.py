@@ -47,7 +47,6 @@ class Stopped(Exception):
 @dataclass
 class BatchResult:
     lines: int = 0
-    accepted: int = 0
     rejected: Counter = field(default_factory=Counter)
     kinds: Counter = field(default_factory=Counter)
 
@@ -113,7 +112,6 @@ class StreamConsumer:
                 dead.append(dead_letter(raw, reason=reason, detail=detail, topic=record.topic,
                                         partition=record.partition, offset=record.offset,
                                         timestamp_ms=record.timestamp))
-        result.accepted = sum(result.kinds.values())
         pending_users = [u for u in delta.users if not self.known_user(u)]
         pending_movies = [m for m in delta.movies if not self.known_movie(m)]
         self._durably("redis", lambda: self.features.apply(

@@ -114,9 +114,12 @@ class Enricher:
 
     def _work(self, kind: str) -> int:
         pending = self.keys.pending_profiles() if kind == "user" else self.keys.pending_movies()
-        ids = [x.decode() for x in self.client.spop(pending, MAX_BULK) or []]
-        if not ids:
+        popped = [x.decode() for x in self.client.spop(pending, MAX_BULK) or []]
+        if not popped:
             return 0
+        ids = self._not_stored(kind, popped)  # after a restart most are: no API call for them
+        if not ids:
+            return len(popped)
         try:
             records = self._records(kind, ids)
         except ApiError:
@@ -140,7 +143,25 @@ class Enricher:
                 self.runtimes[item] = _int(found.get(item, {}).get("runtime"))
         self.fetched["users" if kind == "user" else "movies"] += len(found)
         self.fetched["unknown"] += len(ids) - len(found)
-        return len(ids)
+        return len(popped)
+
+    def _not_stored(self, kind: str, ids: list[str]) -> list[str]:
+        """The ids with no stored record; the stored ones are remembered as known."""
+        pipe = self.client.pipeline(transaction=False)
+        for item in ids:
+            if kind == "user":
+                pipe.hexists(self.keys.user_profile(int(item)), "fetched_at")
+            else:
+                pipe.hmget(self.keys.movie_meta(item), ["fetched_at", "runtime"])
+        missing = []
+        for item, stored in zip(ids, pipe.execute()):
+            if kind == "user" and stored:
+                self.profiled.add(int(item))
+            elif kind == "movie" and stored[0] is not None:
+                self.runtimes[item] = _int(stored[1].decode()) if stored[1] else None
+            else:
+                missing.append(item)
+        return missing
 
     def run_once(self) -> int:
         """One round: up to 200 users and 200 movies. The number of ids handled."""

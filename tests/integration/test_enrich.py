@@ -49,6 +49,18 @@ def test_profiles_and_metadata_arrive_clean(stack: LocalStack, redis_client: red
         assert enricher.runtime_of(movie) == world.movie_record(movie)["runtime"]
     assert enricher.known_movie("not+a+movie+1999") and enricher.runtime_of("not+a+movie+1999") is None
     assert redis_client.scard(keys.pending_profiles()) == 0
+
+    # a restarted worker knows nothing in memory; what is stored is not fetched again
+    restarted = Enricher(redis_client, keys, f"http://127.0.0.1:{port}")
+    calls: list[str] = []
+    restarted.fetch = lambda path: calls.append(path) or []
+    redis_client.sadd(keys.pending_profiles(), *users)
+    redis_client.sadd(keys.pending_movies(), *movies)
+    while restarted.run_once():
+        pass
+    assert calls == []
+    assert all(restarted.known_user(u) for u in users)
+    assert restarted.runtime_of(movies[0]) == world.movie_record(movies[0])["runtime"]
     for key in redis_client.scan_iter(f"{unique}:*"):
         redis_client.delete(key)
 
