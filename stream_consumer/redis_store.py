@@ -89,6 +89,8 @@ class RedisFeatureStore:
         self.recent_history = recent_history
         self.retention_s = retention_days * 86400
         self._merge = client.register_script(_MERGE)
+        templates = self._templates()  # constant: built once, not per batch
+        self._head, self._day_parts = templates[:_TEMPLATE_SLOTS], templates[_TEMPLATE_SLOTS:]
 
     @classmethod
     def connect(cls, url: str, keys: Keys, *, timeout_s: float = 2.0, **kwargs) -> RedisFeatureStore:
@@ -123,8 +125,7 @@ class RedisFeatureStore:
             [f"{m}\t{d}\t{','.join(map(str, users))}\n" for (m, d), users in delta.viewers.items()],
         ]
         new_users = [f"{u}\t{ms}\n" for u, ms in delta.new_users.items()]
-        templates = self._templates()
-        head, day_parts = templates[:_TEMPLATE_SLOTS], templates[_TEMPLATE_SLOTS:]
+        head, day_parts = self._head, self._day_parts
         pipe = self.client.pipeline(transaction=False)
         longest = max([len(b) for b in blobs] + [len(new_users), 1])
         for i in range(0, longest, _CHUNK):
