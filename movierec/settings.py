@@ -146,6 +146,14 @@ class RedisSettings:
     """Where the online feature store lives."""
 
     redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis URL of the online feature store")
+    redis_prefix: str = setting("mr", "Prefix of every feature key in Redis")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where the Parquet event store lives (written by the consumer, read by training)."""
+
+    store_dir: Path = setting(Path("var/store"), "Folder of the Parquet event store")
 
 
 @dataclass(frozen=True)

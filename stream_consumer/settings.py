@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from movierec.settings import KafkaSettings, RedisSettings, WireSettings, setting
+from movierec.settings import KafkaSettings, RedisSettings, StoreSettings, WireSettings, setting
 
 
 @dataclass(frozen=True)
-class ConsumerSettings(KafkaSettings, RedisSettings, WireSettings):
+class ConsumerSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings):
     consumer_group: str = setting("movierec-consumer", "Kafka consumer group of the feature pipeline")
     consumer_batch_max: int = setting(5000, "Most lines handled per batch", min=1, max=100_000)
     consumer_poll_ms: int = setting(500, "Longest wait for a batch, ms", min=1, max=60_000)
     dlq_topic: str = setting("", "Dead-letter topic for rejected lines (default: <topic>.dlq)")
-    store_dir: Path = setting(Path("var/store"), "Folder of the Parquet event store")
-    redis_prefix: str = setting("mr", "Prefix of every feature key in Redis")
     redis_timeout_s: float = setting(2.0, "Timeout of one Redis call, s", min=0.05, max=60)
     metrics_port: int = setting(9101, "Port of the consumer's /metrics (0: none)", min=0, max=65535)
     user_api_url: str = setting("http://127.0.0.1:8080", "Base URL of the user/movie API (course: :8080)")
