@@ -340,6 +340,26 @@ def test_a_damaged_file_is_reported_not_skipped(store):
         store.read()
 
 
+def test_read_table_gives_the_rows_of_read_as_arrow_sorted_or_not(store):
+    log = make_log(40)
+    store.append(table_of(log[:25][::-1]))  # a file whose rows are not in time order
+    store.append(table_of(log[20:]))  # redelivers 20..24
+    snap = store.snapshot()
+    store.append(table_of(make_log(5, start=T0 - timedelta(days=1))))  # not in the snapshot
+    columns = ["time", "kind", "user_id", "offset"]
+    table = store.read_table(snap, columns=columns, start=T0 + timedelta(seconds=5))
+    assert table.schema.equals(pa.schema([SCHEMA.field(c) for c in columns]))
+    frame = store.read(snap, columns=columns, start=T0 + timedelta(seconds=5))
+    pd.testing.assert_frame_equal(table.to_pandas(), frame)
+    assert table.num_rows == 35
+    unsorted = store.read_table(snap, columns=columns, start=T0 + timedelta(seconds=5), sort=False)
+    keys = list(zip(unsorted["time"].to_pylist(), unsorted["offset"].to_pylist()))
+    assert keys[:5] == sorted(keys[:5], reverse=True)  # the file order shows: no sort was paid
+    assert sorted(keys) == list(zip(table["time"].to_pylist(), table["offset"].to_pylist()))
+    with pytest.raises(EventStoreError, match="naive"):
+        store.read_table(start=datetime(2024, 1, 1, tzinfo=timezone.utc))
+
+
 def test_read_of_an_empty_store(store):
     frame = store.read()
     assert frame.empty and list(frame.columns) == SCHEMA.names
