@@ -136,10 +136,12 @@ def config() -> None:
     from ops.settings import StackSettings
     from simulator.api import ApiSettings
     from simulator.settings import SimSettings
+    from recommender.settings import TrainSettings
     from stream_consumer.settings import ConsumerSettings
 
     seen: set[str] = set()
-    for cls in (StackSettings, WireSettings, SimSettings, ApiSettings, ConsumerSettings):
+    for cls in (StackSettings, WireSettings, SimSettings, ApiSettings, ConsumerSettings,
+                TrainSettings):
         for name, default, text in describe(cls):
             if name not in seen:
                 seen.add(name)
@@ -181,12 +183,17 @@ def wire_check(source, show: int) -> None:
 
 
 def _register_components() -> None:
+    from offline_eval.cli import eval_group
+    from recommender.cli import models, train
     from simulator.cli import sim
     from stream_consumer.cli import consume, drift
 
     main.add_command(sim)
     main.add_command(consume)
     main.add_command(drift)
+    main.add_command(train)
+    main.add_command(models)
+    main.add_command(eval_group)
 
 
 _register_components()

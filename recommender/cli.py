@@ -1,0 +1,172 @@
+"""``movierec train`` and ``movierec models …``: thin commands over the pipeline and the
+registry. ``movierec eval offline`` lives in ``offline_eval.cli``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from movierec.settings import SettingsError, load
+
+log = logging.getLogger(__name__)
+
+
+def _settings(**overrides):
+    from recommender.settings import TrainSettings
+
+    try:
+        return load(TrainSettings, **{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def run_pipeline(*, register: bool, promote: bool, models: str | None, snapshot: str | None,
+                 profiles: str | None, report_dir: Path | None):
+    """Load the inputs, run the pipeline under a progress bar, print the summary."""
+    from tqdm import tqdm
+
+    from recommender.dataset import DatasetError
+    from recommender.inputs import load_inputs
+    from recommender.models import ModelError
+    from recommender.pipeline import Pipeline, PipelineError
+    from recommender.registry import Registry, RegistryError
+
+    settings = _settings(train_models=models, train_profiles=profiles)
+    bar = tqdm(desc="train", unit="step", leave=True, bar_format="{desc}: {n_fmt} steps [{elapsed}]{postfix}")
+
+    def progress(stage: str) -> None:
+        bar.set_postfix_str(stage)
+        bar.update(1)
+
+    try:
+        progress("read the event store")
+        inputs = load_inputs(settings, snapshot_id=snapshot)
+        progress(f"{inputs.events.num_rows:,} rows of snapshot {inputs.data.get('snapshot_id')}")
+        registry = Registry(settings.registry_dir) if register else None
+        report = Pipeline(settings, registry=registry, progress=progress).run(
+            inputs, register=register, promote=promote, report_dir=report_dir)
+    except (PipelineError, DatasetError, ModelError, RegistryError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bar.close()
+    _summary(report, settings.gate_metric)
+    return report
+
+
+def _summary(report, metric: str) -> None:
+    click.echo(f"\nsplit at {report.cut:%Y-%m-%d %H:%M:%S}; {report.test_users:,} test users "
+               f"({report.new_test_users:,} new)")
+    click.echo(f"{'model':12s} {metric:>9s} {'train s':>8s} {'p99 ms':>7s}  version / gate")
+    for c in report.candidates:
+        m = c.row.get("metrics", {}).get(metric)
+        gate = "" if c.gate is None else ("passed" if c.gate["passed"] else
+                                          "failed: " + "; ".join(c.gate["reasons"]))
+        click.echo(f"{c.name:12s} {m if m is not None else float('nan'):9.4f} "
+                   f"{c.row.get('train_seconds') or 0:8.2f} {c.row.get('infer_p99_ms') or 0:7.2f}  "
+                   f"{c.version or '-'} {gate}")
+    for name, test in report.paired.items():
+        click.echo(f"{name} vs {test['against']}: mean {metric} difference "
+                   f"{test['mean_diff']:+.4f}, 95% CI [{test['ci'][0]:+.4f}, {test['ci'][1]:+.4f}], "
+                   f"Wilcoxon p = {test['p_value']:.2g}")
+    if report.promoted:
+        click.echo(f"champion: {report.promoted}")
+    click.echo("report: " + ", ".join(str(p) for p in report.report_files.values()))
+
+
+@click.command("train")
+@click.option("--models", help="Candidates, comma-separated (default MOVIEREC_TRAIN_MODELS).")
+@click.option("--snapshot", help="Train on this saved snapshot id (default: snapshot the store now).")
+@click.option("--profiles", type=click.Choice(["redis", "none"]),
+              help="Where profiles come from (default MOVIEREC_TRAIN_PROFILES).")
+@click.option("--promote/--no-promote", default=True, show_default=True,
+              help="Promote the best model that passes the gate to champion.")
+@click.option("--report-dir", type=click.Path(path_type=Path),
+              help="Folder for the comparison report (default: a new one under MOVIEREC_REPORTS_DIR).")
+def train(models, snapshot, profiles, promote, report_dir) -> None:
+    """Train the candidates on an event-store snapshot, evaluate them offline, register
+    them with provenance, gate them and promote the best."""
+    run_pipeline(register=True, promote=promote, models=models, snapshot=snapshot,
+                 profiles=profiles, report_dir=report_dir)
+
+
+# -- models ------------------------------------------------------------------------------
+
+
+@click.group("models")
+def models() -> None:
+    """List, inspect, promote and roll back registered model versions."""
+
+
+def _registry():
+    from recommender.registry import Registry
+
+    return Registry(_settings().registry_dir)
+
+
+def _registry_call(fn):
+    from recommender.registry import RegistryError
+
+    try:
+        return fn()
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models_list(as_json: bool) -> None:
+    """Every version, newest first, with its aliases and gate metric."""
+    registry = _registry()
+    versions = _registry_call(registry.versions)
+    aliases = _registry_call(registry.aliases)
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(version, []).append(alias)
+    metric = _settings().gate_metric
+    rows = [{"version": v.version, "name": v.name, "created": v.created,
+             "aliases": sorted(by_version.get(v.version, [])),
+             metric: v.metrics.get(metric),
+             "gate": None if v.meta.get("gate") is None else v.meta["gate"].get("passed")}
+            for v in sorted(versions, key=lambda v: v.created, reverse=True)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no models registered in {registry.root}")
+    for r in rows:
+        value = "-" if r[metric] is None else f"{r[metric]:.4f}"
+        gate = {None: "-", True: "passed", False: "failed"}[r["gate"]]
+        click.echo(f"{r['version']:40s} {r['created']:25s} {metric} {value:>7s}  gate {gate:6s} "
+                   f"{','.join(r['aliases'])}")
+
+
+@models.command("show")
+@click.argument("version")
+def models_show(version: str) -> None:
+    """Everything recorded about VERSION (or an alias such as champion)."""
+    mv = _registry_call(lambda: _registry().get(version))
+    click.echo(json.dumps(mv.meta, indent=2, sort_keys=True))
+
+
+@models.command("promote")
+@click.argument("version")
+@click.option("--alias", default="champion", show_default=True)
+@click.option("--reason", default="promoted by hand", show_default=True)
+@click.option("--force", is_flag=True, help="Promote even if the version failed its gate.")
+def models_promote(version: str, alias: str, reason: str, force: bool) -> None:
+    """Point ALIAS at VERSION atomically (the previous holder is kept for rollback)."""
+    registry = _registry()
+    _registry_call(lambda: registry.promote(version, alias=alias, reason=reason, force=force))
+    click.echo(f"{alias} -> {registry.aliases()[alias]}")
+
+
+@models.command("rollback")
+@click.option("--alias", default="champion", show_default=True)
+@click.option("--reason", default="rolled back by hand", show_default=True)
+def models_rollback(alias: str, reason: str) -> None:
+    """Point ALIAS back at the version it held before its last promotion."""
+    restored = _registry_call(lambda: _registry().rollback(alias, reason=reason))
+    click.echo(f"{alias} -> {restored}")

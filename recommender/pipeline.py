@@ -1,0 +1,300 @@
+"""The training pipeline: event rows -> split -> candidates -> offline evaluation ->
+registry -> gate -> promotion.
+
+One run, given the watch and rate rows of an event-store snapshot (``TrainInputs``):
+
+1. **Split.** The last ``eval_test_share`` of the snapshot's time span is the test period;
+   everything before the cut trains (``offline_eval.split``: no test event reaches a
+   feature, a popularity count or the matrix).
+2. **Evaluate.** Every candidate is fitted on the training side and measured on the test
+   side at k (``offline_eval.evaluate``); new users get the cold-start path with their
+   profile and the titles matched from their self-description. Candidates are compared
+   with a paired test against the popularity baseline.
+3. **Train for serving.** Every candidate is fitted again on the whole snapshot: the
+   version that serves has seen the latest data, and it carries the metrics its
+   configuration earned on the split.
+4. **Register** each with full provenance (code, packages, data snapshot, params, timings,
+   sizes, metrics), **gate** it (``recommender.gate``) and record the decision, then
+   **promote** the best passing model to ``champion``.
+
+The champion the gate compares with is the champion's *configuration* (model name and
+hyperparameters from the registry) evaluated on this run's split: re-fitted unless a
+candidate of this run has the same configuration. Evaluating the old artifact itself would
+mix catalogs and, when its data reaches past the cut, leak test events into it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from offline_eval.compare import directory_bytes, model_memory_bytes, row_from_result, write_report
+from offline_eval.evaluate import EvalResult, compare_paired, evaluate
+from offline_eval.split import build_truth, temporal_split
+from recommender.coldstart import TitleMatcher, profile_items
+from recommender.dataset import build_trainset, event_ms
+from recommender.gate import GateConfig, decide
+from recommender.models import model_class
+from recommender.models.base import Recommender, TrainSet
+from recommender.profiles import Profile, Profiles
+from recommender.provenance import code_version, package_versions, peak_memory_bytes
+from recommender.registry import Registry, RegistryError
+from recommender.settings import TrainSettings
+
+log = logging.getLogger(__name__)
+
+BASELINE = "popularity"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class PipelineError(Exception):
+    """The pipeline cannot run on these inputs (no data, an empty split, no baseline)."""
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """What a run trains on: ``events`` (watch and rate rows, ``dataset.EVENT_COLUMNS``),
+    ``data`` (provenance of those rows, e.g. ``snapshot_provenance``), profiles by user id,
+    runtimes and titles by movie id (both optional)."""
+
+    events: pa.Table
+    data: dict
+    profiles: Profiles = field(default_factory=Profiles.empty)
+    runtimes: Mapping[str, int] = field(default_factory=dict)
+    titles: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Candidate:
+    """One candidate's journey through a run."""
+
+    name: str
+    params: dict
+    result: EvalResult | None = None
+    row: dict = field(default_factory=dict)
+    version: str | None = None
+    gate: dict | None = None
+
+
+@dataclass
+class RunReport:
+    """What a run did: per-candidate rows and versions, paired tests, the promotion, and
+    the report files."""
+
+    cut: datetime
+    end: datetime
+    candidates: list[Candidate]
+    paired: dict[str, dict]
+    promoted: str | None
+    report_files: dict[str, Path]
+    test_users: int
+    new_test_users: int
+
+
+def candidate_params(settings: TrainSettings) -> dict[str, dict]:
+    """Hyperparameters of each candidate named in the settings."""
+    known = {
+        "als": {"factors": settings.als_factors, "iterations": settings.als_iterations,
+                "regularization": settings.als_regularization, "alpha": settings.als_alpha,
+                "cg_steps": settings.als_cg_steps, "num_threads": settings.train_threads},
+        "popularity": {"by_segment": True},
+        "itemknn": {"num_threads": settings.train_threads},
+    }
+    return {name: known.get(name, {}) for name in settings.model_names()}
+
+
+def split_cut(events: pa.Table, test_share: float) -> tuple[datetime, datetime]:
+    """(cut, end): the cut leaves ``test_share`` of the time span after it; ``end`` is
+    1 ms after the last event, so ``[cut, end)`` holds the whole test period."""
+    ms = event_ms(events)
+    if len(ms) == 0:
+        raise PipelineError("no watch or rate events to train on")
+    lo, hi = int(ms.min()), int(ms.max())
+    cut = lo + int(round((hi - lo) * (1.0 - test_share)))
+    if cut <= lo:
+        raise PipelineError("the events span no time; nothing to split")
+    epoch = datetime(1970, 1, 1)
+    return epoch + timedelta(milliseconds=cut), epoch + timedelta(milliseconds=hi + 1)
+
+
+class Pipeline:
+    """Runs the steps above with one settings object; ``progress(stage)`` is told each
+    stage as it starts (the CLI draws a bar from it)."""
+
+    def __init__(self, settings: TrainSettings, *, registry: Registry | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.progress = progress or (lambda stage: log.info("%s", stage))
+        self.gate = GateConfig(metric=settings.gate_metric,
+                               min_lift_over_baseline=settings.gate_min_lift,
+                               max_regression=settings.gate_max_regression)
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def run(self, inputs: TrainInputs, *, register: bool = True, promote: bool = True,
+            report_dir: Path | None = None) -> RunReport:
+        s = self.settings
+        names = s.model_names()
+        if register and BASELINE not in names:
+            raise PipelineError(f"the gate needs the {BASELINE!r} baseline among the candidates")
+        if register and self.registry is None:
+            raise PipelineError("registering needs a registry")
+        params = candidate_params(s)
+        cut, end = split_cut(inputs.events, s.eval_test_share)
+
+        self.progress(f"split at {cut:%Y-%m-%d %H:%M}")
+        train_events, test_events = temporal_split(inputs.events, cut, end=end)
+        train = build_trainset(train_events, as_of=cut, profiles=inputs.profiles,
+                               runtimes=inputs.runtimes, rating_scale=s.rating_scale)
+        truth = build_truth(train, test_events, runtimes=inputs.runtimes,
+                            rating_scale=s.rating_scale)
+        if len(truth) == 0:
+            raise PipelineError("no user has a relevant event in the test period")
+        profile_for = self._profiles(train, inputs)
+
+        candidates = [Candidate(n, params[n]) for n in names]
+        self.progress("evaluate candidates")
+        for c in candidates:
+            c.result, c.row = self._evaluate(c.name, c.params, train, truth, profile_for)
+        paired = self._paired(candidates)
+
+        report_dir = report_dir or s.reports_dir / f"{datetime.now():%Y%m%dT%H%M%S}"
+        promoted = None
+        if register:
+            assert self.registry is not None
+            champion = self._champion_metrics(candidates, train, truth, profile_for)
+            full = build_trainset(inputs.events, as_of=end, profiles=inputs.profiles,
+                                  runtimes=inputs.runtimes, rating_scale=s.rating_scale)
+            for c in candidates:
+                self._train_and_register(c, full, inputs, cut)
+            promoted = self._gate_and_promote(candidates, champion, promote=promote)
+        self.progress("write the comparison report")
+        files = write_report([c.row for c in candidates], report_dir)
+        return RunReport(cut, end, candidates, paired, promoted, files, len(truth),
+                         int(np.sum(truth.new_user)))
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _profiles(self, train: TrainSet, inputs: TrainInputs) -> Callable[[int], Profile]:
+        """Profile of a (new) user, with the titles of their self-description matched
+        against the training catalog."""
+        titles = [inputs.titles.get(str(m)) for m in train.item_ids] if inputs.titles else None
+        matcher = TitleMatcher.from_ids(train.item_ids, titles)
+        profiles = inputs.profiles
+
+        def profile_for(user_id: int) -> Profile:
+            liked, disliked = profile_items(matcher, profiles.likes.get(user_id),
+                                            profiles.dislikes.get(user_id))
+            return profiles.profile(user_id, liked=liked, disliked=disliked)
+
+        return profile_for
+
+    def _evaluate(self, name: str, params: dict, train: TrainSet, truth,
+                  profile_for: Callable[[int], Profile]) -> tuple[EvalResult, dict]:
+        self.progress(f"fit {name} on the training side")
+        model = model_class(name)(**params)
+        started = time.perf_counter()
+        model.fit(train)
+        seconds = time.perf_counter() - started
+        self.progress(f"evaluate {name}")
+        result = evaluate(model, train, truth, k=self.settings.eval_k, profile_for=profile_for)
+        row = row_from_result(result, version="", train_seconds=seconds, disk_bytes=0,
+                              memory_bytes=model_memory_bytes(model))
+        return result, row
+
+    def _paired(self, candidates: list[Candidate]) -> dict[str, dict]:
+        """Each candidate against the baseline on per-user gate-metric values."""
+        base = next((c for c in candidates if c.name == BASELINE), None)
+        if base is None or base.result is None:
+            return {}
+        metric = self.settings.gate_metric
+        out = {}
+        for c in candidates:
+            if c is base or c.result is None or metric not in c.result.per_user:
+                continue
+            a, b = c.result.per_user[metric], base.result.per_user[metric]
+            both = np.isfinite(a) & np.isfinite(b)
+            out[c.name] = {"metric": metric, "against": BASELINE,
+                           **compare_paired(a[both], b[both]).to_dict()}
+        return out
+
+    def _champion_metrics(self, candidates: list[Candidate], train: TrainSet, truth,
+                          profile_for: Callable[[int], Profile]) -> dict | None:
+        assert self.registry is not None
+        try:
+            champion = self.registry.get("champion")
+        except RegistryError:
+            return None
+        name, params = champion.name, champion.meta.get("hyperparameters", {})
+        for c in candidates:
+            if c.name == name and c.params.items() <= params.items() and c.result is not None:
+                return c.result.summary()
+        self.progress(f"re-evaluate the champion's configuration ({champion.version})")
+        result, _ = self._evaluate(name, params, train, truth, profile_for)
+        return result.summary()
+
+    def _train_and_register(self, c: Candidate, full: TrainSet, inputs: TrainInputs,
+                            cut: datetime) -> None:
+        assert self.registry is not None
+        self.progress(f"fit {c.name} on all data and register it")
+        model: Recommender = model_class(c.name)(**c.params)
+        started = time.perf_counter()
+        model.fit(full)
+        seconds = time.perf_counter() - started
+        metrics = dict(c.result.summary()) if c.result is not None else {}
+        metrics.update({"eval_cut": cut.isoformat(), "eval_users": int(len(c.result.user_ids))
+                        if c.result is not None else 0})
+        version = self.registry.register(model, metadata={
+            "code": code_version(REPO_ROOT),
+            "packages": package_versions(),
+            "data": {**inputs.data, "train_users": full.n_users, "train_items": full.n_items,
+                     "interactions": int(full.matrix.nnz)},
+            "training": {"seconds": seconds, "peak_memory_bytes": peak_memory_bytes()},
+            "metrics": metrics,
+        })
+        c.version = version.version
+        c.row = {**c.row, "version": version.version, "train_seconds": seconds,
+                 "disk_bytes": directory_bytes(version.path),
+                 "memory_bytes": version.meta["size"]["memory_bytes"]}
+
+    def _gate_and_promote(self, candidates: list[Candidate], champion: dict | None, *,
+                          promote: bool) -> str | None:
+        assert self.registry is not None
+        self.progress("gate")
+        base = next(c for c in candidates if c.name == BASELINE)
+        assert base.result is not None
+        passing = []
+        for c in candidates:
+            if c is base or c.result is None or c.version is None:
+                continue
+            decision = decide(c.result.summary(), base.result.summary(), champion, self.gate)
+            c.gate = decision.to_dict()
+            self.registry.record_gate(c.version, c.gate)
+            if decision.passed:
+                passing.append(c)
+        assert base.version is not None
+        self.registry.set_alias("baseline", base.version, reason="latest popularity baseline")
+        if not promote:
+            return None
+        if not passing:
+            if "champion" in self.registry.aliases():
+                return None
+            # Nothing serves yet and nothing beat the baseline: the baseline serves.
+            best = base
+            reason = "no candidate passed the gate and nothing served yet"
+        else:
+            metric = self.settings.gate_metric
+            best = max(passing, key=lambda c: c.result.summary()[metric])  # type: ignore[union-attr]
+            reason = f"best {metric} of the run among those that passed the gate"
+        assert best.version is not None
+        self.progress(f"promote {best.version}")
+        self.registry.promote(best.version, reason=reason)
+        return best.version
