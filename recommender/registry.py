@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from movierec.durable import TMP_PREFIX, fsync_path, write_atomic
 from recommender.models import model_class
 from recommender.models.base import Recommender
 
@@ -94,28 +95,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json_atomic(path: Path, obj: object) -> None:
-    """Temp file in the same folder, fsync, ``os.replace``, fsync of the folder."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; other users (serving) must read it
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, allow_nan=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_path(path.parent)
+def _write_json(path: Path, obj: object) -> None:
+    """Strict JSON (no NaN), written atomically and durably (``movierec.durable``)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
+    write_atomic(path, text.encode("utf-8"))
 
 
 def artifact_digest(directory: Path, names: list[str]) -> str:
@@ -167,7 +150,7 @@ class Registry:
             raise RegistryError(f"model name {model.name!r} cannot be part of a version id")
         self.models_dir.mkdir(parents=True, exist_ok=True)
         created = _now()
-        tmp = Path(tempfile.mkdtemp(dir=self.models_dir, prefix=".tmp-"))
+        tmp = Path(tempfile.mkdtemp(dir=self.models_dir, prefix=TMP_PREFIX))
         try:
             tmp.chmod(0o755)  # mkdtemp makes 0700
             names = sorted(p.name for p in model.save(tmp))
@@ -187,8 +170,8 @@ class Registry:
                                  "files": {n: (tmp / n).stat().st_size for n in names}}}
             self._write_meta(tmp, meta)
             for name in names:
-                _fsync_path(tmp / name)
-            _fsync_path(tmp)
+                fsync_path(tmp / name)
+            fsync_path(tmp)
             target = self.models_dir / version
             try:
                 if target.exists():
@@ -200,7 +183,7 @@ class Registry:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_path(self.models_dir)
+        fsync_path(self.models_dir)
         self._event("register", version=version, name=model.name, sha256=digest)
         return ModelVersion(version, model.name, target, meta)
 
@@ -345,7 +328,7 @@ class Registry:
                 state["aliases"][alias] = version
                 state["previous"][alias] = stack
                 state["generation"] += 1
-                _write_json_atomic(self.aliases_path, state)
+                _write_json(self.aliases_path, state)
             self._append_event(kind, alias=alias, version=version, previous=current,
                                reason=reason, unchanged=version == current)
         return version
@@ -377,7 +360,7 @@ class Registry:
 
     def _write_meta(self, directory: Path, meta: dict) -> None:
         try:
-            _write_json_atomic(directory / META_JSON, meta)
+            _write_json(directory / META_JSON, meta)
         except (TypeError, ValueError) as exc:
             raise RegistryError(f"metadata is not plain JSON: {exc}") from exc
 

@@ -54,6 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from movierec.durable import TMP_PREFIX, fsync_path, make_dirs, write_atomic
 from stream_consumer.event_columns import (
     SCHEMA,
     EventColumns,
@@ -89,7 +90,6 @@ __all__ = [
 ]  # fmt: skip
 
 MS_PER_DAY = 86_400_000
-TMP_PREFIX = ".tmp-"
 COMPRESSION = "zstd"
 _HASH_CACHE_MAX = 200_000  # files whose sha256 a process remembers (~40 MB at most)
 _RETRIES = 5  # a read races a compaction at most this many times before giving up
@@ -124,7 +124,7 @@ class EventStore:
         self.snapshots_dir = self.root / "snapshots"
         self.compactions_dir = self.root / "compactions"
         for d in (self.events_dir, self.snapshots_dir, self.compactions_dir):
-            _make_dir(d)
+            make_dirs(d)
         self._hashes: dict[tuple, str] = {}  # (relpath, size, mtime_ns, inode) -> sha256
         self._infos: dict[tuple, FileInfo] = {}  # same key -> footer contents
 
@@ -154,12 +154,12 @@ class EventStore:
         times = pc.min_max(table["time"])
         meta = file_metadata(self.topic, stats, times["min"].as_py(), times["max"].as_py(), sources)
         directory = self.events_dir / f"date={day.isoformat()}"
-        _make_dir(directory)
+        make_dirs(directory)
         path = directory / file_name(stats, uuid.uuid4().hex[:12])
         sink = pa.BufferOutputStream()
         pq.write_table(table.replace_schema_metadata(meta), sink, compression=COMPRESSION)
         data = sink.getvalue()
-        _write_atomic(path, data)
+        write_atomic(path, data)
         st = path.stat()
         self._remember(self._key(path, st), hashlib.sha256(data).hexdigest())
         return path
@@ -243,7 +243,7 @@ class EventStore:
             return self._load_manifest(sid)
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         body = {"id": sid, "created_at": created, "manifest": manifest}
-        _write_atomic(path, json.dumps(body, indent=1, sort_keys=True).encode())
+        write_atomic(path, json.dumps(body, indent=1, sort_keys=True).encode())
         return Snapshot(sid, manifest, created, path)
 
     def snapshots(self) -> list[str]:
@@ -434,10 +434,10 @@ class EventStore:
         record_path = self.compactions_dir / f"{stamp}-{uuid.uuid4().hex[:8]}.json"
         record = {"format": 1, "topic": self.topic, "date": day.isoformat(), "created_at": stamp,
                   "sources": sources, "outputs": outputs}  # fmt: skip
-        _write_atomic(record_path, json.dumps(record, indent=1, sort_keys=True).encode())
+        write_atomic(record_path, json.dumps(record, indent=1, sort_keys=True).encode())
         for info in infos:
             info.path.unlink(missing_ok=True)
-        _fsync_dir(self.events_dir / f"date={day.isoformat()}")
+        fsync_path(self.events_dir / f"date={day.isoformat()}")
         counts = [len(infos), len(outputs), sum(i.rows for i in infos), merged.num_rows,
                   sum(i.bytes for i in infos), sum(o["bytes"] for o in outputs)]  # fmt: skip
         return record_path, counts
@@ -451,7 +451,7 @@ class EventStore:
                 continue
             if self._sha256(path, fresh=True) == edge.sha256:
                 path.unlink()
-                _fsync_dir(path.parent)
+                fsync_path(path.parent)
                 removed += 1
         return removed
 
@@ -506,49 +506,6 @@ class EventStore:
         if len(self._hashes) > _HASH_CACHE_MAX:
             del self._hashes[next(iter(self._hashes))]
         return sha256
-
-
-# -- atomic file system helpers -------------------------------------------------------------
-
-
-def _write_atomic(path: Path, data: bytes | pa.Buffer) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent or complete, even
-    under SIGKILL or power loss: temp file in the same directory, fsync, rename, fsync dir."""
-    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{path.name}")
-    view = memoryview(data)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _make_dir(directory: Path) -> None:
-    """mkdir -p, fsyncing the parent of a new directory so its entry survives power loss."""
-    if directory.is_dir():
-        return
-    _make_dir(directory.parent)
-    try:
-        directory.mkdir()
-    except FileExistsError:
-        return
-    _fsync_dir(directory.parent)
 
 
 def _retry_vanished(action: Callable[[], T]) -> T:
