@@ -32,6 +32,7 @@ from offline_eval.metrics import (EvalError, accuracy, coverage, item_user_count
                                   self_information)
 from offline_eval.slices import (SliceMeans, head_items, long_tail_metrics, slice_means,
                                  user_slices)
+from recommender.ids import positions
 from recommender.models.base import History, Recommender, TrainSet
 from recommender.profiles import Profile
 
@@ -143,17 +144,13 @@ def train_rows(train: TrainSet, truth: TruthLike) -> np.ndarray:
     ``EvalError`` if the truth's ``new_user`` flags disagree with the training set (a
     split bug, possibly leakage)."""
     ids = np.asarray(truth.user_ids, dtype=np.int64)
-    if len(train.user_ids):
-        pos = np.minimum(np.searchsorted(train.user_ids, ids), len(train.user_ids) - 1)
-        found = train.user_ids[pos] == ids
-    else:
-        pos, found = np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
-    wrong = found == np.asarray(truth.new_user, dtype=bool)
+    rows = positions(train.user_ids, ids)
+    wrong = (rows >= 0) == np.asarray(truth.new_user, dtype=bool)
     if wrong.any():
         bad = int(ids[np.argmax(wrong)])
         raise EvalError(f"{int(wrong.sum())} test users are flagged new/established against "
                         f"the train set (first: user {bad})")
-    return np.where(found, pos, -1).astype(np.int64)
+    return rows
 
 
 def _checked(recs: np.ndarray, rows: int, k: int, n_items: int, what: str) -> np.ndarray:

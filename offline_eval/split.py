@@ -48,6 +48,7 @@ import pyarrow as pa
 
 from offline_eval.metrics import EvalError
 from recommender.dataset import Events, aggregate, cut_ms, event_ms, item_runtimes
+from recommender.ids import positions
 from recommender.models.base import TrainSet
 
 
@@ -138,7 +139,7 @@ def build_truth(train: TrainSet, test_events: Events, *, runtimes: Mapping[str, 
     test_column = np.array([column.get(movie, -1) for movie in test.item_ids], dtype=np.int64)
     cols = test_column[test.item]
     unknown = relevant & (cols < 0)
-    rows = _rows_in(train.user_ids, test.user_ids)[test.user]
+    rows = positions(train.user_ids, test.user_ids)[test.user]
     seen = relevant & ~unknown & (rows >= 0) & _in_matrix(train, rows, cols)
     keep = relevant & ~unknown & ~seen
 
@@ -149,20 +150,12 @@ def build_truth(train: TrainSet, test_events: Events, *, runtimes: Mapping[str, 
     present = users[starts]
     return Truth(
         user_ids=test.user_ids[present],
-        rows=_rows_in(train.user_ids, test.user_ids[present]),
+        rows=positions(train.user_ids, test.user_ids[present]),
         items=tuple(np.split(cols, starts[1:])) if len(users) else (),
         unknown_item_pairs=int(unknown.sum()),
         unknown_items=len(np.unique(test.item[unknown])),
         seen_pairs=int(seen.sum()),
     )
-
-
-def _rows_in(user_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Row of each ``wanted`` id in the ascending ``user_ids``, -1 where absent (int64)."""
-    if len(user_ids) == 0:
-        return np.full(len(wanted), -1, dtype=np.int64)
-    pos = np.minimum(np.searchsorted(user_ids, wanted), len(user_ids) - 1)
-    return np.where(user_ids[pos] == wanted, pos, -1).astype(np.int64)
 
 
 def _in_matrix(train: TrainSet, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

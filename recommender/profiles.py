@@ -16,6 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
+
+from recommender.ids import positions
 
 AGE_EDGES: tuple[int, ...] = (18, 25, 35, 45, 55, 65)
 """Upper-exclusive edges of the age groups: <18, 18-24, 25-34, 35-44, 45-54, 55-64, 65+."""
@@ -55,6 +58,15 @@ def segments(ages: np.ndarray, genders: np.ndarray) -> np.ndarray:
     known = (ages >= 0) & (ages <= 120)
     groups = np.where(known, np.searchsorted(AGE_EDGES, ages, side="right"), 2)
     return (groups * len(GENDERS) + np.asarray(genders)).astype(np.int16)
+
+
+def segment_onehot(user_segments: np.ndarray) -> sp.csr_matrix:
+    """float32 (N_SEGMENTS, n_users) with a 1 at (segment of user, user): multiplying it
+    with per-user rows sums them per segment (mean vectors, segment popularity)."""
+    n_users = len(user_segments)
+    return sp.csr_matrix((np.ones(n_users, np.float32),
+                          (np.asarray(user_segments, dtype=np.int64), np.arange(n_users))),
+                         shape=(N_SEGMENTS, n_users))
 
 
 @dataclass(frozen=True)
@@ -127,12 +139,7 @@ class Profiles:
 
     def rows_of(self, user_ids: np.ndarray) -> np.ndarray:
         """Row of each id in these profiles, -1 where the user has no profile."""
-        user_ids = np.asarray(user_ids, dtype=np.int64)
-        if len(self.user_ids) == 0:
-            return np.full(len(user_ids), -1, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(self.user_ids, user_ids), len(self.user_ids) - 1)
-        hit = self.user_ids[pos] == user_ids
-        return np.where(hit, pos, -1)
+        return positions(self.user_ids, user_ids)
 
     def segments_of(self, user_ids: np.ndarray) -> np.ndarray:
         """Segment code per user id; users without a profile get the unknown segment."""

@@ -38,7 +38,7 @@ from recommender.models.base import History, ModelError, Recommender, TrainSet, 
 from recommender.models.foldin import (batch_inputs, fold_in, gram, hu_confidence,
                                        never_recommend, pseudo_history, take)
 from recommender.models.popularity import interaction_counts
-from recommender.profiles import N_SEGMENTS, Profile
+from recommender.profiles import N_SEGMENTS, Profile, segment_onehot
 
 BATCH_ROWS = 4096
 """Users per call of the top-k kernel in ``recommend_batch``."""
@@ -67,10 +67,7 @@ def segment_means(user_factors: np.ndarray,
                   user_segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean user vector per demographic segment (float32, N_SEGMENTS x f; zero for an
     empty segment) and training users per segment (int64, N_SEGMENTS)."""
-    n_users = len(user_segments)
-    onehot = sp.csr_matrix((np.ones(n_users, np.float32),
-                            (user_segments.astype(np.int64), np.arange(n_users))),
-                           shape=(N_SEGMENTS, n_users))
+    onehot = segment_onehot(user_segments)
     counts = np.bincount(user_segments, minlength=N_SEGMENTS).astype(np.int64)
     sums = np.asarray(onehot @ user_factors, dtype=np.float64)
     means = sums / np.maximum(counts, 1)[:, None]

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from recommender.models.base import History, ModelError, Recommender, TrainSet, top_n
 from recommender.models.foldin import batch_inputs, never_recommend, take
-from recommender.profiles import N_SEGMENTS, Profile
+from recommender.profiles import N_SEGMENTS, Profile, segment_onehot
 
 SECONDS_PER_DAY = 86_400.0
 BATCH_ROWS = 1024
@@ -55,10 +55,7 @@ def segment_sums(matrix: sp.csr_matrix, decay: np.ndarray,
                  user_segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Decayed sums per segment (float64, N_SEGMENTS x n_items) and training users per
     segment (int64, N_SEGMENTS)."""
-    n_users = matrix.shape[0]
-    onehot = sp.csr_matrix((np.ones(n_users), (user_segments.astype(np.int64),
-                                               np.arange(n_users))),
-                           shape=(N_SEGMENTS, n_users))
+    onehot = segment_onehot(user_segments)
     decayed = sp.csr_matrix((decay, matrix.indices, matrix.indptr), shape=matrix.shape)
     sums = (onehot @ decayed).toarray()
     return sums, np.bincount(user_segments, minlength=N_SEGMENTS).astype(np.int64)
