@@ -18,7 +18,7 @@ memory may be the worse choice for a service retrained daily under a latency bud
   ``recommend`` in process (see ``evaluate``); ``throughput_users_s`` float: users per
   second through ``recommend_batch``.
 - ``disk_bytes`` int: size of the saved model folder; ``memory_bytes`` int: bytes of its
-  learned arrays in memory (``model_memory_bytes``).
+  learned arrays in memory (``Recommender.memory_bytes``).
 
 Missing or non-finite numbers are stored as None and shown as ``–``.
 """
@@ -33,7 +33,6 @@ from pathlib import Path
 from offline_eval.evaluate import EvalResult
 from offline_eval.metrics import EvalError
 from offline_eval.plot import Panel, format_value, small_multiples
-from recommender.models.base import Recommender
 
 SCHEMA_VERSION = 1
 TIMING_KEYS: tuple[str, ...] = ("train_seconds", "infer_p50_ms", "infer_p95_ms",
@@ -98,17 +97,6 @@ def row_from_result(result: EvalResult, *, version: str, train_seconds: float,
         "throughput_users_s": timing.throughput_users_s,
         "disk_bytes": disk_bytes, "memory_bytes": memory_bytes,
     })
-
-
-def directory_bytes(directory: Path | str) -> int:
-    """Total size in bytes of the files under ``directory`` (a saved model)."""
-    return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file())
-
-
-def model_memory_bytes(model: Recommender) -> int:
-    """Bytes of the model's learned arrays (``arrays()``): what serving holds in memory
-    per model, not counting Python object overhead or the item-id strings."""
-    return int(sum(a.nbytes for a in model.arrays().values()))
 
 
 def _checked_rows(rows: Sequence[Mapping]) -> tuple[list[dict], int]:

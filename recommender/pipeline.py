@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from offline_eval.compare import directory_bytes, model_memory_bytes, row_from_result, write_report
+from offline_eval.compare import row_from_result, write_report
 from offline_eval.evaluate import EvalResult, compare_paired, evaluate
 from offline_eval.split import build_truth, temporal_split
 from recommender.coldstart import TitleMatcher, profile_items
@@ -207,7 +207,7 @@ class Pipeline:
         self.progress(f"evaluate {name}")
         result = evaluate(model, train, truth, k=self.settings.eval_k, profile_for=profile_for)
         row = row_from_result(result, version="", train_seconds=seconds, disk_bytes=0,
-                              memory_bytes=model_memory_bytes(model))
+                              memory_bytes=model.memory_bytes())
         return result, row
 
     def _paired(self, candidates: list[Candidate]) -> dict[str, dict]:
@@ -262,8 +262,7 @@ class Pipeline:
         })
         c.version = version.version
         c.row = {**c.row, "version": version.version, "train_seconds": seconds,
-                 "disk_bytes": directory_bytes(version.path),
-                 "memory_bytes": version.meta["size"]["memory_bytes"]}
+                 **version.meta["size"]}
 
     def _gate_and_promote(self, candidates: list[Candidate], champion: dict | None, *,
                           promote: bool) -> str | None:

@@ -156,11 +156,8 @@ class Registry:
             names = sorted(p.name for p in model.save(tmp))
             digest = artifact_digest(tmp, names)
             version = f"{model.name}-{created:%Y%m%dT%H%M%S}-{digest[:6]}"
-            arrays = model.arrays()
-            # memory_bytes: the arrays plus the ids' characters, a floor of the loaded size.
             size = {"disk_bytes": sum((tmp / n).stat().st_size for n in names),
-                    "memory_bytes": int(sum(a.nbytes for a in arrays.values()))
-                    + int(sum(len(str(i)) for i in model.item_ids)),
+                    "memory_bytes": model.memory_bytes(),
                     **metadata.get("size", {})}
             meta = {**metadata, "version": version, "name": model.name,
                     "created": created.isoformat(timespec="seconds"),

@@ -137,6 +137,11 @@ class Recommender(ABC):
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
         """Take back what ``arrays()`` returned (possibly memory-mapped, read-only)."""
 
+    def memory_bytes(self) -> int:
+        """Bytes of the learned arrays (``arrays()``): what a serving process holds per
+        model, not counting Python object overhead or the item-id strings."""
+        return int(sum(a.nbytes for a in self.arrays().values()))
+
     def save(self, directory: Path | str) -> list[Path]:
         """Write the model into ``directory`` (created); returns the files written."""
         directory = Path(directory)

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from offline_eval.compare import (COST_HEADERS, comparison_table, directory_bytes,
-                                  model_memory_bytes, normalise_row, read_rows,
+from offline_eval.compare import (COST_HEADERS, comparison_table, normalise_row, read_rows,
                                   row_from_result, write_report)
 from offline_eval.evaluate import compare_paired, evaluate
 from offline_eval.metrics import EvalError
@@ -271,8 +270,8 @@ def test_row_from_result_and_sizes(tmp_path: Path) -> None:
     result = evaluate(model, train, truth, k=2, latency_sample=3)
     files = model.save(tmp_path / "m")
     r = row_from_result(result, version="v7", train_seconds=1.0,
-                        disk_bytes=directory_bytes(tmp_path / "m"),
-                        memory_bytes=model_memory_bytes(model))
+                        disk_bytes=sum(p.stat().st_size for p in (tmp_path / "m").iterdir()),
+                        memory_bytes=model.memory_bytes())
     assert r["name"] == "fixed" and r["k"] == 2
     assert r["metrics"]["ndcg@2"] == pytest.approx(result.means["ndcg@2"])
     assert r["metrics"]["coverage@2"] == result.coverage
