@@ -220,10 +220,8 @@ class Pipeline:
         for c in candidates:
             if c is base or c.result is None or metric not in c.result.per_user:
                 continue
-            a, b = c.result.per_user[metric], base.result.per_user[metric]
-            both = np.isfinite(a) & np.isfinite(b)
-            out[c.name] = {"metric": metric, "against": BASELINE,
-                           **compare_paired(a[both], b[both]).to_dict()}
+            test = compare_paired(c.result.per_user[metric], base.result.per_user[metric])
+            out[c.name] = {"metric": metric, "against": BASELINE, **test.to_dict()}
         return out
 
     def _champion_metrics(self, candidates: list[Candidate], train: TrainSet, truth,
@@ -234,8 +232,9 @@ class Pipeline:
         except RegistryError:
             return None
         name, params = champion.name, champion.meta.get("hyperparameters", {})
-        for c in candidates:
-            if c.name == name and c.params.items() <= params.items() and c.result is not None:
+        for c in candidates:  # same configuration: compare full params, defaults included
+            if c.name == name and model_class(c.name)(**c.params).params == params:
+                assert c.result is not None
                 return c.result.summary()
         self.progress(f"re-evaluate the champion's configuration ({champion.version})")
         result, _ = self._evaluate(name, params, train, truth, profile_for)
@@ -249,9 +248,9 @@ class Pipeline:
         started = time.perf_counter()
         model.fit(full)
         seconds = time.perf_counter() - started
-        metrics = dict(c.result.summary()) if c.result is not None else {}
-        metrics.update({"eval_cut": cut.isoformat(), "eval_users": int(len(c.result.user_ids))
-                        if c.result is not None else 0})
+        assert c.result is not None
+        metrics = {**c.result.summary(), "eval_cut": cut.isoformat(),
+                   "eval_users": len(c.result.user_ids)}
         version = self.registry.register(model, metadata={
             "code": code_version(REPO_ROOT),
             "packages": package_versions(),

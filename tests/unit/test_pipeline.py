@@ -161,3 +161,25 @@ def test_empty_inputs_are_refused(inputs):
     settings = load(TrainSettings, {})
     with pytest.raises(PipelineError):
         Pipeline(settings).run(TrainInputs(inputs.events.slice(0, 0), {}), register=False)
+
+
+def test_a_later_run_is_gated_against_the_champions_configuration(run, inputs, tmp_path):
+    """A run whose ALS differs from the champion's re-fits the champion's configuration
+    on its own split and holds the candidate to it; the same configuration is reused."""
+    report, registry, _ = run
+    champion_ndcg = registry.get("champion").metrics["ndcg@20"]
+    settings = load(TrainSettings, {}, registry_dir=registry.root, reports_dir=tmp_path,
+                    train_threads=1, train_models="als,popularity", als_factors=4)
+    stages: list[str] = []
+    later = Pipeline(settings, registry=registry, progress=stages.append).run(inputs, promote=False)
+    als = by_name(later)["als"]
+    assert any(s.startswith("re-evaluate the champion") for s in stages)
+    assert als.gate["numbers"]["champion"] == pytest.approx(champion_ndcg)
+
+    same = load(TrainSettings, {}, registry_dir=registry.root, reports_dir=tmp_path,
+                train_threads=1, train_models="als,popularity")
+    stages.clear()
+    again = Pipeline(same, registry=registry, progress=stages.append).run(inputs, promote=False)
+    assert not any(s.startswith("re-evaluate the champion") for s in stages)
+    assert by_name(again)["als"].gate["numbers"]["champion"] == pytest.approx(
+        by_name(again)["als"].row["metrics"]["ndcg@20"])
