@@ -14,8 +14,9 @@ profile; save; load"), with shapes:
   the model (fold-in for factor models).
 - ``recommend_new(profile, n, exclude)``: cold start for a user with no history, from the
   demographic profile and the titles matched from the self-description.
-- ``recommend_batch(rows, n)``: top ``n`` for many *training* users at once (offline
-  evaluation and batch scoring); already-seen items of ``train.matrix`` are filtered.
+- ``recommend_batch(rows, n, seen=None)``: top ``n`` for many *training* users at once
+  (offline evaluation and batch scoring); already-seen items of ``train.matrix`` (or of
+  ``seen``, after load) are filtered.
 - ``save(directory)`` / ``load(directory)``: ``.npy`` arrays (loadable with
   ``allow_pickle=False`` and memory-mapped) plus a ``model.json`` of params.
 
@@ -124,8 +125,11 @@ class Recommender(ABC):
         """Top ``n`` for a user with no history."""
 
     @abstractmethod
-    def recommend_batch(self, rows: np.ndarray, n: int = 20) -> np.ndarray:
-        """Top ``n`` for the training users ``rows``: int32 (len(rows), n), -1 padded."""
+    def recommend_batch(self, rows: np.ndarray, n: int = 20, *,
+                        seen: sp.csr_matrix | None = None) -> np.ndarray:
+        """Top ``n`` for the training users ``rows``: int32 (len(rows), n), -1 padded,
+        never an item of the user's row in ``seen`` (users x items; default: the matrix
+        the model was fitted on, which is not saved, so a loaded model needs it)."""
 
     # -- persistence ------------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ class FixedOrder(Recommender):
         self.profiles.append(profile)
         return np.arange(N_ITEMS - 1, -1, -1, dtype=np.int32)[:n]
 
-    def recommend_batch(self, rows: np.ndarray, n: int = 20) -> np.ndarray:
+    def recommend_batch(self, rows: np.ndarray, n: int = 20, *, seen=None) -> np.ndarray:
         assert self.matrix is not None
         self.batches.append(len(rows))
         out = np.full((len(rows), n), -1, dtype=np.int32)
@@ -148,7 +148,7 @@ def test_evaluate_rejects_inconsistent_truth_and_bad_models() -> None:
         evaluate(fitted(train), train, Truth(truth.user_ids, truth.items, flags))
 
     class TooLong(FixedOrder):
-        def recommend_batch(self, rows: np.ndarray, n: int = 20) -> np.ndarray:
+        def recommend_batch(self, rows: np.ndarray, n: int = 20, *, seen=None) -> np.ndarray:
             return np.zeros((len(rows), n + 1), np.int32)
 
     model = TooLong()

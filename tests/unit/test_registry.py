@@ -37,7 +37,7 @@ class FakeModel(Recommender):
                       exclude: np.ndarray | None = None) -> np.ndarray:
         return top_n(self.scores, n, exclude)
 
-    def recommend_batch(self, rows: np.ndarray, n: int = 20) -> np.ndarray:
+    def recommend_batch(self, rows: np.ndarray, n: int = 20, *, seen=None) -> np.ndarray:
         return np.tile(top_n(self.scores, n), (len(rows), 1))
 
     def arrays(self) -> dict[str, np.ndarray]:
