@@ -18,7 +18,6 @@ Figures (median of --repeats runs, interleaved so noise hits all alike):
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import statistics
@@ -31,6 +30,8 @@ import pyarrow as pa
 
 from movierec.wire import Account, Rate, Recommendation, Watch
 from stream_consumer.event_store import SCHEMA, EventColumns, EventStore, event_row
+
+from report import emit  # benchmarks/report.py: scripts run from this folder
 
 
 def make_log(n: int, seed: int = 7) -> list[tuple]:
@@ -146,11 +147,7 @@ def main() -> None:
         "read_rows_per_s": round(n / med(read_s)),
         "compact_rows_per_s": round(n / med(compact_s)),
     }
-    for key, value in result.items():
-        print(f"{key:44s} {value:>12,}" if isinstance(value, int) else f"{key:44s} {value:>12}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ from simulator.history import RATE, WATCH, Events
 from simulator.world import World, WorldSpec
 from stream_consumer.event_store import EventStore
 
+from report import emit  # benchmarks/report.py: scripts run from this folder
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOPIC = "movielog"
 START = datetime(2025, 1, 1)
@@ -286,13 +288,9 @@ def main() -> None:
         print(f"run {r + 1}: total {runs[-1]['total']:.1f} s, "
               f"{runs[-1]['batch_users_per_s']:,.0f} users/s", flush=True)
     result = summarise(runs, facts, args)
-    for key, value in result.items():
-        print(f"{key:30s} {value:>14,}" if isinstance(value, int) else f"{key:30s} {value:>14}")
+    emit(result, args.json)
     for text, ok in verdicts(result, args):
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
 
 
 if __name__ == "__main__":

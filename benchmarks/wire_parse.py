@@ -14,13 +14,14 @@ bytes and split off the three fields. The figure of merit is lines/s (median of
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
 from datetime import datetime, timedelta
 
 from movierec.wire import LineParser
+
+from report import emit  # benchmarks/report.py: scripts run from this folder
 
 WORDS = "the of a star wars love night man dark city king lord rings kill bill".split()
 
@@ -94,11 +95,7 @@ def main() -> None:
         "parser_lines_per_s_max": round(max(parsed)),
         "ratio_parser_to_baseline": round(statistics.median(parsed) / statistics.median(base), 3),
     }
-    for key, value in result.items():
-        print(f"{key:32s} {value:>12,}" if isinstance(value, int) else f"{key:32s} {value:>12}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
+    emit(result, args.json)
 
 
 if __name__ == "__main__":
