@@ -10,12 +10,18 @@ from movierec.settings import KafkaSettings, RedisSettings, SettingsError, Store
 
 
 @dataclass(frozen=True)
-class TrainSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings):
+class RegistrySettings:
+    """Where the model registry lives (written by training, read by serving)."""
+
+    registry_dir: Path = setting(Path("var/registry"), "Folder of the model registry")
+
+
+@dataclass(frozen=True)
+class TrainSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings, RegistrySettings):
     """Where training reads its data and writes its models, and how it trains them.
 
     The Kafka topic names the event store's data; training never connects to Kafka."""
 
-    registry_dir: Path = setting(Path("var/registry"), "Folder of the model registry")
     reports_dir: Path = setting(Path("var/reports"), "Folder for offline-evaluation reports")
     train_models: str = setting("als,popularity,itemknn", "Candidates to train, comma-separated")
     train_profiles: str = setting(

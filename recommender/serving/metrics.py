@@ -1,0 +1,80 @@
+"""The service's Prometheus metrics (one module for the component, units in the names).
+
+Created per process on a registry of its own (nothing at import time). Under gunicorn
+with several workers, ``PROMETHEUS_MULTIPROC_DIR`` is set before the workers start
+(``recommender.serving.gunicorn_conf``): every value then lives in a per-process file and
+/metrics merges them with ``MultiProcessCollector``, so counts are right whichever worker
+answers the scrape (https://prometheus.github.io/client_python/multiprocess/).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import multiprocess
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.6, 1.0)
+"""Request latency buckets: fine below the 15 ms SLO, coarse up to the 600 ms deadline."""
+STAGE_BUCKETS_S = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess folder when running under several workers, else None."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+@dataclass
+class ServingMetrics:
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
+    fallbacks: Counter
+    answers: Counter
+    stage: Histogram
+    swaps: Counter
+    telemetry: Counter
+    breaker_open: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> ServingMetrics:
+        r = registry or CollectorRegistry()
+        return cls(
+            registry=r,
+            requests=Counter("movierec_serve_requests_total",
+                             "Requests by endpoint and HTTP status", ["endpoint", "status"],
+                             registry=r),
+            latency=Histogram("movierec_serve_request_seconds",
+                              "Time from request start to answer, by endpoint", ["endpoint"],
+                              registry=r, buckets=LATENCY_BUCKETS_S),
+            fallbacks=Counter("movierec_serve_fallbacks_total",
+                              "Degraded /recommend answers by reason", ["reason"], registry=r),
+            answers=Counter("movierec_serve_answers_total",
+                            "/recommend answers by arm, model version and path "
+                            "(model, coldstart_profile, coldstart_demographic, popular)",
+                            ["arm", "version", "path"], registry=r),
+            stage=Histogram("movierec_serve_stage_seconds",
+                            "Time of one stage of /recommend (features, model)", ["stage"],
+                            registry=r, buckets=STAGE_BUCKETS_S),
+            swaps=Counter("movierec_serve_model_swaps_total",
+                          "Model versions loaded and swapped in, or rejected", ["result"],
+                          registry=r),
+            telemetry=Counter("movierec_serve_telemetry_records_total",
+                              "Served records by outcome (published, dropped, failed)",
+                              ["outcome"], registry=r),
+            breaker_open=Gauge("movierec_serve_redis_breaker_open",
+                               "1 while the Redis circuit breaker is open", registry=r,
+                               multiprocess_mode="liveall"),
+        )
+
+
+def exposition_registry(metrics: ServingMetrics) -> CollectorRegistry:
+    """The registry /metrics renders: the merged per-process files in multiprocess mode,
+    else the process's own."""
+    path = multiprocess_dir()
+    if path is None:
+        return metrics.registry
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged, path=path)
+    return merged

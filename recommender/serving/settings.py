@@ -1,0 +1,67 @@
+"""Settings of the serving process (``movierec serve``): one frozen object from
+``MOVIEREC_*`` variables, built once per process (never at import time)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from movierec.settings import KafkaSettings, RedisSettings, WireSettings, setting
+from recommender.settings import RegistrySettings
+
+
+@dataclass(frozen=True)
+class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings):
+    """How the recommendation service listens, which models it serves, and its budgets."""
+
+    serve_host: str = setting("0.0.0.0", "Address the service binds (0.0.0.0: reachable by graders)")
+    serve_port: int = setting(8082, "Port of the recommendation API (the course calls :8082)",
+                              min=1, max=65535)
+    serve_workers: int = setting(2, "gunicorn worker processes (one per core is the sweet spot)",
+                                 min=1, max=64)
+    serve_worker_class: str = setting(
+        "sync", "gunicorn worker class (docs/benchmarks.md compares them)",
+        choices=("sync", "gthread"),
+    )
+    serve_threads: int = setting(1, "Threads per worker (gthread only)", min=1, max=64)
+    serve_backlog: int = setting(
+        256, "Listen queue length; beyond it connections are refused at once (shedding)",
+        min=1, max=65535,
+    )
+    serve_alias: str = setting("champion", "Registry alias served outside any experiment")
+    serve_poll_s: float = setting(
+        1.0, "Seconds between checks of the registry aliases and the experiment file",
+        min=0.05, max=3600,
+    )
+    serve_experiments_file: Path = setting(
+        Path("var/registry/experiments.json"),
+        "JSON file with the running experiment (arms, shares, window); changed at run time",
+    )
+    serve_budget_ms: float = setting(
+        100.0, "Internal time budget of /recommend; past it the answer is the popular list",
+        min=1, max=600,
+    )
+    serve_redis_timeout_ms: float = setting(
+        25.0, "Socket timeout of each Redis round trip on the request path", min=1, max=1000,
+    )
+    serve_breaker_failures: int = setting(
+        5, "Consecutive Redis failures that open the circuit breaker", min=1, max=1000,
+    )
+    serve_breaker_reset_s: float = setting(
+        2.0, "Seconds the breaker stays open before one trial request", min=0.01, max=600,
+    )
+    serve_list_size: int = setting(20, "Movies per answer (the API allows at most 20)", min=1, max=20)
+    serve_max_user_id: int = setting(
+        2_147_483_647, "Largest user id accepted; above it /recommend answers 400", min=1,
+    )
+    serve_admin_token: str = setting(
+        "", "Bearer token of the admin endpoints (experiments, reload); empty: admin disabled"
+    )
+    served_topic: str = setting("movierec.served", "Kafka topic of the served-recommendation records")
+    telemetry_buffer: int = setting(
+        10_000, "Served records held per worker before new ones are dropped (and counted)",
+        min=10, max=10_000_000,
+    )
+    provenance_ttl_days: float = setting(
+        7.0, "Days a served record stays retrievable by /provenance", min=0.01, max=365,
+    )
