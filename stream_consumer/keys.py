@@ -20,6 +20,9 @@ Global:
     {p}:g:ev:{kind}:{d}  HLL  identities (the line's bytes) of the events of a kind that day
     {p}:q:profiles  SET   users whose profile is still to be fetched
     {p}:q:movies    SET   movies whose metadata is still to be fetched
+Provenance of served lists (written by serving's telemetry, read by /provenance):
+    {p}:prov:req:{rid}  STRING  the served record as JSON (expires after its TTL)
+    {p}:prov:u:{u}      ZSET    request id -> epoch ms it was served (the newest 200)
 
 Every write is idempotent and independent of order (maxima, latest-by-time, sets, HLLs),
 so redelivered, duplicated or reordered lines converge to the same state.
@@ -78,6 +81,12 @@ class Keys:
 
     def pending_movies(self) -> str:
         return f"{self.prefix}:q:movies"
+
+    def served(self, request_id: str) -> str:
+        return f"{self.prefix}:prov:req:{request_id}"
+
+    def served_by_user(self, user: int) -> str:
+        return f"{self.prefix}:prov:u:{user}"
 
     def all_pattern(self) -> str:
         """A SCAN pattern for every key of this prefix (tests, resets)."""

@@ -37,6 +37,14 @@ def test_keys_are_built_without_a_server() -> None:
                 k.user_profile(1)}) == 5
 
 
+def test_provenance_keys_live_under_the_prefix_apart_from_user_features() -> None:
+    k = Keys("test")
+    assert k.served("0" * 32) == "test:prov:req:" + "0" * 32
+    assert k.served_by_user(7) == "test:prov:u:7"
+    assert k.served_by_user(7) not in {k.user_progress(7), k.user_ratings(7), k.user_recent(7),
+                                       k.user_activity(7), k.user_profile(7)}
+
+
 def _fold(lines: list[bytes]) -> FeatureDelta:
     parser, delta = LineParser(), FeatureDelta()
     for raw in lines:
