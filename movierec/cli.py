@@ -136,12 +136,13 @@ def config() -> None:
     from ops.settings import StackSettings
     from simulator.api import ApiSettings
     from simulator.settings import SimSettings
+    from recommender.serving.settings import ServeSettings
     from recommender.settings import TrainSettings
     from stream_consumer.settings import ConsumerSettings
 
     seen: set[str] = set()
     for cls in (StackSettings, WireSettings, SimSettings, ApiSettings, ConsumerSettings,
-                TrainSettings):
+                TrainSettings, ServeSettings):
         for name, default, text in describe(cls):
             if name not in seen:
                 seen.add(name)
@@ -185,6 +186,7 @@ def wire_check(source, show: int) -> None:
 def _register_components() -> None:
     from offline_eval.cli import eval_group
     from recommender.cli import models, train
+    from recommender.serving.cli import experiment, serve
     from simulator.cli import sim
     from stream_consumer.cli import consume, drift
 
@@ -194,6 +196,8 @@ def _register_components() -> None:
     main.add_command(train)
     main.add_command(models)
     main.add_command(eval_group)
+    main.add_command(serve)
+    main.add_command(experiment)
 
 
 _register_components()

@@ -1,0 +1,179 @@
+"""A small serving world on a real Redis and a real registry: what the load tests, the
+serving benchmark and the serving integration tests run against.
+
+No Kafka on purpose: the simulated history's lines go through the consumer's own parser
+and ``FeatureDelta`` into the consumer's own ``RedisFeatureStore``, so Redis holds exactly
+what ``movierec consume`` would write, in seconds instead of minutes. Profiles and movie
+metadata are written as the enricher writes them (``clean_user``/``clean_movie``). Two
+models are trained on the same history and registered with full provenance: ALS as
+``champion`` and popularity as ``baseline`` (what an A/B experiment compares).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from movierec.wire import Event, LineParser
+from offline_eval.simulated import compact_sessions, history_table
+from recommender.dataset import build_trainset
+from recommender.models import model_class
+from recommender.pipeline import REPO_ROOT
+from recommender.profiles import Profiles
+from recommender.provenance import code_version, package_versions, peak_memory_bytes
+from recommender.registry import Registry
+from simulator.history import Events, HistoryGenerator
+from simulator.world import World, WorldSpec
+from stream_consumer.enrich import clean_movie, clean_user
+from stream_consumer.features import FeatureDelta
+from stream_consumer.keys import Keys, day_of
+from stream_consumer.redis_store import RedisFeatureStore
+
+START = datetime(2025, 3, 1)
+BATCH_LINES = 20_000
+HEAVY_USERS = 50
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    users: int = 20_000
+    movies: int = 27_000
+    days: float = 14.0
+    seed: int = 11
+    describe_share: float = 0.3
+    als_factors: int = 16
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What a load generator needs to know about the staged world."""
+
+    known_users: list[int]  # users with history in Redis (sorted)
+    heavy_users: list[int]  # the most active of them
+    first_unknown_user: int  # ids from here on were never seen
+    versions: dict[str, str]  # model name -> registry version
+    lines: int
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def read(cls, path: Path) -> Staged:
+        return cls(**json.loads(path.read_text()))
+
+
+def _write_features(client: redis.Redis, keys: Keys, generator: HistoryGenerator,
+                    events: Events) -> int:
+    store = RedisFeatureStore(client, keys)
+    parser = LineParser()
+    delta, count = FeatureDelta(), 0
+    for line, _key in generator.format(events):
+        event = parser.parse(line)
+        if isinstance(event, Event):
+            delta.add(event, line)
+            count += 1
+        if count and count % BATCH_LINES == 0:
+            store.apply(delta)
+            delta = FeatureDelta()
+    store.apply(delta)
+    end = START + timedelta(days=generator.end_s / 86400.0)
+    store.refresh_popularity([day_of(end - timedelta(days=age)) for age in range(14)])
+    return count
+
+
+def _write_metadata(client: redis.Redis, keys: Keys, world: World, users: np.ndarray) -> None:
+    pipe = client.pipeline(transaction=False)
+    for i, user in enumerate(users.tolist()):
+        record = clean_user(world.user_record(user) or {})
+        if record:
+            pipe.hset(keys.user_profile(user), mapping=record)
+        if i % 5000 == 4999:
+            pipe.execute()
+    for i, movie in enumerate(world.catalog.ids):
+        record = clean_movie(world.movie_record(movie) or {})
+        if record:
+            pipe.hset(keys.movie_meta(movie), mapping=record)
+        if i % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+
+
+def _train_and_register(registry: Registry, world: World, events: Events, spec: StageSpec,
+                        end: datetime) -> dict[str, str]:
+    table = history_table(world, events, start=START)
+    users = np.unique(events.user)
+    profiles = Profiles.from_records([world.user_record(int(u)) for u in users])
+    runtimes = {m: int(r) for m, r in zip(world.catalog.ids, world.catalog.runtime.tolist())}
+    train = build_trainset(table, as_of=end, profiles=profiles, runtimes=runtimes)
+    data = {"snapshot_id": f"stage-{spec.seed}-{spec.users}-{spec.movies}-{spec.days:g}",
+            "topic": "staged", "partitions": {"0": [0, table.num_rows]}, "rows": table.num_rows}
+    versions = {}
+    for name, params in (("als", {"factors": spec.als_factors, "regularization": 1.0,
+                                  "alpha": 20.0, "iterations": 10}), ("popularity", {})):
+        model = model_class(name)(**params)
+        started = time.perf_counter()
+        model.fit(train)
+        seconds = time.perf_counter() - started
+        version = registry.register(model, metadata={
+            "code": code_version(REPO_ROOT), "packages": package_versions(), "data": data,
+            "training": {"seconds": seconds, "peak_memory_bytes": peak_memory_bytes()}})
+        versions[name] = version.version
+    registry.promote(versions["als"], alias="champion", reason="staged")
+    registry.set_alias("baseline", versions["popularity"], reason="staged")
+    return versions
+
+
+def stage(spec: StageSpec, *, redis_url: str, prefix: str, registry_dir: Path,
+          progress: Callable[[str], None] = lambda _: None) -> Staged:
+    """Build the world, fill Redis under ``prefix``, train and register; see the module."""
+    progress(f"world: {spec.users:,} users x {spec.movies:,} movies")
+    world = World.build(WorldSpec(seed=spec.seed, n_users=spec.users, n_movies=spec.movies,
+                                  describe_share=spec.describe_share))
+    generator = HistoryGenerator(world, start=START, days=spec.days, seed=spec.seed)
+    events = compact_sessions(Events.concat(list(generator.events())))
+    end = START + timedelta(days=spec.days)
+    client = redis.Redis.from_url(redis_url, socket_timeout=30)
+    keys = Keys(prefix)
+    try:
+        progress(f"features: {len(events):,} events into Redis")
+        lines = _write_features(client, keys, generator, events)
+        users = np.unique(events.user[events.movie >= 0])
+        progress("profiles and movie metadata")
+        _write_metadata(client, keys, world, np.arange(world.n_users))
+    finally:
+        client.close()
+    progress("train and register als + popularity")
+    versions = _train_and_register(Registry(registry_dir), world, events, spec, end)
+    counts = np.bincount(events.user[events.movie >= 0])
+    heavy = np.argsort(-counts, kind="stable")[:HEAVY_USERS]
+    return Staged(known_users=users.tolist(), heavy_users=sorted(heavy.tolist()),
+                  first_unknown_user=int(world.n_users) + 1_000_000, versions=versions, lines=lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--prefix", default="mr")
+    parser.add_argument("--registry-dir", type=Path, default=Path("var/registry"))
+    parser.add_argument("--out", type=Path, default=Path("var/loadtest/staged.json"))
+    for field, default in asdict(StageSpec()).items():
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
+    args = parser.parse_args()
+    spec = StageSpec(**{f: getattr(args, f) for f in asdict(StageSpec())})
+    staged = stage(spec, redis_url=args.redis_url, prefix=args.prefix,
+                   registry_dir=args.registry_dir, progress=lambda s: print(f"stage: {s}", flush=True))
+    staged.save(args.out)
+    print(f"stage: {len(staged.known_users):,} known users, versions {staged.versions}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

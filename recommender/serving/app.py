@@ -1,0 +1,232 @@
+"""The Flask app: routes, the admin token, and the one place errors become answers.
+
+``create_app(settings, *, services)`` takes every adapter from outside (``Services``), so
+unit tests pass fakes and integration tests and ``wsgi.create_from_env`` pass real ones.
+Every answer is plain text except the JSON of /provenance, /admin and /openapi.json;
+``ServingError`` subclasses become short plain-text answers in ``_on_error``; /recommend
+never answers a 5xx (``handler.RecommendHandler`` degrades instead).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.exceptions import HTTPException
+
+from recommender.serving.experiments import Experiment, ExperimentStore
+from recommender.serving.handler import Features, Models, RecommendHandler, Sink
+from recommender.serving.metrics import ServingMetrics, exposition_registry
+from recommender.serving.settings import ServeSettings
+from recommender.serving.state import (BadRequest, FeaturesUnavailable, ModelUnavailable,
+                                       ServingError)
+
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
+
+
+class Forbidden(ServingError):
+    """An admin call without the right token (or with admin disabled)."""
+
+
+@dataclass
+class Services:
+    """The adapters the app talks to (real ones in production, fakes in unit tests).
+
+    - ``features``: ``OnlineFeatures``-like (read, popular, ping)
+    - ``models``: ``ModelWatcher``-like (current, refresh)
+    - ``telemetry``: ``Telemetry``-like (submit)
+    - ``provenance``: ``ProvenanceLookup``-like (get, by_user)
+    - ``experiments``: the ``ExperimentStore`` the watcher reads
+    - ``model_meta``: version -> the registry's meta.json of that version
+    """
+
+    features: Features
+    models: Models
+    telemetry: Sink
+    provenance: Any
+    experiments: ExperimentStore
+    model_meta: Callable[[str], dict]
+
+
+def _text(body: str, status: int = 200, **headers: str) -> Response:
+    return Response(body, status, headers or None, content_type=TEXT)
+
+
+def _json(obj: object, status: int = 200) -> Response:
+    return Response(json.dumps(obj, sort_keys=True), status, content_type=JSON)
+
+
+def openapi_spec() -> dict:
+    """The OpenAPI description shipped with the package (``openapi.json``)."""
+    return json.loads(resources.files(__package__).joinpath("openapi.json").read_text("utf-8"))
+
+
+def create_app(settings: ServeSettings, *, services: Services,
+               metrics: ServingMetrics | None = None) -> Flask:
+    app = Flask(__name__)
+    metrics = metrics or ServingMetrics.create()
+    handler = RecommendHandler(
+        features=services.features, models=services.models, telemetry=services.telemetry,
+        metrics=metrics, list_size=settings.serve_list_size,
+        budget_s=settings.serve_budget_ms / 1000.0, max_user_id=settings.serve_max_user_id)
+    app.extensions["movierec"] = {"services": services, "metrics": metrics, "handler": handler}
+
+    def admin() -> None:
+        token = settings.serve_admin_token
+        if not token:
+            raise Forbidden("admin endpoints are disabled (set MOVIEREC_SERVE_ADMIN_TOKEN)")
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise Forbidden("missing or wrong admin token")
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+
+    @app.get("/recommend/<path:raw>")
+    @app.get("/recommend/", defaults={"raw": ""})
+    def recommend(raw: str) -> Response:
+        user = handler.parse(raw)
+        served = handler.answer(user, g.started)
+        headers = {"X-Request-Id": served.request_id, "X-Arm": served.arm,
+                   "X-Model-Version": served.version or "none", "X-Answer-Path": served.path}
+        if served.fallback:
+            headers["X-Fallback"] = served.fallback
+        return _text(served.body, **headers)
+
+    @app.get("/health")
+    def health() -> Response:
+        return _text("ok")
+
+    @app.get("/ready")
+    def ready() -> Response:
+        current = services.models.current()
+        if current.default_version is None:
+            return _text("not ready: no model loaded", 503)
+        return _text(f"ready: serving {current.default_version}")
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(exposition_registry(metrics)), content_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/provenance/<request_id>")
+    def provenance(request_id: str) -> Response:
+        record = services.provenance.get(request_id)
+        if record is None:
+            return _text(f"no served record {request_id}", 404)
+        return _json(_explain(record, services.model_meta))
+
+    @app.get("/provenance")
+    def provenance_by_user() -> Response:
+        user = handler.parse(request.args.get("user", ""))
+        at_ms = _time_ms(request.args.get("at"))
+        record = services.provenance.by_user(user, at_ms)
+        if record is None:
+            return _text(f"nothing served to user {user} at or before {at_ms}", 404)
+        return _json(_explain(record, services.model_meta))
+
+    @app.get("/admin/experiment")
+    def experiment_show() -> Response:
+        admin()
+        generation, experiment = services.experiments.read()
+        return _json({"generation": generation,
+                      "experiment": experiment.to_dict() if experiment else None})
+
+    @app.put("/admin/experiment")
+    def experiment_set() -> Response:
+        admin()
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or "experiment" not in body:
+            raise BadRequest('send JSON {"experiment": {...} or null, "reason": "..."}')
+        spec = body["experiment"]
+        experiment = None if spec is None else Experiment.from_dict(spec)
+        generation = services.experiments.write(experiment, reason=str(body.get("reason", "admin")))
+        services.models.refresh()
+        return _json({"generation": generation,
+                      "experiment": experiment.to_dict() if experiment else None})
+
+    @app.post("/admin/reload")
+    def reload() -> Response:
+        admin()
+        changed = services.models.refresh()
+        current = services.models.current()
+        return _json({"changed": changed, "default_version": current.default_version,
+                      "arms": dict(current.arm_versions)})
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return _json(openapi_spec())
+
+    @app.errorhandler(Exception)
+    def _on_error(exc: Exception) -> Response:
+        if isinstance(exc, BadRequest):
+            return _text(str(exc), 400)
+        if isinstance(exc, Forbidden):
+            return _text(str(exc), 403)
+        if isinstance(exc, (FeaturesUnavailable, ModelUnavailable)):
+            return _text(f"unavailable: {exc}", 503)
+        if isinstance(exc, ServingError):
+            return _text(str(exc), 500)
+        if isinstance(exc, HTTPException):
+            return _text(f"{exc.code} {exc.name}", exc.code or 500)
+        app.logger.exception("unhandled error on %s", request.path)
+        return _text("internal error", 500)
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule else "unmatched"
+        endpoint = rule.split("/")[1] or "root"
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - g.started)
+        return response
+
+    return app
+
+
+def _time_ms(text: str | None) -> int:
+    """``at`` of /provenance: epoch milliseconds or ISO-8601 (UTC when zone-less); now if
+    missing."""
+    if not text:
+        return int(time.time() * 1000)
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest("at must be epoch milliseconds or an ISO-8601 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _explain(record: Any, model_meta: Callable[[str], dict]) -> dict:
+    """A served record joined with the registry's provenance of the model that made it."""
+    out: dict = {"served": json.loads(record.to_json())}
+    if record.model_version:
+        try:
+            meta = model_meta(record.model_version)
+        except Exception as exc:  # the record stays useful even if the version was deleted
+            out["model"] = {"version": record.model_version, "error": str(exc)}
+        else:
+            out["model"] = {
+                "version": record.model_version,
+                "name": meta.get("name"),
+                "created": meta.get("created"),
+                "code": meta.get("code"),
+                "packages": meta.get("packages"),
+                "hyperparameters": meta.get("hyperparameters"),
+                "data": meta.get("data"),
+                "training": meta.get("training"),
+                "metrics": meta.get("metrics"),
+                "gate": meta.get("gate"),
+            }
+    return out

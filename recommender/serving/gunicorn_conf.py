@@ -1,0 +1,46 @@
+"""gunicorn configuration of the recommendation service (``movierec serve`` passes it
+with ``-c``). gunicorn executes this file in the master before forking the workers.
+
+- bind, workers and the listen backlog come from ``ServeSettings`` (``MOVIEREC_SERVE_*``);
+- the app is not preloaded: each worker builds its own (threads and sockets do not
+  survive a fork), model arrays are memory-mapped and so shared anyway;
+- Prometheus multiprocess mode: the folder is emptied at start and a dead worker's live
+  gauges are dropped (https://prometheus.github.io/client_python/multiprocess/).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from movierec.settings import load
+from recommender.serving.settings import ServeSettings
+
+_settings = load(ServeSettings)
+
+bind = f"{_settings.serve_host}:{_settings.serve_port}"
+workers = _settings.serve_workers
+worker_class = _settings.serve_worker_class
+threads = _settings.serve_threads
+backlog = _settings.serve_backlog
+keepalive = 5
+timeout = 30
+graceful_timeout = 10
+accesslog = None
+proc_name = "movierec-serve"
+control_socket_disable = True  # gunicorn >= 25 opens ~/.gunicorn/gunicorn.ctl: unused, and shared between instances
+
+
+def on_starting(server) -> None:  # noqa: ARG001 - gunicorn's hook signature
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker) -> None:  # noqa: ARG001
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,144 @@
+"""The /recommend decision with its deadline and fallbacks, independent of Flask.
+
+One call of ``RecommendHandler.answer`` does, in order: route the user to an arm (stable
+hash, ``experiments``), read the user's online features (one pipelined Redis round trip,
+short timeout, circuit breaker), rank with the arm's model (fold-in of the current
+history, cold start), and hand a served record to telemetry (a bounded buffer, never
+waits). Whatever fails, the answer is a 200 with a list: a degraded one, counted by
+reason, when
+
+- ``redis``: the feature store did not answer (timeout, refused, breaker open);
+- ``no_model``: no model version is loaded (nothing trained yet, or every load failed);
+- ``budget``: the features arrived after the internal budget was spent;
+- ``model_error``: the model raised while scoring;
+- ``error``: anything unexpected (a bug): logged with its traceback, still answered.
+
+The degraded list is the model's precomputed popular list (minor-safe when the user's
+age is unknown), minus what the user has seen when the features are known. Without any
+model it is the consumer's popularity ranking from Redis for a known adult and empty
+otherwise: with no model there is no content metadata to keep a minor safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from recommender.serving.core import (PATH_POPULAR, Answer, format_answer, needs_minor_filter,
+                                      parse_user_id)
+from recommender.serving.metrics import ServingMetrics
+from recommender.serving.state import FeaturesUnavailable, ServingError, UserState
+from recommender.serving.telemetry import ServedRecord
+
+log = logging.getLogger(__name__)
+
+FALLBACK_REASONS = ("redis", "no_model", "budget", "model_error", "error")
+
+
+class Features(Protocol):
+    def read(self, user: int) -> UserState: ...
+    def popular(self, n: int) -> list[str]: ...
+
+
+class Models(Protocol):
+    def current(self) -> Any: ...
+
+
+class Sink(Protocol):
+    def submit(self, record: ServedRecord) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the HTTP layer sends back: the body and the facts for the headers."""
+
+    body: str
+    request_id: str
+    arm: str
+    version: str | None
+    path: str
+    fallback: str | None
+
+
+class RecommendHandler:
+    """Answers one /recommend request; safe to share between threads (no mutable state)."""
+
+    def __init__(self, *, features: Features, models: Models, telemetry: Sink,
+                 metrics: ServingMetrics, list_size: int, budget_s: float, max_user_id: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.features, self.models, self.telemetry = features, models, telemetry
+        self.metrics, self.n, self.budget_s = metrics, list_size, budget_s
+        self.max_user_id, self.clock = max_user_id, clock
+
+    def parse(self, raw: str) -> int:
+        """The user id of the URL; ``BadRequest`` (-> 400) when it is not a sane one."""
+        return parse_user_id(raw, max_id=self.max_user_id)
+
+    def answer(self, user: int, started: float) -> Served:
+        """The list for ``user``; ``started`` is ``time.perf_counter()`` at request start."""
+        now = self.clock()
+        request_id = uuid.uuid4().hex
+        arm, model, state, answer, fallback = "default", None, None, None, None
+        try:
+            models = self.models.current()
+            arm, model = models.route(user, datetime.fromtimestamp(now, UTC))
+            state, fallback = self._features(user)
+            if model is None:
+                fallback = fallback or "no_model"
+            elif fallback is None and time.perf_counter() - started > self.budget_s:
+                fallback = "budget"
+            if fallback is None:
+                answer, fallback = self._rank(model, state, int(now * 1000))
+        except Exception:  # a bug must still not cost the user an answer
+            log.exception("unexpected error answering user %d", user)
+            fallback = "error"
+        if answer is None:
+            answer = self._degraded(model, state)
+            self.metrics.fallbacks.labels(fallback).inc()
+        version = getattr(model, "version", None)
+        self.metrics.answers.labels(arm, version or "none", answer.path).inc()
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        self.telemetry.submit(ServedRecord(
+            request_id=request_id, time_ms=int(now * 1000), user_id=user, arm=arm,
+            model_version=version, items=answer.items, path=answer.path, fallback=fallback,
+            latency_ms=round(latency_ms, 3), status=200))
+        return Served(format_answer(answer.items), request_id, arm, version, answer.path, fallback)
+
+    def _features(self, user: int) -> tuple[UserState | None, str | None]:
+        t0 = time.perf_counter()
+        try:
+            state = self.features.read(user)
+        except FeaturesUnavailable:
+            return None, "redis"
+        finally:
+            self.metrics.stage.labels("features").observe(time.perf_counter() - t0)
+        return state, None
+
+    def _rank(self, model: Any, state: UserState | None, now_ms: int) -> tuple[Answer | None, str | None]:
+        t0 = time.perf_counter()
+        try:
+            return model.recommend(state, n=self.n, now_ms=now_ms), None
+        except ServingError as exc:
+            log.warning("model %s failed: %s", getattr(model, "version", "?"), exc)
+            return None, "model_error"
+        finally:
+            self.metrics.stage.labels("model").observe(time.perf_counter() - t0)
+
+    def _degraded(self, model: Any, state: UserState | None) -> Answer:
+        try:
+            if model is not None:
+                if state is None:
+                    return Answer(tuple(model.popular(self.n, minor=True)), PATH_POPULAR)
+                return Answer(tuple(model.popular_for(state, self.n)), PATH_POPULAR)
+            if state is not None and not needs_minor_filter(state):
+                seen = state.seen()
+                items = [m for m in self.features.popular(self.n + len(seen)) if m not in seen]
+                return Answer(tuple(items[: self.n]), PATH_POPULAR)
+        except Exception:  # the last resort must not raise either
+            log.exception("degraded answer failed")
+        return Answer((), PATH_POPULAR)

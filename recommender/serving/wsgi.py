@@ -1,0 +1,112 @@
+"""The production wiring: real adapters from ``MOVIEREC_*`` settings, one app per worker.
+
+gunicorn calls ``create_from_env()`` inside each worker after it forked (the app is not
+preloaded), so every worker owns its Redis connections, its registry watcher thread and
+its telemetry thread; model arrays are memory-mapped, so the workers share their pages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import redis
+from flask import Flask
+
+from movierec.settings import load
+from recommender.dataset import ConfidenceParams
+from recommender.registry import Registry, RegistryError
+from recommender.serving.app import Services, create_app
+from recommender.serving.breaker import CircuitBreaker
+from recommender.serving.experiments import ExperimentStore
+from recommender.serving.features import OnlineFeatures
+from recommender.serving.loaded import ServingModel
+from recommender.serving.metrics import ServingMetrics
+from recommender.serving.provenance import ProvenanceLookup
+from recommender.serving.settings import ServeSettings
+from recommender.serving.state import FeaturesUnavailable, ModelUnavailable
+from recommender.serving.telemetry import KafkaSink, RedisProvenanceSink, Telemetry
+from recommender.serving.watcher import ModelWatcher
+from stream_consumer.keys import Keys
+
+log = logging.getLogger(__name__)
+
+BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+"""Set to 1 for the server: a threaded BLAS under busy request threads stalls (the p99 of
+one scoring went from 0.19 ms to 8 ms, recommender/models/als.py)."""
+
+BACKGROUND_TIMEOUT_S = 2.0
+"""Redis timeout of the telemetry and model-loading connections (off the request path)."""
+
+
+def pin_blas() -> None:
+    """One BLAS/OpenMP thread in this process, whether or not numpy is loaded yet."""
+    for name in BLAS_VARIABLES:
+        os.environ[name] = "1"
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def model_loader(registry: Registry, features: OnlineFeatures, settings: ServeSettings):
+    """``version -> ServingModel``, validated (load + smoke prediction); what the watcher
+    calls on its own thread. Movie metadata (runtimes, content ratings) comes from the
+    consumer's Redis cache; if Redis is down every item counts as unsafe for minors."""
+
+    def load_version(version: str) -> ServingModel:
+        try:
+            path = registry.get(version).path
+            item_ids = (Path(path) / "item_ids.txt").read_text(encoding="utf-8").splitlines()
+        except (RegistryError, OSError) as exc:
+            raise ModelUnavailable(f"{version}: {exc}") from exc
+        try:
+            movies = features.movies(item_ids)
+        except FeaturesUnavailable as exc:
+            log.warning("no movie metadata for %s (%s): all items treated as unsafe for minors",
+                        version, exc)
+            movies = {}
+        model = ServingModel.load(registry, version, movies=movies, confidence=ConfidenceParams(),
+                                  rating_scale=settings.rating_scale,
+                                  list_size=settings.serve_list_size)
+        model.smoke_check()
+        return model
+
+    return load_version
+
+
+def build_services(settings: ServeSettings, metrics: ServingMetrics) -> tuple[Services, ModelWatcher]:
+    keys = Keys(settings.redis_prefix)
+    breaker = CircuitBreaker(settings.serve_breaker_failures, settings.serve_breaker_reset_s,
+                             on_change=lambda state: metrics.breaker_open.set(state == "open"))
+    features = OnlineFeatures.connect(settings.redis_url, keys,
+                                      timeout_s=settings.serve_redis_timeout_ms / 1000.0,
+                                      breaker=breaker)
+    background = redis.Redis.from_url(settings.redis_url, socket_timeout=BACKGROUND_TIMEOUT_S,
+                                      socket_connect_timeout=BACKGROUND_TIMEOUT_S, retry=None)
+    registry = Registry(settings.registry_dir)
+    store = ExperimentStore(settings.serve_experiments_file)
+    watcher = ModelWatcher(registry, store, model_loader(registry, features, settings),
+                           alias=settings.serve_alias, poll_s=settings.serve_poll_s,
+                           on_event=lambda kind, _version: metrics.swaps.labels(kind).inc())
+    telemetry = Telemetry(
+        [KafkaSink(settings.kafka_bootstrap, settings.served_topic),
+         RedisProvenanceSink(background, keys, settings.provenance_ttl_days * 86400.0)],
+        capacity=settings.telemetry_buffer,
+        on_outcome=lambda outcome, n: metrics.telemetry.labels(outcome).inc(n))
+    services = Services(features=features, models=watcher, telemetry=telemetry,
+                        provenance=ProvenanceLookup(background, keys), experiments=store,
+                        model_meta=lambda version: registry.get(version).meta)
+    return services, watcher
+
+
+def create_from_env() -> Flask:
+    """The app of one gunicorn worker: settings from the environment, first model load
+    done before the worker accepts requests, then the watcher polls in the background."""
+    pin_blas()
+    settings = load(ServeSettings)
+    metrics = ServingMetrics.create()
+    services, watcher = build_services(settings, metrics)
+    watcher.refresh()
+    watcher.start()
+    return create_app(settings, services=services, metrics=metrics)

@@ -1,0 +1,260 @@
+"""The Flask app with fake adapters: answers, status codes, fallbacks, admin, provenance."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from movierec.settings import load
+from recommender.serving.app import Services, create_app
+from recommender.serving.core import PATH_MODEL, PATH_POPULAR, Answer
+from recommender.serving.experiments import ExperimentStore
+from recommender.serving.settings import ServeSettings
+from recommender.serving.state import FeaturesUnavailable, ModelUnavailable, UserState
+
+ANSWER = re.compile(r"^([^,\s]+(,[^,\s]+){0,19})?$")
+ADULT = UserState(progress={"seen+1999": 30}, profile={"age": "30", "gender": "F"})
+
+
+class FakeFeatures:
+    def __init__(self) -> None:
+        self.users: dict[int, UserState] = {7: ADULT}
+        self.down = False
+        self.delay_s = 0.0
+
+    def read(self, user: int) -> UserState:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.down:
+            raise FeaturesUnavailable("redis down (fake)")
+        return self.users.get(user, UserState.empty())
+
+    def popular(self, n: int) -> list[str]:
+        if self.down:
+            raise FeaturesUnavailable("redis down (fake)")
+        return ["seen+1999", "top+2001", "next+2002"][:n]
+
+
+class FakeModel:
+    version = "als-20260101T000000-abcdef"
+
+    def __init__(self) -> None:
+        self.fail: Exception | None = None
+
+    def recommend(self, state: UserState, *, n: int, now_ms: int) -> Answer:
+        if self.fail:
+            raise self.fail
+        return Answer(("a+2000", "b+2001")[:n], PATH_MODEL)
+
+    def popular(self, n: int, *, minor: bool) -> tuple[str, ...]:
+        return ("safe+2000",) if minor else ("safe+2000", "racy+2000")
+
+    def popular_for(self, state: UserState, n: int) -> tuple[str, ...]:
+        return tuple(m for m in ("safe+2000", "seen+1999") if m not in state.seen())
+
+
+@dataclass
+class FakeSet:
+    model: FakeModel | None
+    arm_versions: dict = field(default_factory=dict)
+
+    @property
+    def default_version(self) -> str | None:
+        return self.model.version if self.model else None
+
+    def route(self, user: int, at: datetime):
+        return "default", self.model
+
+
+class FakeModels:
+    def __init__(self, model: FakeModel | None) -> None:
+        self.set = FakeSet(model)
+        self.refreshes = 0
+
+    def current(self) -> FakeSet:
+        return self.set
+
+    def refresh(self) -> bool:
+        self.refreshes += 1
+        return False
+
+
+class FakeTelemetry:
+    def __init__(self) -> None:
+        self.records: list = []
+
+    def submit(self, record) -> bool:
+        self.records.append(record)
+        return True
+
+
+class FakeProvenance:
+    def __init__(self, telemetry: FakeTelemetry) -> None:
+        self.telemetry = telemetry
+
+    def get(self, request_id: str):
+        return next((r for r in self.telemetry.records if r.request_id == request_id), None)
+
+    def by_user(self, user: int, at_ms: int):
+        hits = [r for r in self.telemetry.records if r.user_id == user and r.time_ms <= at_ms]
+        return hits[-1] if hits else None
+
+
+@pytest.fixture
+def world(tmp_path):
+    telemetry = FakeTelemetry()
+    model = FakeModel()
+    services = Services(features=FakeFeatures(), models=FakeModels(model), telemetry=telemetry,
+                        provenance=FakeProvenance(telemetry),
+                        experiments=ExperimentStore(tmp_path / "experiments.json"),
+                        model_meta=lambda v: {"name": "als", "code": {"commit": "c0ffee", "dirty": False},
+                                              "data": {"snapshot_id": "snap-1"}})
+    settings = load(ServeSettings, {}, serve_admin_token="s3cret", serve_budget_ms=50)
+    app = create_app(settings, services=services)
+    return app.test_client(), services, model
+
+
+def test_known_user_gets_a_ranked_list_in_the_course_format(world):
+    client, services, _ = world
+    r = client.get("/recommend/7")
+    assert r.status_code == 200 and r.mimetype == "text/plain"
+    body = r.get_data(as_text=True)
+    assert ANSWER.match(body) and body == "a+2000,b+2001"
+    assert re.fullmatch(r"[0-9a-f]{32}", r.headers["X-Request-Id"])
+    assert r.headers["X-Model-Version"] == FakeModel.version and "X-Fallback" not in r.headers
+    record = services.telemetry.records[-1]
+    assert (record.request_id, record.user_id, record.items, record.fallback) == (
+        r.headers["X-Request-Id"], 7, ("a+2000", "b+2001"), None)
+
+
+@pytest.mark.parametrize("raw", ["abc", "-1", "1.5", "1e3", "99999999999999999999", "2147483648",
+                                 "%201", "1%20", "١٢", "1/2", "0x10"])
+def test_malformed_or_absurd_ids_get_a_400_with_a_reason(world, raw):
+    client, services, _ = world
+    r = client.get(f"/recommend/{raw}")
+    assert r.status_code == 400 and r.mimetype == "text/plain"
+    assert "user id" in r.get_data(as_text=True)
+    assert services.telemetry.records == []
+
+
+def test_missing_id_is_a_400_not_a_404(world):
+    client, _, _ = world
+    assert client.get("/recommend/").status_code == 400
+
+
+def test_unknown_numeric_user_gets_a_200(world):
+    client, _, _ = world
+    r = client.get("/recommend/123456")
+    assert r.status_code == 200 and ANSWER.match(r.get_data(as_text=True))
+
+
+def _fallbacks(client) -> dict[str, float]:
+    text = client.get("/metrics").get_data(as_text=True)
+    out = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "movierec_serve_fallbacks":
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    out[s.labels["reason"]] = s.value
+    return out
+
+
+def test_redis_down_degrades_to_the_minor_safe_popular_list(world):
+    client, services, _ = world
+    services.features.down = True
+    r = client.get("/recommend/7")
+    assert r.status_code == 200 and r.get_data(as_text=True) == "safe+2000"
+    assert r.headers["X-Fallback"] == "redis" and r.headers["X-Answer-Path"] == PATH_POPULAR
+    assert _fallbacks(client) == {"redis": 1.0}
+    assert services.telemetry.records[-1].fallback == "redis"
+
+
+def test_features_after_the_budget_give_the_popular_list_without_seen_movies(world):
+    client, services, _ = world
+    services.features.delay_s = 0.08  # budget is 50 ms
+    r = client.get("/recommend/7")
+    assert r.status_code == 200 and r.headers["X-Fallback"] == "budget"
+    assert r.get_data(as_text=True) == "safe+2000"  # seen+1999 dropped
+    assert _fallbacks(client) == {"budget": 1.0}
+
+
+def test_model_failures_and_bugs_still_answer_200(world):
+    client, _, model = world
+    model.fail = ModelUnavailable("factors are NaN")
+    r = client.get("/recommend/7")
+    assert r.status_code == 200 and r.headers["X-Fallback"] == "model_error"
+    model.fail = RuntimeError("a bug")
+    r = client.get("/recommend/7")
+    assert r.status_code == 200 and r.headers["X-Fallback"] == "error"
+    assert _fallbacks(client) == {"model_error": 1.0, "error": 1.0}
+
+
+def test_without_a_model_adults_get_redis_popularity_and_others_nothing(world):
+    client, services, _ = world
+    services.models.set.model = None
+    adult = client.get("/recommend/7")
+    assert adult.status_code == 200 and adult.headers["X-Fallback"] == "no_model"
+    assert adult.get_data(as_text=True) == "top+2001,next+2002"  # seen+1999 dropped
+    unknown = client.get("/recommend/8")
+    assert unknown.status_code == 200 and unknown.get_data(as_text=True) == ""
+    assert client.get("/ready").status_code == 503
+
+
+def test_health_ready_and_metrics(world):
+    client, _, _ = world
+    assert client.get("/health").get_data(as_text=True) == "ok"
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and FakeModel.version in ready.get_data(as_text=True)
+    client.get("/recommend/7")
+    client.get("/recommend/x")
+    text = client.get("/metrics").get_data(as_text=True)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("movierec_serve_requests_total", (("endpoint", "recommend"), ("status", "200")))] == 1
+    assert samples[("movierec_serve_requests_total", (("endpoint", "recommend"), ("status", "400")))] == 1
+
+
+def test_admin_needs_the_token(world, tmp_path):
+    client, services, _ = world
+    spec = {"id": "ab1", "arms": [{"name": "als", "model": "champion", "share": 0.5},
+                                  {"name": "pop", "model": "baseline", "share": 0.5}]}
+    assert client.put("/admin/experiment", json={"experiment": spec}).status_code == 403
+    wrong = {"Authorization": "Bearer nope"}
+    assert client.put("/admin/experiment", json={"experiment": spec}, headers=wrong).status_code == 403
+    ok = {"Authorization": "Bearer s3cret"}
+    r = client.put("/admin/experiment", json={"experiment": spec, "reason": "test"}, headers=ok)
+    assert r.status_code == 200 and r.json["experiment"]["id"] == "ab1"
+    assert services.experiments.read()[1].id == "ab1" and services.models.refreshes == 1
+    assert client.get("/admin/experiment", headers=ok).json["experiment"]["arms"][1]["name"] == "pop"
+    bad = {"id": "ab2", "arms": [{"name": "x", "model": "champion", "share": 0.7}]}
+    r = client.put("/admin/experiment", json={"experiment": bad}, headers=ok)
+    assert r.status_code == 400 and r.mimetype == "text/plain"
+    assert client.post("/admin/reload", headers=ok).json["default_version"] == FakeModel.version
+
+
+def test_admin_is_disabled_without_a_configured_token(tmp_path, world):
+    _, services, _ = world
+    app = create_app(load(ServeSettings, {}), services=services)
+    r = app.test_client().post("/admin/reload", headers={"Authorization": "Bearer "})
+    assert r.status_code == 403 and "disabled" in r.get_data(as_text=True)
+
+
+def test_provenance_joins_the_served_record_with_the_model_meta(world):
+    client, _, _ = world
+    r = client.get("/recommend/7")
+    rid = r.headers["X-Request-Id"]
+    explained = client.get(f"/provenance/{rid}").json
+    assert explained["served"]["items"] == ["a+2000", "b+2001"]
+    assert explained["model"]["version"] == FakeModel.version
+    assert explained["model"]["code"]["commit"] == "c0ffee"
+    assert explained["model"]["data"]["snapshot_id"] == "snap-1"
+    by_user = client.get("/provenance", query_string={"user": "7"}).json
+    assert by_user["served"]["request_id"] == rid
+    assert client.get("/provenance", query_string={"user": "7", "at": "2000-01-01T00:00:00"}).status_code == 404
+    assert client.get("/provenance/" + "0" * 32).status_code == 404
+    assert client.get("/provenance", query_string={"user": "7", "at": "yesterday"}).status_code == 400
