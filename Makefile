@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 MOVIEREC := $(BIN)/movierec
 
-.PHONY: help setup system venv kafka-jars up down status test test-unit test-integration bench clean
+.PHONY: help setup system venv kafka-jars up down status serve loadtest test test-unit test-integration bench clean
 
 help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +36,12 @@ down: ## Stop the parts of the local stack that movierec started
 
 status: venv ## Show the state of each part of the local stack
 	@$(MOVIEREC) infra status
+
+serve: setup ## Run the recommendation API on :8082 (foreground; needs `make up` and a trained model)
+	@$(MOVIEREC) serve
+
+loadtest: up ## Stage a world, start the service on :18082, run locust, print the SLO report
+	@$(BIN)/python -m load_tests.loadtest
 
 test: setup ## Run unit and integration tests with coverage; integration tests run their own stack
 	@$(BIN)/python -m pytest tests/unit tests/integration \

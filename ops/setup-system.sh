@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the system programs the local stack runs: Java 17+, Maven, redis-server,
-# prometheus (+ promtool). Fast and silent when everything is already there.
+# prometheus (+ promtool), and wrk for the serving benchmark. Fast and silent when everything is already there.
 # As root it uses apt-get; otherwise it says what to install.
 set -euo pipefail
 
@@ -10,6 +10,7 @@ command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)  # the serving benchmark (benchmarks/serve.py)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
