@@ -114,6 +114,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--worker-class", default="sync", choices=("sync", "gthread"))
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ports", default="18182,18183", help="full service, bare endpoint")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -133,16 +135,18 @@ def main() -> None:
     env = {"MOVIEREC_REDIS_URL": args.redis_url, "MOVIEREC_REDIS_PREFIX": "bench-serve",
            "MOVIEREC_REGISTRY_DIR": str(tmp / "registry"),
            "MOVIEREC_SERVE_EXPERIMENTS_FILE": str(tmp / "experiments.json"),
-           "MOVIEREC_KAFKA_BOOTSTRAP": args.kafka_bootstrap, "MOVIEREC_SERVED_TOPIC": "movierec.served.bench"}
+           "MOVIEREC_KAFKA_BOOTSTRAP": args.kafka_bootstrap, "MOVIEREC_SERVED_TOPIC": "movierec.served.bench",
+           "MOVIEREC_SERVE_WORKER_CLASS": args.worker_class, "MOVIEREC_SERVE_THREADS": str(args.threads)}
     service = ServiceProcess(port=full_port, env=env, log=tmp / "serve.log", workers=args.workers).start()
     bare = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "-w", str(args.workers),
+                             "-k", args.worker_class, "--threads", str(args.threads),
                              "-b", f"127.0.0.1:{bare_port}", "--chdir", str(tmp), "bare_app:app"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     wait_answering(f"http://127.0.0.1:{bare_port}/recommend/1")
     result: dict = {"world_users": args.world_users, "movies": StageSpec.movies,
                     "connections": args.connections, "seconds": args.seconds, "repeats": args.repeats,
-                    "workers": args.workers}
+                    "workers": args.workers, "worker_class": args.worker_class, "threads": args.threads}
     try:
         runs: dict[str, list[dict]] = {"bare": [], "full": []}
         for r in range(args.repeats):

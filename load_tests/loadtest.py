@@ -15,6 +15,7 @@ realistic mix; the ≥ 3,000 req/s figure comes from ``benchmarks/serve.py`` (wr
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world-movies", type=int, default=StageSpec.movies)
     parser.add_argument("--users", type=int, default=40, help="concurrent locust users")
     parser.add_argument("--duration", default="60s")
+    parser.add_argument("--wait-ms", default="50-150",
+                        help="think time of each locust user, lo-hi ms (an open-ish load below "
+                             "saturation; 0-0 makes every user a closed loop at full speed)")
     parser.add_argument("--slo-min-rps", default="100",
                         help="what one locust process can drive here (see the module doc)")
     args = parser.parse_args(argv)
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     heavy = ",".join(map(str, staged.heavy_users))
     lo, hi = min(staged.known_users), max(staged.known_users)
     new_lo = staged.first_unknown_user
+    os.environ["MOVIEREC_LOADTEST_WAIT_MS"] = args.wait_ms
     try:
         return run.main(["--url", service.url, "--users", str(args.users),
                          "--spawn-rate", str(args.users), "--duration", args.duration,

@@ -20,7 +20,7 @@ class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings
     serve_workers: int = setting(2, "gunicorn worker processes (one per core is the sweet spot)",
                                  min=1, max=64)
     serve_worker_class: str = setting(
-        "sync", "gunicorn worker class (docs/benchmarks.md compares them)",
+        "sync", "gunicorn worker class (docs/benchmarks.md compares sync and gthread)",
         choices=("sync", "gthread"),
     )
     serve_threads: int = setting(1, "Threads per worker (gthread only)", min=1, max=64)
