@@ -28,8 +28,9 @@ from load_tests.stage import StageSpec, stage
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("var/loadtest"))
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--kafka-bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--redis-url", default=os.environ.get("MOVIEREC_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--kafka-bootstrap",
+                        default=os.environ.get("MOVIEREC_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     parser.add_argument("--prefix", default="loadtest")
     parser.add_argument("--port", type=int, default=18082)
     parser.add_argument("--workers", type=int, default=2)

@@ -43,7 +43,11 @@ class ServiceProcess:
             self.proc = subprocess.Popen(
                 [str(movierec), "serve", "--metrics-dir", str(self.metrics_dir)],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait_ready(timeout_s)
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()  # never leave a half-started gunicorn holding the port
+            raise
         return self
 
     def wait_ready(self, timeout_s: float) -> None:

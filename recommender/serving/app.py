@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from recommender.serving.experiments import Experiment, ExperimentStore
-from recommender.serving.handler import Features, Models, RecommendHandler, Sink
+from recommender.serving.handler import FALLBACK_REASONS, Features, Models, RecommendHandler, Sink
 from recommender.serving.metrics import ServingMetrics, exposition_registry
 from recommender.serving.settings import ServeSettings
 from recommender.serving.state import (BadRequest, FeaturesUnavailable, ModelUnavailable,
@@ -79,6 +79,8 @@ def create_app(settings: ServeSettings, *, services: Services,
         metrics=metrics, list_size=settings.serve_list_size,
         budget_s=settings.serve_budget_ms / 1000.0, max_user_id=settings.serve_max_user_id)
     app.extensions["movierec"] = {"services": services, "metrics": metrics, "handler": handler}
+    for reason in FALLBACK_REASONS:  # every reason shows on dashboards from the start, at 0
+        metrics.fallbacks.labels(reason)
 
     def admin() -> None:
         token = settings.serve_admin_token
@@ -93,7 +95,7 @@ def create_app(settings: ServeSettings, *, services: Services,
         g.started = time.perf_counter()
 
     @app.get("/recommend/<path:raw>")
-    @app.get("/recommend/", defaults={"raw": ""})
+    @app.get("/recommend", defaults={"raw": ""}, strict_slashes=False)  # and "/recommend/"
     def recommend(raw: str) -> Response:
         user = handler.parse(raw)
         served = handler.answer(user, g.started)
@@ -112,9 +114,10 @@ def create_app(settings: ServeSettings, *, services: Services,
         current = services.models.current()
         if current.default_version is None:
             return _text("not ready: no model loaded", 503)
-        return _text(f"ready: serving {current.default_version}")
+        redis_state = "ok" if services.features.ping() else "down (answers degrade)"
+        return _text(f"ready: serving {current.default_version}; redis {redis_state}")
 
-    @app.get("/metrics")
+    @app.get("/metrics", endpoint="metrics")
     def prometheus() -> Response:
         return Response(generate_latest(exposition_registry(metrics)), content_type=CONTENT_TYPE_LATEST)
 
@@ -183,8 +186,7 @@ def create_app(settings: ServeSettings, *, services: Services,
 
     @app.after_request
     def _count(response: Response) -> Response:
-        rule = request.url_rule.rule if request.url_rule else "unmatched"
-        endpoint = rule.split("/")[1] or "root"
+        endpoint = request.endpoint or "unmatched"
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - g.started)
         return response
@@ -197,7 +199,7 @@ def _time_ms(text: str | None) -> int:
     missing."""
     if not text:
         return int(time.time() * 1000)
-    if text.isdigit():
+    if text.isascii() and text.isdigit() and len(text) <= 15:
         return int(text)
     try:
         when = datetime.fromisoformat(text)

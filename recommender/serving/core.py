@@ -81,6 +81,19 @@ def parse_user_id(raw: str, *, max_id: int) -> int:
     return int(raw)
 
 
+def clock_ms(state: UserState, wall_ms: int) -> int:
+    """The "now" that recency is measured from: the user's latest stored event time, or
+    ``wall_ms`` when the state holds no time.
+
+    Event times are the log's own zone-less local times (stored as if UTC, like training
+    reads them), and a simulated or replayed log can run days or years away from the wall
+    clock. Measured from the wall clock every such history would sit at the recency floor;
+    measured from the user's own latest event, the freshest movie weighs 1 as it does for
+    an active user in training (whose ages count from the snapshot's end)."""
+    times = [*state.recent.values(), *(ms for ms, _ in state.ratings.values())]
+    return max(times) if times else wall_ms
+
+
 def history_of(state: UserState, index: Mapping[str, int], runtimes: np.ndarray, *,
                now_ms: int, params: ConfidenceParams, rating_scale: int) -> History:
     """The user's history as the model sees it: every watched or rated movie in

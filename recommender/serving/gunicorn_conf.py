@@ -44,3 +44,12 @@ def child_exit(server, worker) -> None:  # noqa: ARG001
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker) -> None:  # noqa: ARG001
+    """Flush the served records a worker still holds and stop its watcher."""
+    app = getattr(worker, "wsgi", None)
+    if app is not None and "movierec" in getattr(app, "extensions", {}):
+        from recommender.serving.wsgi import shutdown
+
+        shutdown(app)

@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from recommender.serving.core import (PATH_POPULAR, Answer, format_answer, needs_minor_filter,
-                                      parse_user_id)
+from recommender.serving.core import (PATH_POPULAR, Answer, clock_ms, format_answer,
+                                      needs_minor_filter, parse_user_id)
 from recommender.serving.metrics import ServingMetrics
 from recommender.serving.state import FeaturesUnavailable, ServingError, UserState
-from recommender.serving.telemetry import ServedRecord
+from recommender.serving.telemetry import ServedRecord, new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,7 @@ FALLBACK_REASONS = ("redis", "no_model", "budget", "model_error", "error")
 class Features(Protocol):
     def read(self, user: int) -> UserState: ...
     def popular(self, n: int) -> list[str]: ...
+    def ping(self) -> bool: ...
 
 
 class Models(Protocol):
@@ -82,7 +82,7 @@ class RecommendHandler:
     def answer(self, user: int, started: float) -> Served:
         """The list for ``user``; ``started`` is ``time.perf_counter()`` at request start."""
         now = self.clock()
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         arm, model, state, answer, fallback = "default", None, None, None, None
         try:
             models = self.models.current()
@@ -93,7 +93,7 @@ class RecommendHandler:
             elif fallback is None and time.perf_counter() - started > self.budget_s:
                 fallback = "budget"
             if fallback is None:
-                answer, fallback = self._rank(model, state, int(now * 1000))
+                answer, fallback = self._rank(model, state, clock_ms(state, int(now * 1000)))
         except Exception:  # a bug must still not cost the user an answer
             log.exception("unexpected error answering user %d", user)
             fallback = "error"

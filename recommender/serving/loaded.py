@@ -159,6 +159,9 @@ class ServingModel:
         n, n_items = self.list_size, len(self.item_ids)
         items = np.array([self.index[m] for m in self.popular_all[:SMOKE_HISTORY]], np.int32)
         try:
+            if not self.popular_safe:
+                raise ValueError("no movie is known to be safe for minors (movie metadata "
+                                 "missing?): users of unknown age would get empty lists")
             cold = self.model.recommend_new(None, n)
             _checked(cold, n_items, set(), "cold start", want=min(n, n_items))
             history = History(np.sort(items), np.ones(len(items), np.float32))

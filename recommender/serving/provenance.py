@@ -1,6 +1,6 @@
 """Which answer a user got, and from which model: served records read back from Redis.
 
-``telemetry.RedisProvenanceSink`` writes each served record under its request id, and
+``sinks.RedisProvenanceSink`` writes each served record under its request id, and
 indexes it in a per-user ZSET scored by the epoch ms it was served (the newest 200, both
 expiring after the provenance TTL). This adapter reads them for the /provenance endpoint,
 which joins a record with the registry's metadata of its model version (the model's

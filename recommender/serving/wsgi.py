@@ -26,7 +26,8 @@ from recommender.serving.metrics import ServingMetrics
 from recommender.serving.provenance import ProvenanceLookup
 from recommender.serving.settings import ServeSettings
 from recommender.serving.state import FeaturesUnavailable, ModelUnavailable
-from recommender.serving.telemetry import KafkaSink, RedisProvenanceSink, Telemetry
+from recommender.serving.sinks import KafkaSink, RedisProvenanceSink
+from recommender.serving.telemetry import Telemetry
 from recommender.serving.watcher import ModelWatcher
 from stream_consumer.keys import Keys
 
@@ -49,10 +50,13 @@ def pin_blas() -> None:
     threadpool_limits(1)
 
 
-def model_loader(registry: Registry, features: OnlineFeatures, settings: ServeSettings):
+def model_loader(registry: Registry, metadata: OnlineFeatures, settings: ServeSettings):
     """``version -> ServingModel``, validated (load + smoke prediction); what the watcher
     calls on its own thread. Movie metadata (runtimes, content ratings) comes from the
-    consumer's Redis cache; if Redis is down every item counts as unsafe for minors."""
+    consumer's Redis cache through ``metadata`` (a client with the background timeout).
+    Without it the version is refused, not served blind: every movie would count as
+    unsafe for minors; the watcher keeps the old set and tries again after its retry
+    time."""
 
     def load_version(version: str) -> ServingModel:
         try:
@@ -61,11 +65,9 @@ def model_loader(registry: Registry, features: OnlineFeatures, settings: ServeSe
         except (RegistryError, OSError) as exc:
             raise ModelUnavailable(f"{version}: {exc}") from exc
         try:
-            movies = features.movies(item_ids)
+            movies = metadata.movies(item_ids)
         except FeaturesUnavailable as exc:
-            log.warning("no movie metadata for %s (%s): all items treated as unsafe for minors",
-                        version, exc)
-            movies = {}
+            raise ModelUnavailable(f"{version}: no movie metadata ({exc})") from exc
         model = ServingModel.load(registry, version, movies=movies, confidence=ConfidenceParams(),
                                   rating_scale=settings.rating_scale,
                                   list_size=settings.serve_list_size)
@@ -79,14 +81,16 @@ def build_services(settings: ServeSettings, metrics: ServingMetrics) -> tuple[Se
     keys = Keys(settings.redis_prefix)
     breaker = CircuitBreaker(settings.serve_breaker_failures, settings.serve_breaker_reset_s,
                              on_change=lambda state: metrics.breaker_open.set(state == "open"))
+    threads = settings.serve_threads if settings.serve_worker_class == "gthread" else 1
     features = OnlineFeatures.connect(settings.redis_url, keys,
                                       timeout_s=settings.serve_redis_timeout_ms / 1000.0,
-                                      breaker=breaker)
+                                      breaker=breaker, pool_size=threads + 2)
     background = redis.Redis.from_url(settings.redis_url, socket_timeout=BACKGROUND_TIMEOUT_S,
-                                      socket_connect_timeout=BACKGROUND_TIMEOUT_S, retry=None)
+                                      socket_connect_timeout=BACKGROUND_TIMEOUT_S)
+    metadata = OnlineFeatures(background, keys, CircuitBreaker(1_000_000, 1.0))
     registry = Registry(settings.registry_dir)
     store = ExperimentStore(settings.serve_experiments_file)
-    watcher = ModelWatcher(registry, store, model_loader(registry, features, settings),
+    watcher = ModelWatcher(registry, store, model_loader(registry, metadata, settings),
                            alias=settings.serve_alias, poll_s=settings.serve_poll_s,
                            on_event=lambda kind, _version: metrics.swaps.labels(kind).inc())
     telemetry = Telemetry(
@@ -110,3 +114,14 @@ def create_from_env() -> Flask:
     watcher.refresh()
     watcher.start()
     return create_app(settings, services=services, metrics=metrics)
+
+
+def shutdown(app: Flask, timeout_s: float = 5.0) -> None:
+    """Stop a worker's background threads: the watcher, and telemetry after flushing what
+    it holds (gunicorn's ``worker_exit`` hook calls this on a graceful stop)."""
+    services: Services = app.extensions["movierec"]["services"]
+    services.models.stop(timeout_s)
+    services.telemetry.close(timeout_s)
+    for sink in getattr(services.telemetry, "sinks", ()):
+        if hasattr(sink, "close"):
+            sink.close(timeout_s)

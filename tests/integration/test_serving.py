@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import redis
@@ -109,7 +107,8 @@ def test_minors_and_unknown_ages_never_get_adult_or_r_rated_movies(stack, served
 
 def test_new_events_change_the_list_within_two_seconds(stack, served):
     service, staged, prefix, _ = served
-    user = staged.heavy_users[0]
+    light = [u for u in staged.known_users[:400] if len(state_of(stack, prefix, u)["progress"]) <= 2]
+    user = light[0]
     _, before, _ = get(f"{service.url}/recommend/{user}")
     watched = before.split(",")[:5]
     client = redis.Redis.from_url(stack.redis_url)
@@ -126,7 +125,8 @@ def test_new_events_change_the_list_within_two_seconds(stack, served):
             break
         assert time.monotonic() - started < 2.0, "the answer did not follow the new events"
         time.sleep(0.05)
-    assert after != before
+    # Not just the same ranking minus the watched movies: the new history re-ranked it.
+    assert after.split(",")[:15] != before.split(",")[5:20]
 
 
 @pytest.mark.parametrize("raw", ["abc", "-5", "1.0", "99999999999999999999999", "%E2%80%8B1"])
@@ -204,15 +204,17 @@ def test_an_experiment_splits_users_stably_without_a_restart(served):
     assert 100 < counts["als"] < 200 and counts["als"] + counts["pop"] == 300
     assert all(version == staged.versions["als" if arm == "als" else "popularity"]
                for arm, version in arms.values())
-    for user in users[:50]:  # stable: the same arm on every call, whichever worker answers
-        assert get(f"{service.url}/recommend/{user}")[2]["X-Arm"] == arms[user][0]
-    req = urllib.request.Request(f"{service.url}/admin/experiment", method="PUT",
-                                 data=json.dumps({"experiment": None}).encode(),
-                                 headers={"Authorization": f"Bearer {TOKEN}",
-                                          "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5):
-        pass
-    time.sleep(1.0)
+    try:
+        for user in users[:50]:  # stable: the same arm on every call, whichever worker answers
+            assert get(f"{service.url}/recommend/{user}")[2]["X-Arm"] == arms[user][0]
+    finally:
+        req = urllib.request.Request(f"{service.url}/admin/experiment", method="PUT",
+                                     data=json.dumps({"experiment": None}).encode(),
+                                     headers={"Authorization": f"Bearer {TOKEN}",
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5):
+            pass
+        time.sleep(1.0)
 
 
 def test_ten_swaps_under_load_lose_no_request_and_a_corrupt_version_never_serves(served):

@@ -21,9 +21,8 @@ from recommender.serving.breaker import CLOSED, OPEN, CircuitBreaker
 from recommender.serving.features import OnlineFeatures
 from recommender.serving.provenance import ProvenanceLookup
 from recommender.serving.state import BadRequest, FeaturesUnavailable, UserState
-from recommender.serving.telemetry import (
-    KafkaSink, RedisProvenanceSink, ServedRecord, Telemetry, new_request_id,
-)
+from recommender.serving.sinks import KafkaSink, RedisProvenanceSink
+from recommender.serving.telemetry import ServedRecord, Telemetry, new_request_id
 from stream_consumer.features import FeatureDelta, epoch_ms
 from stream_consumer.keys import Keys
 from stream_consumer.redis_store import RedisFeatureStore

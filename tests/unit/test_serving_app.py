@@ -39,6 +39,9 @@ class FakeFeatures:
             raise FeaturesUnavailable("redis down (fake)")
         return ["seen+1999", "top+2001", "next+2002"][:n]
 
+    def ping(self) -> bool:
+        return not self.down
+
 
 class FakeModel:
     version = "als-20260101T000000-abcdef"
@@ -145,6 +148,20 @@ def test_malformed_or_absurd_ids_get_a_400_with_a_reason(world, raw):
 def test_missing_id_is_a_400_not_a_404(world):
     client, _, _ = world
     assert client.get("/recommend/").status_code == 400
+    assert client.get("/recommend").status_code == 400
+
+
+def test_unknown_paths_and_methods_get_plain_404_and_405_and_are_counted(world):
+    client, _, _ = world
+    for path, method, status in (("/", "GET", 404), ("/favicon.ico", "GET", 404),
+                                 ("/recommend/7", "POST", 405), ("/health", "DELETE", 405)):
+        r = client.open(path, method=method)
+        assert r.status_code == status and r.mimetype == "text/plain", (path, method)
+    text = client.get("/metrics").get_data(as_text=True)
+    counts = {(s.labels["endpoint"], s.labels["status"]): s.value
+              for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == "movierec_serve_requests_total"}
+    assert counts[("unmatched", "404")] == 2 and counts[("unmatched", "405")] == 2
 
 
 def test_unknown_numeric_user_gets_a_200(world):
@@ -159,7 +176,7 @@ def _fallbacks(client) -> dict[str, float]:
     for family in text_string_to_metric_families(text):
         if family.name == "movierec_serve_fallbacks":
             for s in family.samples:
-                if s.name.endswith("_total"):
+                if s.name.endswith("_total") and s.value:
                     out[s.labels["reason"]] = s.value
     return out
 
@@ -210,6 +227,7 @@ def test_health_ready_and_metrics(world):
     assert client.get("/health").get_data(as_text=True) == "ok"
     ready = client.get("/ready")
     assert ready.status_code == 200 and FakeModel.version in ready.get_data(as_text=True)
+    assert "redis ok" in ready.get_data(as_text=True)
     client.get("/recommend/7")
     client.get("/recommend/x")
     text = client.get("/metrics").get_data(as_text=True)
@@ -257,4 +275,5 @@ def test_provenance_joins_the_served_record_with_the_model_meta(world):
     assert by_user["served"]["request_id"] == rid
     assert client.get("/provenance", query_string={"user": "7", "at": "2000-01-01T00:00:00"}).status_code == 404
     assert client.get("/provenance/" + "0" * 32).status_code == 404
-    assert client.get("/provenance", query_string={"user": "7", "at": "yesterday"}).status_code == 400
+    for junk in ("yesterday", "²", "9" * 5000):
+        assert client.get("/provenance", query_string={"user": "7", "at": junk}).status_code == 400

@@ -236,3 +236,12 @@ def test_path_names_are_the_documented_labels():
     answer = Answer(("a+2000",), "model")
     with pytest.raises(AttributeError):
         answer.path = "popular"  # type: ignore[misc]
+
+
+def test_recency_is_measured_from_the_users_latest_event_not_the_wall_clock():
+    from recommender.serving.core import clock_ms
+
+    state = UserState(progress={"a+2000": 10, "b+2001": 5}, recent={"a+2000": 1_000},
+                      ratings={"b+2001": (5_000, 4)})
+    assert clock_ms(state, wall_ms=10**13) == 5_000
+    assert clock_ms(UserState(progress={"a+2000": 3}), wall_ms=123) == 123

@@ -390,3 +390,12 @@ def test_smoke_check_fails_on_a_model_that_returns_banned_items(tmp_path):
     served = ServingModel.load(reg, mv.version, movies=MOVIES)
     with pytest.raises(ModelUnavailable, match="smoke check.*banned item came back"):
         served.smoke_check()
+
+
+def test_smoke_check_refuses_a_version_loaded_without_movie_metadata(tmp_path):
+    reg, mv = register(tmp_path, fit("popularity"))
+    served = ServingModel.load(reg, mv.version, movies={})  # Redis was down at load
+    assert served.popular_safe == ()
+    with pytest.raises(ModelUnavailable, match="safe for minors"):
+        served.smoke_check()
+    ServingModel.load(reg, mv.version, movies=MOVIES).smoke_check()

@@ -23,7 +23,7 @@ def _flask_routes(app) -> set[tuple[str, str]]:
             continue
         path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
         path = path.replace("{raw}", "{userid}")
-        if path == "/recommend/":  # the empty-id rule: same operation, answers 400
+        if path == "/recommend":  # the empty-id rule: same operation, answers 400
             path = "/recommend/{userid}"
         for method in rule.methods - IGNORED_METHODS:
             out.add((path, method))

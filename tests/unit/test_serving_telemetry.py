@@ -13,9 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from recommender.serving.telemetry import (
-    KafkaSink, ServedRecord, Telemetry, TelemetryError, new_request_id,
-)
+from recommender.serving.sinks import KafkaSink
+from recommender.serving.telemetry import ServedRecord, Telemetry, TelemetryError, new_request_id
 from tests.conftest import free_ports
 
 
