@@ -26,7 +26,7 @@ Final numbers: locust rewrites ``<prefix>_stats.csv`` once a second and not agai
 shutdown, so that file misses the run's last second (11% of a 5 s run in a test). When
 the test quits, after the users stopped, this file writes ``<prefix>_final_stats.csv``
 (``load_tests.slo.FINAL_STATS_SUFFIX``) with locust's own ``StatsCSV`` writer: same
-columns, final counts. ``load_tests.slo.load_locust_csv`` prefers it.
+columns, final counts. ``load_tests.locust_csv.load_locust_csv`` prefers it.
 
 Environment (read once, when locust fires ``init``):
 

@@ -35,7 +35,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from load_tests.slo import LoadTestError, Slo, judge, load_locust_csv
+from load_tests.locust_csv import load_locust_csv
+from load_tests.slo import LoadTestError, Slo, judge
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 FALLBACKS_METRIC = "movierec_serve_fallbacks_total"

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from load_tests.slo import FINAL_STATS_SUFFIX, KINDS, load_locust_csv, parse_request_name
+from load_tests.locust_csv import load_locust_csv
+from load_tests.slo import FINAL_STATS_SUFFIX, KINDS, parse_request_name
 from tests.unit.test_load_slo import HISTORY_COLUMNS, STATS_COLUMNS
 
 KNOWN = (1, 1000)
