@@ -42,7 +42,7 @@ class Services:
     """The adapters the app talks to (real ones in production, fakes in unit tests).
 
     - ``features``: ``OnlineFeatures``-like (read, popular, ping)
-    - ``models``: ``ModelWatcher``-like (current, refresh)
+    - ``models``: ``ModelWatcher``-like (current, wake, stop)
     - ``telemetry``: ``Telemetry``-like (submit)
     - ``provenance``: ``ProvenanceLookup``-like (get, by_user)
     - ``experiments``: the ``ExperimentStore`` the watcher reads
@@ -153,17 +153,19 @@ def create_app(settings: ServeSettings, *, services: Services,
         spec = body["experiment"]
         experiment = None if spec is None else Experiment.from_dict(spec)
         generation = services.experiments.write(experiment, reason=str(body.get("reason", "admin")))
-        services.models.refresh()
+        services.models.wake()  # the watcher loads the arms' models on its own thread
         return _json({"generation": generation,
                       "experiment": experiment.to_dict() if experiment else None})
 
     @app.post("/admin/reload")
     def reload() -> Response:
+        """Ask this worker's watcher to poll now (202): loading a model takes a while and
+        must not hold a request thread; the answer shows what serves at this moment."""
         admin()
-        changed = services.models.refresh()
+        services.models.wake()
         current = services.models.current()
-        return _json({"changed": changed, "default_version": current.default_version,
-                      "arms": dict(current.arm_versions)})
+        return _json({"requested": True, "default_version": current.default_version,
+                      "arms": dict(current.arm_versions)}, 202)
 
     @app.get("/openapi.json")
     def openapi() -> Response:

@@ -47,6 +47,7 @@ class Features(Protocol):
 
 class Models(Protocol):
     def current(self) -> Any: ...
+    def wake(self) -> None: ...
 
 
 class Sink(Protocol):

@@ -61,8 +61,8 @@ class ServingMetrics:
                           "Model versions loaded and swapped in, or rejected", ["result"],
                           registry=r),
             telemetry=Counter("movierec_serve_telemetry_records_total",
-                              "Served records by outcome (published, dropped, failed)",
-                              ["outcome"], registry=r),
+                              "Served records by sink (kafka, redis) and outcome "
+                              "(published, dropped, failed)", ["sink", "outcome"], registry=r),
             breaker_open=Gauge("movierec_serve_redis_breaker_open",
                                "1 while the Redis circuit breaker is open", registry=r,
                                multiprocess_mode="liveall"),

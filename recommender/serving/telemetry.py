@@ -248,3 +248,27 @@ class Telemetry:
                 self._on_outcome(outcome, n)
             except Exception:
                 log.exception("telemetry on_outcome(%r, %d) failed", outcome, n)
+
+
+class Lanes:
+    """Several ``Telemetry`` behind one ``submit``, typically one per sink: each lane has
+    its own buffer and thread, so a broker that stops answering delays and drops only its
+    own records, and ``/provenance`` (the Redis lane) keeps working. Each lane counts its
+    own outcomes (the caller labels them by sink)."""
+
+    def __init__(self, lanes: Sequence[Telemetry]) -> None:
+        self.lanes = list(lanes)
+
+    @property
+    def sinks(self) -> list[Sink]:
+        return [sink for lane in self.lanes for sink in lane.sinks]
+
+    def submit(self, record: ServedRecord) -> bool:
+        """Hand ``record`` to every lane; True when all took it. Never blocks."""
+        taken = [lane.submit(record) for lane in self.lanes]  # every lane, no short cut
+        return all(taken)
+
+    def close(self, timeout: float = 5.0) -> None:
+        for lane in self.lanes:
+            lane.close(timeout)
+

@@ -139,6 +139,7 @@ class ModelWatcher(Generic[M]):
         self._refresh_lock = threading.Lock()
         self._ready = threading.Event()
         self._stop = threading.Event()
+        self._poke = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- what requests call -----------------------------------------------------------------
@@ -164,9 +165,15 @@ class ModelWatcher(Generic[M]):
                                         daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Poll now on the watcher's thread instead of at the next ``poll_s`` (what the
+        admin endpoints call: a model load never runs on a request thread)."""
+        self._poke.set()
+
     def stop(self, timeout: float = 5.0) -> bool:
         """Ask the thread to end and wait up to ``timeout`` s; True once it has ended."""
         self._stop.set()
+        self._poke.set()
         if self._thread is None:
             return True
         self._thread.join(timeout)
@@ -182,7 +189,8 @@ class ModelWatcher(Generic[M]):
                 self.refresh()
             except Exception:  # a bug must not end polling: the next poll may succeed
                 log.exception("model watcher: poll failed")
-            self._stop.wait(self.poll_s)
+            self._poke.wait(self.poll_s)
+            self._poke.clear()
 
     def _refresh(self) -> bool:
         try:

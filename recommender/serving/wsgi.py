@@ -27,7 +27,7 @@ from recommender.serving.provenance import ProvenanceLookup
 from recommender.serving.settings import ServeSettings
 from recommender.serving.state import FeaturesUnavailable, ModelUnavailable
 from recommender.serving.sinks import KafkaSink, RedisProvenanceSink
-from recommender.serving.telemetry import Telemetry
+from recommender.serving.telemetry import Lanes, Telemetry
 from recommender.serving.watcher import ModelWatcher
 from stream_consumer.keys import Keys
 
@@ -93,11 +93,14 @@ def build_services(settings: ServeSettings, metrics: ServingMetrics) -> tuple[Se
     watcher = ModelWatcher(registry, store, model_loader(registry, metadata, settings),
                            alias=settings.serve_alias, poll_s=settings.serve_poll_s,
                            on_event=lambda kind, _version: metrics.swaps.labels(kind).inc())
-    telemetry = Telemetry(
-        [KafkaSink(settings.kafka_bootstrap, settings.served_topic),
-         RedisProvenanceSink(background, keys, settings.provenance_ttl_days * 86400.0)],
-        capacity=settings.telemetry_buffer,
-        on_outcome=lambda outcome, n: metrics.telemetry.labels(outcome).inc(n))
+    def lane(name: str, sink) -> Telemetry:
+        return Telemetry([sink], capacity=settings.telemetry_buffer,
+                         on_outcome=lambda outcome, n: metrics.telemetry.labels(name, outcome).inc(n))
+
+    telemetry = Lanes([
+        lane("kafka", KafkaSink(settings.kafka_bootstrap, settings.served_topic)),
+        lane("redis", RedisProvenanceSink(background, keys, settings.provenance_ttl_days * 86400.0)),
+    ])
     services = Services(features=features, models=watcher, telemetry=telemetry,
                         provenance=ProvenanceLookup(background, keys), experiments=store,
                         model_meta=lambda version: registry.get(version).meta)

@@ -82,9 +82,8 @@ class FakeModels:
     def current(self) -> FakeSet:
         return self.set
 
-    def refresh(self) -> bool:
+    def wake(self) -> None:
         self.refreshes += 1
-        return False
 
 
 class FakeTelemetry:
@@ -252,7 +251,9 @@ def test_admin_needs_the_token(world, tmp_path):
     bad = {"id": "ab2", "arms": [{"name": "x", "model": "champion", "share": 0.7}]}
     r = client.put("/admin/experiment", json={"experiment": bad}, headers=ok)
     assert r.status_code == 400 and r.mimetype == "text/plain"
-    assert client.post("/admin/reload", headers=ok).json["default_version"] == FakeModel.version
+    reload = client.post("/admin/reload", headers=ok)
+    assert reload.status_code == 202 and reload.json["default_version"] == FakeModel.version
+    assert services.models.refreshes == 2
 
 
 def test_admin_is_disabled_without_a_configured_token(tmp_path, world):

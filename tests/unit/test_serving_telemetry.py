@@ -14,7 +14,8 @@ from collections.abc import Callable
 import pytest
 
 from recommender.serving.sinks import KafkaSink
-from recommender.serving.telemetry import ServedRecord, Telemetry, TelemetryError, new_request_id
+from recommender.serving.telemetry import (Lanes, ServedRecord, Telemetry, TelemetryError,
+                                           new_request_id)
 from tests.conftest import free_ports
 
 
@@ -260,3 +261,18 @@ def test_the_kafka_sink_reports_a_missing_broker_fast() -> None:
     with pytest.raises(TelemetryError, match="no Kafka broker"):
         sink.publish([record(1)])
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_a_stuck_sink_in_one_lane_does_not_hold_up_the_other():
+    stuck, quick = Hanging(), Recorder()
+    lanes = Lanes([Telemetry([stuck], capacity=100, flush_s=0.01),
+                   Telemetry([quick], capacity=100, flush_s=0.01)])
+    try:
+        assert lanes.submit(record(1)) is True
+        assert quick.arrived.wait(1.0), "the healthy lane waited for the stuck one"
+        assert [r.request_id for r in quick.records] == [record(1).request_id]
+        assert lanes.sinks == [stuck, quick]
+    finally:
+        stuck.release.set()
+        lanes.close(timeout=2)
+

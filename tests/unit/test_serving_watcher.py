@@ -371,3 +371,26 @@ def test_readers_see_only_registered_versions_and_never_none_during_ten_promotio
         assert None not in out[first:]
         assert set(versions[1:]) <= set(out[first:]) <= set(versions)
     assert world.loader.calls == versions
+
+
+def test_wake_polls_at_once_on_the_watchers_thread(tmp_path: Path):
+    registry = Registry(tmp_path / "registry")
+    store = ExperimentStore(tmp_path / "registry" / "experiments.json")
+    loader = Loader(registry)
+    watcher = ModelWatcher(registry, store, loader, poll_s=3600.0)  # never polls by itself
+    v1 = registry.register(tiny_model(1), metadata=METADATA).version
+    registry.promote(v1, alias="champion", reason="test")
+    watcher.start()
+    try:
+        assert watcher.wait_until_ready(5.0)  # the first poll runs at start
+        v2 = registry.register(tiny_model(2), metadata=METADATA).version
+        registry.promote(v2, alias="champion", reason="test")
+        time.sleep(0.2)
+        assert watcher.current().default_version == v1  # an hour until the next poll
+        watcher.wake()
+        deadline = time.monotonic() + 5.0
+        while watcher.current().default_version != v2:
+            assert time.monotonic() < deadline, "wake() did not trigger a poll"
+            time.sleep(0.02)
+    finally:
+        assert watcher.stop(5.0)  # stop also interrupts the hour-long wait
