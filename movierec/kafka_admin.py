@@ -37,18 +37,26 @@ def _client_logs_muted() -> Iterator[None]:
         logger.setLevel(before)
 
 
+def unreachable(bootstrap: str, *, timeout_s: float) -> str | None:
+    """None if the first bootstrap address accepts a TCP connection, else why not.
+
+    Call it before creating a kafka-python client: it answers "down" in milliseconds, and
+    it spares kafka-python refused connections, whose sockets it leaks (ResourceWarning
+    in 3.0.12)."""
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        return f"no broker answered at {bootstrap}: {exc}"
+    return None
+
+
 def broker_probe(bootstrap: str, *, timeout_ms: int = 3000) -> str | None:
     """None if the cluster answers a metadata request, else why not.
 
-    Costs ~0.1 s against a live broker. A plain TCP connect to the first bootstrap
-    address goes first: it answers "down" in milliseconds, and it spares kafka-python
-    refused connections, whose sockets it leaks (ResourceWarning in 3.0.12).
-    """
-    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_ms / 1000).close()
-    except (OSError, ValueError) as exc:
-        return f"no broker answered at {bootstrap}: {exc}"
+    Costs ~0.1 s against a live broker; ``unreachable`` goes first."""
+    if down := unreachable(bootstrap, timeout_s=timeout_ms / 1000):
+        return down
     with _client_logs_muted():
         try:
             client = admin_client(bootstrap, timeout_ms=timeout_ms)

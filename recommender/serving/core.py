@@ -2,9 +2,10 @@
 
 - ``parse_user_id``: the path segment of ``GET /recommend/<userid>`` as an int, or
   ``BadRequest`` with the short reason sent back with status 400.
-- ``history_of`` / ``banned_of``: a ``UserState`` seen through one model's catalog: the
-  ``History`` the model folds in, weighted by the confidence formula training uses
-  (``recommender.dataset.confidence``), and the items never to recommend back.
+- ``history_of``: a ``UserState`` seen through one model's catalog: the ``History`` the
+  model folds in, weighted by the confidence formula training uses
+  (``recommender.dataset.confidence``); its items are also the ones never to recommend
+  back.
 - ``profile_of`` / ``needs_minor_filter``: the user's ``Profile`` (demographics and the
   titles matched in the self-description), and whether the answer must be minor-safe.
 - ``unsafe_for_minors``: one movie's stored metadata judged for minors.
@@ -141,13 +142,6 @@ def history_of(state: UserState, index: Mapping[str, int], runtimes: np.ndarray,
     except (DatasetError, IndexError) as exc:
         raise ModelUnavailable(f"cannot weigh the history: {exc}") from exc
     return History(items, weights)
-
-
-def banned_of(state: UserState, index: Mapping[str, int]) -> np.ndarray:
-    """Item indices (int32) of every movie the user watched or rated that ``index``
-    knows: never recommended back."""
-    return np.fromiter((item for movie in state.seen()
-                        if (item := index.get(movie)) is not None), dtype=np.int32)
 
 
 def profile_age(state: UserState) -> int | None:

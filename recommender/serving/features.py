@@ -34,14 +34,12 @@ a fallback) and short socket and connect timeouts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from recommender.redis_source import read_movies
 from recommender.serving.breaker import CircuitBreaker
 from recommender.serving.state import FeaturesUnavailable, UserState
 from stream_consumer.keys import Keys
@@ -211,16 +209,6 @@ class OnlineFeatures:
             raise self._failed("popular", exc) from None
         self.breaker.success()
         return [m for m in map(_text, raw) if m]
-
-    def movies(self, movie_ids: Sequence[str]) -> dict[str, dict[str, str]]:
-        """Stored metadata of ``movie_ids`` (movies without any left out), for the model
-        loader, off the request path: pipelined chunks of ``redis_source.CHUNK`` keys, so
-        each reply stays small enough for the short socket timeout. It bypasses the breaker
-        (a slow bulk read must not open it for requests). Raises ``FeaturesUnavailable``."""
-        try:
-            return read_movies(self.client, self.keys, movie_ids)
-        except (redis.RedisError, OSError) as exc:
-            raise FeaturesUnavailable(f"redis movie metadata read failed: {exc}") from None
 
     def ping(self) -> bool:
         """Does Redis answer now? For /ready; never raises, and does not touch the breaker."""

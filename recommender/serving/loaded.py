@@ -20,7 +20,7 @@ it has (load, ``smoke_check``) or fall back to ``popular_for`` (``recommend``).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 from recommender.coldstart import TitleMatcher
 from recommender.dataset import ConfidenceParams
 from recommender.models.base import History, Recommender
+from recommender.redis_source import runtimes as runtimes_of
 from recommender.registry import Registry
 from recommender.serving.core import (PATH_COLDSTART_DEMOGRAPHIC, PATH_COLDSTART_PROFILE,
                                       PATH_MODEL, PATH_POPULAR, Answer, history_of,
@@ -60,13 +61,9 @@ class CachedTitles:
         return self._match(text)
 
 
-def stored_runtime(meta: Mapping[str, str] | None, default: float) -> float:
-    """The stored ``runtime`` in minutes when it is a positive integer (the rule of
-    ``recommender.redis_source.runtimes``, which training uses), else ``default``."""
-    text = str((meta or {}).get("runtime", ""))
-    if text.isascii() and text.isdigit() and int(text) > 0:
-        return float(text)
-    return default
+MovieMetadata = Callable[[Sequence[str]], Mapping[str, Mapping[str, str]]]
+"""Movie ids -> the stored metadata fields of those that have any (in production
+``recommender.redis_source.read_movies`` on the consumer's Redis cache)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,13 +93,13 @@ class ServingModel:
     # -- loading --------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, registry: Registry, version: str, *, movies: Mapping[str, Mapping[str, str]],
+    def load(cls, registry: Registry, version: str, *, movies: MovieMetadata,
              confidence: ConfidenceParams = ConfidenceParams(), rating_scale: int = 5,
              default_runtime: float = 90.0, list_size: int = 20) -> ServingModel:
-        """Load ``version`` (id or alias) memory-mapped and verified, and derive the rest;
-        ``movies``: movie id -> stored metadata fields (``recommender.redis_source
-        .read_movies``). Any failure raises ``ModelUnavailable`` naming the version and
-        the cause."""
+        """Load ``version`` (id or alias) memory-mapped and verified, and derive the rest
+        from the metadata ``movies`` gives for the model's movies. Any failure, a failed
+        metadata read included, raises ``ModelUnavailable`` naming the version and the
+        cause."""
         try:
             if not default_runtime > 0 or list_size < 1 or rating_scale < 2:
                 raise ValueError(f"bad settings default_runtime={default_runtime} "
@@ -119,7 +116,7 @@ class ServingModel:
 
     @classmethod
     def _build(cls, version: str, name: str, meta: dict[str, Any], model: Recommender,
-               movies: Mapping[str, Mapping[str, str]], confidence: ConfidenceParams,
+               movies: MovieMetadata, confidence: ConfidenceParams,
                rating_scale: int, default_runtime: float, list_size: int) -> ServingModel:
         item_ids = tuple(str(i) for i in model.item_ids)
         n_items = len(item_ids)
@@ -128,9 +125,10 @@ class ServingModel:
         index = {movie: item for item, movie in enumerate(item_ids)}
         if len(index) != n_items:
             raise ValueError(f"{n_items - len(index)} duplicate item id(s)")
-        runtimes = np.array([stored_runtime(movies.get(m), default_runtime) for m in item_ids],
-                            dtype=np.float32)
-        unsafe = np.array([unsafe_for_minors(movies.get(m)) for m in item_ids], dtype=bool)
+        metadata = movies(item_ids)
+        minutes = runtimes_of(metadata)  # training's rule for a usable runtime
+        runtimes = np.array([minutes.get(m, default_runtime) for m in item_ids], dtype=np.float32)
+        unsafe = np.array([unsafe_for_minors(metadata.get(m)) for m in item_ids], dtype=bool)
         ranking = _checked(model.recommend_new(None, n_items), n_items, set(), "popular ranking")
         # Higher = more popular; from_ids gives a duplicated title to the most popular film.
         popularity = np.zeros(n_items, dtype=np.float64)
@@ -189,7 +187,7 @@ class ServingModel:
         try:
             history = history_of(state, self.index, self.runtimes, now_ms=now_ms,
                                  params=self.confidence, rating_scale=self.rating_scale)
-            seen = history.items  # every seen movie the model knows: ``banned_of(state)``
+            seen = history.items  # every watched or rated movie the model knows
             minor = needs_minor_filter(state)
             banned = np.concatenate([seen, self.unsafe_items]) if minor else seen
             if len(history):

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from typing import Any
 
 import redis
 
+from movierec.kafka_admin import ensure_topic, unreachable
 from recommender.serving.telemetry import PROVENANCE_PER_USER, ServedRecord, TelemetryError
 from stream_consumer.keys import Keys
 
@@ -31,7 +31,7 @@ class KafkaSink:
     its sender thread, so the producer is kept (it reconnects on its own) rather than
     leaking a thread per failure. A plain TCP connect to the first bootstrap address comes
     before each creation: a down broker is reported in milliseconds and kafka-python never
-    sees the refused connection (it leaks a socket on each one, see docs/architecture.md).
+    sees the refused connection (``movierec.kafka_admin.unreachable``).
     Each batch is flushed and every send checked, so a batch that raises did not (all)
     get there.
     """
@@ -58,11 +58,8 @@ class KafkaSink:
             # forked: the copy's sockets and thread are the parent's. Keep a reference, or
             # its __del__ would close it (and flush, and close the parent's sockets).
             self._inherited, self._producer = self._producer, None
-        host, _, port = self.bootstrap.split(",")[0].strip().rpartition(":")
-        try:
-            socket.create_connection((host, int(port)), timeout=self.CONNECT_TIMEOUT_S).close()
-        except (OSError, ValueError) as exc:
-            raise TelemetryError(f"no Kafka broker at {self.bootstrap}: {exc}") from None
+        if down := unreachable(self.bootstrap, timeout_s=self.CONNECT_TIMEOUT_S):
+            raise TelemetryError(f"no Kafka broker ({down})")
         if not self._topic_checked:
             self._ensure_topic()
         try:
@@ -79,8 +76,6 @@ class KafkaSink:
     def _ensure_topic(self) -> None:
         """Create the served topic once (brokers often refuse auto-creation). A refusal
         (no rights on a shared broker) is logged, not fatal: the topic may exist."""
-        from movierec.kafka_admin import ensure_topic
-
         try:
             ensure_topic(self.bootstrap, self.topic, self.PARTITIONS, timeout_ms=3000)
         except Exception as exc:

@@ -1,16 +1,16 @@
 """Telemetry of served lists: one record per answer, handed off without blocking and
-published in batches by a background thread to Kafka and to Redis (provenance; the
-sinks are in ``sinks.py``).
+published in batches by a background thread to a sink (Kafka, Redis for provenance; the
+sinks are in ``sinks.py``). ``Lanes`` gives each sink a ``Telemetry`` of its own.
 
 The request path only appends a record to a bounded buffer (``Telemetry.submit``, a few
 microseconds under a lock that guards nothing but the append). When the buffer is full
 the record is dropped and counted: a slow or dead sink costs telemetry, never latency or
 answers. A daemon thread drains the buffer every ``flush_s`` seconds (sooner once a
-batch's worth is waiting) and hands each batch to every sink. Outcomes are counted per
+batch's worth is waiting) and hands each batch to the sink. Outcomes are counted per
 record through ``on_outcome(outcome, n)``:
 
-- "published": every sink took the record;
-- "failed": at least one sink raised on its batch (the others still got it);
+- "published": the sink took the record;
+- "failed": the sink raised on its batch;
 - "dropped": the buffer was full, or the record was still waiting when ``close`` gave up.
 
 After ``close`` returns (and any sink call still running returns) every submitted record
@@ -124,7 +124,7 @@ class Sink(Protocol):
 
 
 class Telemetry:
-    """The bounded, never-blocking hand-off from requests to sinks (module docstring).
+    """The bounded, never-blocking hand-off from requests to one sink (module docstring).
 
     - ``capacity``: records held before new ones are dropped, >= 1.
     - ``batch_size``: most records per sink call, >= 1.
@@ -133,13 +133,13 @@ class Telemetry:
       called from ``submit`` (drops) and from the publisher thread.
     """
 
-    def __init__(self, sinks: Sequence[Sink], *, capacity: int, batch_size: int = 500,
+    def __init__(self, sink: Sink, *, capacity: int, batch_size: int = 500,
                  flush_s: float = 0.05,
                  on_outcome: Callable[[str, int], None] | None = None) -> None:
         if capacity < 1 or batch_size < 1 or not flush_s > 0:
             raise ValueError(f"telemetry needs capacity >= 1, batch_size >= 1 and flush_s > 0; "
                              f"got {capacity}, {batch_size}, {flush_s}")
-        self.sinks = list(sinks)
+        self.sink = sink
         self.capacity, self.batch_size, self.flush_s = capacity, batch_size, flush_s
         self._on_outcome = on_outcome
         self._start_lock = threading.Lock()
@@ -149,7 +149,7 @@ class Telemetry:
         self._closed = False
         self._pid: int | None = None          # the process whose thread drains the buffer
         self._thread: threading.Thread | None = None
-        self._last_log: dict[int, tuple[float, int]] = {}  # sink index -> (logged at, silenced)
+        self._logged_at, self._silenced = -LOG_EVERY_S, 0  # failure logs, rate-limited
 
     # -- the request side ------------------------------------------------------------
 
@@ -223,24 +223,22 @@ class Telemetry:
                 return
 
     def _publish(self, batch: list[ServedRecord]) -> None:
-        failed = False
-        for index, sink in enumerate(self.sinks):
-            try:
-                sink.publish(batch)
-            except Exception as exc:  # any sink fault is telemetry's, never the service's
-                failed = True
-                self._log_failure(index, sink, exc)
-        self._count("failed" if failed else "published", len(batch))
+        try:
+            self.sink.publish(batch)
+        except Exception as exc:  # any sink fault is telemetry's, never the service's
+            self._log_failure(exc)
+            self._count("failed", len(batch))
+        else:
+            self._count("published", len(batch))
 
-    def _log_failure(self, index: int, sink: Sink, exc: Exception) -> None:
+    def _log_failure(self, exc: Exception) -> None:
         now = time.monotonic()
-        logged_at, silenced = self._last_log.get(index, (-LOG_EVERY_S, 0))
-        if now - logged_at < LOG_EVERY_S:
-            self._last_log[index] = (logged_at, silenced + 1)
+        if now - self._logged_at < LOG_EVERY_S:
+            self._silenced += 1
             return
         log.warning("telemetry sink %s failed (%d failures not logged since): %s: %s",
-                    type(sink).__name__, silenced, type(exc).__name__, exc)
-        self._last_log[index] = (now, 0)
+                    type(self.sink).__name__, self._silenced, type(exc).__name__, exc)
+        self._logged_at, self._silenced = now, 0
 
     def _count(self, outcome: str, n: int) -> None:
         if n and self._on_outcome is not None:
@@ -261,7 +259,7 @@ class Lanes:
 
     @property
     def sinks(self) -> list[Sink]:
-        return [sink for lane in self.lanes for sink in lane.sinks]
+        return [lane.sink for lane in self.lanes]
 
     def submit(self, record: ServedRecord) -> bool:
         """Hand ``record`` to every lane; True when all took it. Never blocks."""

@@ -7,16 +7,15 @@ its telemetry thread; model arrays are memory-mapped, so the workers share their
 
 from __future__ import annotations
 
-import logging
 import os
-from pathlib import Path
 
 import redis
 from flask import Flask
 
 from movierec.settings import load
 from recommender.dataset import ConfidenceParams
-from recommender.registry import Registry, RegistryError
+from recommender.redis_source import read_movies
+from recommender.registry import Registry
 from recommender.serving.app import Services, create_app
 from recommender.serving.breaker import CircuitBreaker
 from recommender.serving.experiments import ExperimentStore
@@ -25,13 +24,10 @@ from recommender.serving.loaded import ServingModel
 from recommender.serving.metrics import ServingMetrics
 from recommender.serving.provenance import ProvenanceLookup
 from recommender.serving.settings import ServeSettings
-from recommender.serving.state import FeaturesUnavailable, ModelUnavailable
 from recommender.serving.sinks import KafkaSink, RedisProvenanceSink
 from recommender.serving.telemetry import Lanes, Telemetry
 from recommender.serving.watcher import ModelWatcher
 from stream_consumer.keys import Keys
-
-log = logging.getLogger(__name__)
 
 BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 """Set to 1 for the server: a threaded BLAS under busy request threads stalls (the p99 of
@@ -50,26 +46,19 @@ def pin_blas() -> None:
     threadpool_limits(1)
 
 
-def model_loader(registry: Registry, metadata: OnlineFeatures, settings: ServeSettings):
+def model_loader(registry: Registry, background: redis.Redis, keys: Keys,
+                 settings: ServeSettings):
     """``version -> ServingModel``, validated (load + smoke prediction); what the watcher
     calls on its own thread. Movie metadata (runtimes, content ratings) comes from the
-    consumer's Redis cache through ``metadata`` (a client with the background timeout).
-    Without it the version is refused, not served blind: every movie would count as
-    unsafe for minors; the watcher keeps the old set and tries again after its retry
-    time."""
+    consumer's Redis cache on the ``background`` client (its timeout suits a bulk read).
+    A version whose metadata cannot be read is refused, not served blind (every movie
+    would count as unsafe for minors): the watcher keeps the old set and tries again
+    after its retry time."""
 
     def load_version(version: str) -> ServingModel:
-        try:
-            path = registry.get(version).path
-            item_ids = (Path(path) / "item_ids.txt").read_text(encoding="utf-8").splitlines()
-        except (RegistryError, OSError) as exc:
-            raise ModelUnavailable(f"{version}: {exc}") from exc
-        try:
-            movies = metadata.movies(item_ids)
-        except FeaturesUnavailable as exc:
-            raise ModelUnavailable(f"{version}: no movie metadata ({exc})") from exc
-        model = ServingModel.load(registry, version, movies=movies, confidence=ConfidenceParams(),
-                                  rating_scale=settings.rating_scale,
+        model = ServingModel.load(registry, version,
+                                  movies=lambda ids: read_movies(background, keys, ids),
+                                  confidence=ConfidenceParams(), rating_scale=settings.rating_scale,
                                   list_size=settings.serve_list_size)
         model.smoke_check()
         return model
@@ -87,14 +76,13 @@ def build_services(settings: ServeSettings, metrics: ServingMetrics) -> tuple[Se
                                       breaker=breaker, pool_size=threads + 2)
     background = redis.Redis.from_url(settings.redis_url, socket_timeout=BACKGROUND_TIMEOUT_S,
                                       socket_connect_timeout=BACKGROUND_TIMEOUT_S)
-    metadata = OnlineFeatures(background, keys, CircuitBreaker(1_000_000, 1.0))
     registry = Registry(settings.registry_dir)
     store = ExperimentStore(settings.serve_experiments_file)
-    watcher = ModelWatcher(registry, store, model_loader(registry, metadata, settings),
+    watcher = ModelWatcher(registry, store, model_loader(registry, background, keys, settings),
                            alias=settings.serve_alias, poll_s=settings.serve_poll_s,
                            on_event=lambda kind, _version: metrics.swaps.labels(kind).inc())
     def lane(name: str, sink) -> Telemetry:
-        return Telemetry([sink], capacity=settings.telemetry_buffer,
+        return Telemetry(sink, capacity=settings.telemetry_buffer,
                          on_outcome=lambda outcome, n: metrics.telemetry.labels(name, outcome).inc(n))
 
     telemetry = Lanes([

@@ -17,12 +17,13 @@ from kafka import KafkaConsumer
 
 from movierec.kafka_admin import ensure_topic
 from movierec.wire import LineParser
+from recommender.redis_source import read_movies
 from recommender.serving.breaker import CLOSED, OPEN, CircuitBreaker
 from recommender.serving.features import OnlineFeatures
 from recommender.serving.provenance import ProvenanceLookup
 from recommender.serving.state import BadRequest, FeaturesUnavailable, UserState
 from recommender.serving.sinks import KafkaSink, RedisProvenanceSink
-from recommender.serving.telemetry import ServedRecord, Telemetry, new_request_id
+from recommender.serving.telemetry import Lanes, ServedRecord, Telemetry, new_request_id
 from stream_consumer.features import FeatureDelta, epoch_ms
 from stream_consumer.keys import Keys
 from stream_consumer.redis_store import RedisFeatureStore
@@ -141,7 +142,8 @@ def test_popular_movies_and_metadata(stack: LocalStack, redis_client: redis.Redi
     assert features.popular(2) == ["b+2000", "a+2000"]
     assert features.popular(10) == ["b+2000", "a+2000", "c+2000"]
     assert features.popular(0) == []
-    assert features.movies(["a+2000", "nothing+1999"]) == {"a+2000": {"runtime": "90", "adult": "0"}}
+    assert read_movies(redis_client, keys, ["a+2000", "nothing+1999"]) == {  # the loader's read
+        "a+2000": {"runtime": "90", "adult": "0"}}
     assert features.ping()
 
 
@@ -244,15 +246,17 @@ def test_served_records_reach_the_topic_and_the_provenance_lookup(
     heavy = [served(i, 1, start + 10 * i) for i in range(250)]  # more than the 200 kept
     light = [served(i, 2, start + 10 * i + 5) for i in range(30)]
     records = [r for pair in zip(heavy, light) for r in pair] + heavy[30:]
-    outcomes = Outcomes()
+    to_kafka, to_redis = Outcomes(), Outcomes()
     kafka = KafkaSink(stack.bootstrap, topic)
-    telemetry = Telemetry([kafka, RedisProvenanceSink(redis_client, keys, ttl_s=60)],
-                          capacity=10_000, batch_size=100, flush_s=0.02, on_outcome=outcomes)
+    telemetry = Lanes([
+        Telemetry(kafka, capacity=10_000, batch_size=100, flush_s=0.02, on_outcome=to_kafka),
+        Telemetry(RedisProvenanceSink(redis_client, keys, ttl_s=60), capacity=10_000,
+                  batch_size=100, flush_s=0.02, on_outcome=to_redis)])
     for r in records:
         assert telemetry.submit(r)
     telemetry.close(timeout=30)
     kafka.close()
-    assert outcomes == {"published": len(records)}
+    assert to_kafka == to_redis == {"published": len(records)}
 
     consumer = KafkaConsumer(topic, bootstrap_servers=stack.bootstrap, auto_offset_reset="earliest",
                              consumer_timeout_ms=10_000)
@@ -307,13 +311,15 @@ def test_provenance_without_redis_is_unavailable_not_a_crash() -> None:
 def test_a_dead_broker_fails_the_kafka_sink_not_the_provenance(
         redis_client: redis.Redis, keys: Keys) -> None:
     (port,) = free_ports(1)
-    outcomes = Outcomes()
-    telemetry = Telemetry([KafkaSink(f"127.0.0.1:{port}", "served"),
-                           RedisProvenanceSink(redis_client, keys, ttl_s=60)],
-                          capacity=1000, batch_size=10, flush_s=0.01, on_outcome=outcomes)
+    to_kafka, to_redis = Outcomes(), Outcomes()
+    telemetry = Lanes([
+        Telemetry(KafkaSink(f"127.0.0.1:{port}", "served"), capacity=1000, batch_size=10,
+                  flush_s=0.01, on_outcome=to_kafka),
+        Telemetry(RedisProvenanceSink(redis_client, keys, ttl_s=60), capacity=1000,
+                  batch_size=10, flush_s=0.01, on_outcome=to_redis)])
     records = [served(i, 4, 1_740_830_400_000 + i) for i in range(40)]
     for r in records:
         telemetry.submit(r)
     telemetry.close(timeout=10)
-    assert outcomes == {"failed": 40}
+    assert to_kafka == {"failed": 40} and to_redis == {"published": 40}
     assert ProvenanceLookup(redis_client, keys).by_user(4, 1_740_830_400_000 + 39) == records[-1]

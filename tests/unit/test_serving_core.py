@@ -17,7 +17,7 @@ import pytest
 from movierec.wire import parse_answer
 from recommender.coldstart import TitleMatcher
 from recommender.dataset import ConfidenceParams, confidence
-from recommender.serving.core import (PATHS, Answer, banned_of, format_answer, history_of,
+from recommender.serving.core import (PATHS, Answer, format_answer, history_of,
                                       needs_minor_filter, parse_user_id, profile_age,
                                       profile_of, unsafe_for_minors)
 from recommender.serving.state import BadRequest, ModelUnavailable, UserState
@@ -156,12 +156,13 @@ def test_history_with_runtimes_that_do_not_fit_the_index_is_a_model_error():
                    now_ms=NOW, params=PARAMS, rating_scale=5)
 
 
-def test_banned_holds_every_watched_or_rated_known_movie():
+def test_the_history_holds_every_watched_or_rated_known_movie_and_nothing_else():
+    # ServingModel.recommend bans exactly the history's items (plus, for minors, unsafe ones)
     state = UserState(progress={"a+2000": 1, "new+2024": 3}, ratings={"c+2000": (NOW, 2)},
                       recent={"a+2000": NOW, "d+2000": NOW})
-    banned = banned_of(state, INDEX)
+    banned = history(state).items
     assert banned.dtype == np.int32 and sorted(banned.tolist()) == [0, 2]
-    assert banned_of(UserState.empty(), INDEX).tolist() == []
+    assert history(UserState.empty()).items.tolist() == []
 
 
 # -- profile, minors, unsafe movies ------------------------------------------------------------

@@ -27,7 +27,7 @@ from recommender.models.base import History, Recommender, TrainSet, top_n
 from recommender.profiles import Profile
 from recommender.registry import ModelVersion, Registry, artifact_digest
 from recommender.serving.core import (PATH_COLDSTART_DEMOGRAPHIC, PATH_COLDSTART_PROFILE,
-                                      PATH_MODEL, PATH_POPULAR, banned_of, history_of,
+                                      PATH_MODEL, PATH_POPULAR, history_of,
                                       profile_of)
 from recommender.serving.loaded import ServingModel
 from recommender.serving.state import ModelUnavailable, UserState
@@ -60,6 +60,12 @@ def movie_meta() -> dict[str, dict[str, str]]:
 MOVIES = movie_meta()
 
 
+def metadata(table: dict[str, dict[str, str]]):
+    """``ServingModel.load``'s ``movies``: the stored metadata of the asked ids, like
+    ``recommender.redis_source.read_movies`` (ids without any are left out)."""
+    return lambda ids: {m: table[m] for m in ids if m in table}
+
+
 def fit(key: str) -> Recommender:
     name, params = CANDIDATES[key]
     model = model_class(name)(**params)
@@ -81,7 +87,7 @@ def world(tmp_path_factory) -> dict[str, tuple[Recommender, ServingModel]]:
     for key in MODELS:
         model = fit(key)
         mv = reg.register(model, metadata=METADATA)
-        out[key] = (model, ServingModel.load(reg, mv.version, movies=MOVIES))
+        out[key] = (model, ServingModel.load(reg, mv.version, movies=metadata(MOVIES)))
     return out
 
 
@@ -130,7 +136,7 @@ def test_factors_are_served_memory_mapped(world):
 
 def test_load_honours_the_default_runtime(tmp_path):
     reg, mv = register(tmp_path, fit("popularity"))
-    served = ServingModel.load(reg, mv.version, movies=MOVIES, default_runtime=45.0)
+    served = ServingModel.load(reg, mv.version, movies=metadata(MOVIES), default_runtime=45.0)
     assert served.runtimes[5] == 45.0 and served.runtimes[4] == 100.0
 
 
@@ -223,7 +229,7 @@ def test_loaded_model_answers_as_the_model_in_memory(pair, case):
     history = history_of(state, served.index, served.runtimes, now_ms=T0,
                          params=served.confidence, rating_scale=served.rating_scale)
     profile = profile_of(state, served.matcher)
-    banned = np.concatenate([banned_of(state, served.index),
+    banned = np.concatenate([history.items,
                              np.array(sorted(UNSAFE) if CASES[case][2] else [], np.int32)])
     if len(history):
         want = in_memory.recommend(history, 5, exclude=banned, profile=profile)
@@ -283,12 +289,17 @@ class Leaky(Recommender):
         self.scores = arrays["scores"]
 
 
-def test_a_model_that_ignores_the_exclusions_cannot_leak_an_unsafe_movie(tmp_path):
+def leaky_served(tmp_path) -> ServingModel:
+    """A registered ``Leaky`` model, loaded to serve."""
     leaky = Leaky()
     leaky.fit(two_blocks())
     reg = Registry(tmp_path / "registry", resolve=lambda name: {"leaky": Leaky}[name])
     mv = reg.register(leaky, metadata=METADATA)
-    served = ServingModel.load(reg, mv.version, movies=MOVIES)
+    return ServingModel.load(reg, mv.version, movies=metadata(MOVIES))
+
+
+def test_a_model_that_ignores_the_exclusions_cannot_leak_an_unsafe_movie(tmp_path):
+    served = leaky_served(tmp_path)
     adult = UserState(profile={"age": "30"})
     assert served.recommend(adult, n=3, now_ms=T0).items == tuple(ids([10, 11, 12]))
     with pytest.raises(ModelUnavailable, match="unsafe for minors"):
@@ -326,11 +337,11 @@ def test_a_truncated_npy_is_unavailable_by_hash_and_by_the_loader(als_version):
     reg, mv = als_version
     truncate(mv.path / "item_factors.npy")
     with pytest.raises(ModelUnavailable, match=rf"{mv.version}.*sha256 mismatch"):
-        ServingModel.load(reg, mv.version, movies=MOVIES)
+        ServingModel.load(reg, mv.version, movies=metadata(MOVIES))
     rehash(mv.path)
     with pytest.raises(ModelUnavailable,
                        match=rf"{mv.version}.*ModelError.*greater than file size"):
-        ServingModel.load(reg, mv.version, movies=MOVIES)
+        ServingModel.load(reg, mv.version, movies=metadata(MOVIES))
 
 
 def test_factors_of_the_wrong_shape_are_unavailable(als_version):
@@ -338,7 +349,7 @@ def test_factors_of_the_wrong_shape_are_unavailable(als_version):
     np.save(mv.path / "item_factors.npy", np.ones((N_ITEMS, 3), np.float32))
     rehash(mv.path)
     with pytest.raises(ModelUnavailable, match=r"ModelError.*item_factors.*shape"):
-        ServingModel.load(reg, mv.version, movies=MOVIES)
+        ServingModel.load(reg, mv.version, movies=metadata(MOVIES))
 
 
 def test_an_unknown_model_name_is_unavailable(als_version):
@@ -347,22 +358,22 @@ def test_an_unknown_model_name_is_unavailable(als_version):
     model_json.write_text(model_json.read_text().replace('"als"', '"nonexistent"'))
     rehash(mv.path)
     with pytest.raises(ModelUnavailable, match="'nonexistent' model"):
-        ServingModel.load(reg, mv.version, movies=MOVIES)
+        ServingModel.load(reg, mv.version, movies=metadata(MOVIES))
     meta = json.loads((mv.path / "meta.json").read_text())
     (mv.path / "meta.json").write_text(json.dumps({**meta, "name": "nonexistent"}))
     with pytest.raises(ModelUnavailable, match="unknown model 'nonexistent'"):
-        ServingModel.load(reg, mv.version, movies=MOVIES)
+        ServingModel.load(reg, mv.version, movies=metadata(MOVIES))
 
 
 def test_missing_versions_files_and_bad_settings_are_unavailable(als_version):
     reg, mv = als_version
     with pytest.raises(ModelUnavailable, match="no version or alias 'champion'"):
-        ServingModel.load(reg, "champion", movies=MOVIES)
+        ServingModel.load(reg, "champion", movies=metadata(MOVIES))
     with pytest.raises(ModelUnavailable, match="default_runtime=0"):
-        ServingModel.load(reg, mv.version, movies=MOVIES, default_runtime=0)
+        ServingModel.load(reg, mv.version, movies=metadata(MOVIES), default_runtime=0)
     (mv.path / "item_ids.txt").unlink()
     with pytest.raises(ModelUnavailable, match="incomplete"):
-        ServingModel.load(reg, mv.version, movies=MOVIES)
+        ServingModel.load(reg, mv.version, movies=metadata(MOVIES))
 
 
 # -- smoke check -------------------------------------------------------------------------------
@@ -377,25 +388,21 @@ def test_smoke_check_fails_on_nan_factors(tmp_path):
     assert isinstance(model, ALSRecommender)
     model.item_factors = np.full_like(model.item_factors, np.nan)
     reg, mv = register(tmp_path, model)
-    served = ServingModel.load(reg, mv.version, movies=MOVIES)   # popularity still loads
+    served = ServingModel.load(reg, mv.version, movies=metadata(MOVIES))   # popularity still loads
     with pytest.raises(ModelUnavailable, match=rf"{mv.version}.*smoke check"):
         served.smoke_check()
 
 
 def test_smoke_check_fails_on_a_model_that_returns_banned_items(tmp_path):
-    leaky = Leaky()
-    leaky.fit(two_blocks())
-    reg = Registry(tmp_path / "registry", resolve=lambda name: {"leaky": Leaky}[name])
-    mv = reg.register(leaky, metadata=METADATA)
-    served = ServingModel.load(reg, mv.version, movies=MOVIES)
+    served = leaky_served(tmp_path)
     with pytest.raises(ModelUnavailable, match="smoke check.*banned item came back"):
         served.smoke_check()
 
 
 def test_smoke_check_refuses_a_version_loaded_without_movie_metadata(tmp_path):
     reg, mv = register(tmp_path, fit("popularity"))
-    served = ServingModel.load(reg, mv.version, movies={})  # Redis was down at load
+    served = ServingModel.load(reg, mv.version, movies=metadata({}))  # Redis was down at load
     assert served.popular_safe == ()
     with pytest.raises(ModelUnavailable, match="safe for minors"):
         served.smoke_check()
-    ServingModel.load(reg, mv.version, movies=MOVIES).smoke_check()
+    ServingModel.load(reg, mv.version, movies=metadata(MOVIES)).smoke_check()
