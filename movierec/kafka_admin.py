@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -91,5 +92,53 @@ def ensure_topic(bootstrap: str, name: str, partitions: int, *, timeout_ms: int 
             log.info("grew topic %s from %d to %d partitions", name, have, partitions)
             return partitions
         return have
+    finally:
+        client.close()
+
+
+def group_lag(bootstrap: str, group: str, topic: str, *, timeout_ms: int = 5000) -> int | None:
+    """Lines of ``topic`` that consumer ``group`` has not committed yet, summed over
+    partitions; None while the topic does not exist. A partition the group never
+    committed counts from its beginning offset."""
+    from kafka import KafkaConsumer, TopicPartition  # slow to import: only when asked
+
+    client = admin_client(bootstrap, timeout_ms=timeout_ms)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="movierec-lag",
+                             enable_auto_commit=False, allow_auto_create_topics=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return None
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = consumer.end_offsets(tps)
+        starts = consumer.beginning_offsets(tps)
+        committed = client.list_group_offsets({group: tps}).get(group, {})
+        lag = 0
+        for tp in tps:
+            meta = committed.get(tp)
+            done = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
+            lag += max(0, ends[tp] - done)
+        return lag
+    finally:
+        consumer.close()
+        client.close()
+
+
+def delete_topics(bootstrap: str, names: list[str], *, timeout_ms: int = 10000) -> list[str]:
+    """Delete those of ``names`` that exist and wait until the broker no longer lists
+    them (deletion is asynchronous: creating one again too early fails); returns the ones
+    deleted."""
+    client = admin_client(bootstrap, timeout_ms=timeout_ms)
+    try:
+        present = [n for n in names if n in set(client.list_topics())]
+        if present:
+            client.delete_topics(present, timeout_ms=timeout_ms)
+            give_up = time.monotonic() + timeout_ms / 1000
+            while set(present) & set(client.list_topics()):
+                if time.monotonic() > give_up:
+                    raise KafkaError(f"topics {present} still listed {timeout_ms} ms after deletion")
+                time.sleep(0.2)
+            log.info("deleted topics %s", ", ".join(present))
+        return present
     finally:
         client.close()

@@ -18,9 +18,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from movierec.kafka_read import drain, seek_since
 from movierec.wire import Recommendation
 from simulator import course_client
 
@@ -44,51 +44,6 @@ class GradeError(RuntimeError):
 # -- Kafka -------------------------------------------------------------------------------
 
 
-class _Consumer(Protocol):
-    """The part of kafka-python's KafkaConsumer that ``drain`` uses."""
-
-    def poll(self, timeout_ms: int = 0) -> dict[Any, list[Any]]: ...
-
-    def position(self, partition: Any, timeout_ms: int | None = None) -> int: ...
-
-
-def drain(
-    consumer: _Consumer,
-    ends: dict[Any, int],
-    feed: Callable[[bytes], None],
-    *,
-    timeout_s: float,
-    idle_s: float,
-) -> list[str]:
-    """Poll until every partition reaches its end offset in ``ends``; feed each value.
-
-    Records at or past the end offset (written after the start) are skipped. Stops early
-    after ``timeout_s`` in all or ``idle_s`` without a record; returns notes saying so.
-    """
-    give_up = time.monotonic() + timeout_s
-
-    def behind(tp: Any) -> bool:  # position() waits forever unless told otherwise
-        left_ms = max(1, int((give_up - time.monotonic()) * 1000))
-        return consumer.position(tp, timeout_ms=left_ms) < ends[tp]
-
-    remaining = {tp for tp in ends if behind(tp)}
-    last_record = time.monotonic()
-    while remaining:
-        now = time.monotonic()
-        if now >= give_up or now - last_record >= idle_s:
-            why = f"{timeout_s:g} s in all" if now >= give_up else f"{idle_s:g} s without a record"
-            left = ", ".join(str(getattr(tp, "partition", tp)) for tp in sorted(remaining, key=str))
-            return [f"incomplete: stopped after {why}; partitions not read to the end: {left}"]
-        batch = consumer.poll(timeout_ms=500)
-        for tp, records in batch.items():
-            for record in records:
-                if record.offset < ends.get(tp, 0):
-                    feed(record.value)
-            last_record = time.monotonic()
-        remaining = {tp for tp in remaining if behind(tp)}
-    return []
-
-
 def grade_topic(
     bootstrap: str,
     topic: str,
@@ -100,6 +55,7 @@ def grade_topic(
     down_threshold: float = DEFAULT_DOWN_THRESHOLD,
     timeout_s: float = 600.0,
     idle_s: float = 30.0,
+    since_ms: int | None = None,
 ) -> GradeReport:
     """Grade the recommendation lines of ``topic`` as they stand now.
 
@@ -108,6 +64,10 @@ def grade_topic(
     whole topic is still read: Kafka's record timestamps are not the lines' event times).
     ``timeout_s`` bounds the whole read, ``idle_s`` the wait for the next record; a read
     cut short says so in the report's notes. Raises ``GradeError`` without a broker or topic.
+
+    ``since_ms`` (epoch ms of Kafka's record timestamps, i.e. when the lines were written)
+    skips everything written before it: grading one live run of a long topic reads only
+    that run's records.
     """
     # imported here: only this adapter needs kafka-python, and it is slow to import
     from kafka import KafkaConsumer, TopicPartition
@@ -137,7 +97,7 @@ def grade_topic(
             raise GradeError(f"topic {topic!r} not found at {bootstrap}")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
+        seek_since(consumer, tps, since_ms)
         ends = consumer.end_offsets(tps)
         notes = drain(consumer, ends, acc.add_line, timeout_s=timeout_s, idle_s=idle_s)
     except KafkaError as exc:  # e.g. the broker stalls mid-read: a clear error, not a hang

@@ -22,7 +22,8 @@ from simulator.grade import (
     downtime_intervals,
     nearest_rank,
 )
-from simulator.grade_probe import drain, probe_service
+from movierec.kafka_read import drain
+from simulator.grade_probe import probe_service
 from simulator.grade_report import Downtime
 from tests.conftest import free_ports
 

@@ -1,0 +1,71 @@
+"""Reading a Kafka topic once, to the end it had when reading began (kafka-python).
+
+The grader (``simulator.grade_probe``) and the online evaluation (``online_eval``) both
+read a topic this way: no consumer group, nothing committed, optionally only what was
+written since a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+
+class _Consumer(Protocol):
+    """The part of kafka-python's KafkaConsumer that ``drain`` uses."""
+
+    def poll(self, timeout_ms: int = 0) -> dict[Any, list[Any]]: ...
+
+    def position(self, partition: Any, timeout_ms: int | None = None) -> int: ...
+
+
+def drain(
+    consumer: _Consumer,
+    ends: dict[Any, int],
+    feed: Callable[[bytes], None],
+    *,
+    timeout_s: float,
+    idle_s: float,
+) -> list[str]:
+    """Poll until every partition reaches its end offset in ``ends``; feed each value.
+
+    Records at or past the end offset (written after the start) are skipped. Stops early
+    after ``timeout_s`` in all or ``idle_s`` without a record; returns notes saying so.
+    """
+    give_up = time.monotonic() + timeout_s
+
+    def behind(tp: Any) -> bool:  # position() waits forever unless told otherwise
+        left_ms = max(1, int((give_up - time.monotonic()) * 1000))
+        return consumer.position(tp, timeout_ms=left_ms) < ends[tp]
+
+    remaining = {tp for tp in ends if behind(tp)}
+    last_record = time.monotonic()
+    while remaining:
+        now = time.monotonic()
+        if now >= give_up or now - last_record >= idle_s:
+            why = f"{timeout_s:g} s in all" if now >= give_up else f"{idle_s:g} s without a record"
+            left = ", ".join(str(getattr(tp, "partition", tp)) for tp in sorted(remaining, key=str))
+            return [f"incomplete: stopped after {why}; partitions not read to the end: {left}"]
+        batch = consumer.poll(timeout_ms=500)
+        for tp, records in batch.items():
+            for record in records:
+                if record.offset < ends.get(tp, 0):
+                    feed(record.value)
+            last_record = time.monotonic()
+        remaining = {tp for tp in remaining if behind(tp)}
+    return []
+
+
+def seek_since(consumer: Any, partitions: Sequence[Any], since_ms: int | None) -> None:
+    """Position each assigned partition at its first record written at or after
+    ``since_ms`` (epoch ms of Kafka's record timestamps), at its end when there is none;
+    at its beginning when ``since_ms`` is None."""
+    consumer.seek_to_beginning(*partitions)
+    if since_ms is None:
+        return
+    for tp, found in consumer.offsets_for_times({tp: since_ms for tp in partitions}).items():
+        if found is None:  # nothing written since
+            consumer.seek_to_end(tp)
+        else:
+            consumer.seek(tp, found.offset)
