@@ -1,0 +1,119 @@
+"""``movierec eval online``: the A/B experiment's online outcomes from the Kafka topics.
+
+``evaluate_online`` is the whole evaluation as one call (the demo runs it in-process):
+probe the broker, fold the served-records topic into each user's arm, join the event
+log's recommendation, watch and rate lines per arm, and build the report. The click
+command ``online`` (registered under ``movierec eval`` by ``movierec.cli``) only parses
+options, prints the table and writes the files asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import click
+
+from online_eval.join import (DEFAULT_FOLLOW_UP, DEFAULT_WINDOW, MAX_PENDING, OnlineEvalError,
+                              OutcomeJoin)
+from online_eval.report import OnlineReport
+from online_eval.settings import OnlineSettings
+
+
+def evaluate_online(settings: OnlineSettings, *, server: str | None = None,
+                    window: timedelta = DEFAULT_WINDOW, follow_up: timedelta = DEFAULT_FOLLOW_UP,
+                    reference: str | None = None, since: datetime | None = None,
+                    until: datetime | None = None,
+                    written_since_ms: int | None = None) -> OnlineReport:
+    """Evaluate the experiment on the topics as they stand now.
+
+    ``server`` (``host:port`` as in the log) keeps only that service's recommendation
+    lines; ``since``/``until`` (naive event times, until exclusive) select recommendations;
+    ``window``/``follow_up`` and ``reference`` as in ``online_eval.join`` and
+    ``online_eval.report``. ``OnlineEvalError`` when the broker cannot be reached, a topic
+    is missing or empty, or the options are inconsistent. ``written_since_ms`` (epoch ms
+    of Kafka's record timestamps) reads only what both topics got since then: one live
+    run of a long log without reading the history before it.
+    """
+    from movierec.kafka_admin import broker_probe  # kafka-python: slow to import
+    from online_eval.source import ServedTally, read_log, read_topic
+
+    bootstrap = settings.kafka_bootstrap
+    read = {"timeout_s": settings.online_read_timeout_s, "idle_s": settings.online_idle_s,
+            "written_since_ms": written_since_ms}
+    tally = ServedTally()
+    # the join reads tally.arm_of, filled from the served topic before the log is read
+    join = OutcomeJoin(tally.arm_of, window=window, follow_up=follow_up, since=since,
+                       until=until, server=server)
+    if problem := broker_probe(bootstrap):
+        raise OnlineEvalError(f"cannot reach Kafka: {problem}")
+    _, served_notes = read_topic(bootstrap, settings.served_topic, tally.add_raw, **read)
+    if tally.records == 0:
+        raise OnlineEvalError(f"served-records topic {settings.served_topic!r} at {bootstrap} "
+                              f"has no served records: has the service answered with "
+                              f"telemetry on?")
+    log = read_log(bootstrap, settings.kafka_topic, join, rating_scale=settings.rating_scale,
+                   **read)
+    if log.lines == 0:
+        raise OnlineEvalError(f"event-log topic {settings.kafka_topic!r} at {bootstrap} is empty")
+    outcomes = join.finish()
+    notes = [f"read {tally.records:,} served records from {settings.served_topic} and "
+             f"{log.lines:,} log lines from {settings.kafka_topic} at {bootstrap}",
+             *served_notes, *log.notes]
+    facts = [(tally.bad_records, "served-topic values that are not served records"),
+             (len(tally.switched), "users served in more than one arm (counted in their "
+                                   "latest arm)"),
+             (log.rejected, "log lines rejected by the parser"),
+             (log.implausible, "log events dropped: more than 6 h ahead of the stream"),
+             (join.filtered, "recommendation lines outside the time or server filter"),
+             (join.overflow, f"lists closed early: the user got {MAX_PENDING} newer lists "
+                             f"within the window")]
+    notes += [f"{count:,} {what}" for count, what in facts if count]
+    return OnlineReport.build(outcomes, tally.summary(), window=window, follow_up=follow_up,
+                              reference=reference, server=server, since=since, until=until,
+                              notes=notes)
+
+
+@click.command("online")
+@click.option("--server", metavar="HOST:PORT",
+              help="Only recommendation lines of this service, as the log writes it.")
+@click.option("--window-min", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Minutes (event time) within which a listed movie "
+                                      "must be started for the list to count as taken.")
+@click.option("--follow-up-min", type=click.FloatRange(min=0, min_open=True), default=240.0,
+              show_default=True, help="Minutes after the list during which the minutes "
+                                      "watched and the ratings of taken movies count.")
+@click.option("--reference", metavar="ARM",
+              help="Arm the others are compared with (default: the popularity-baseline arm).")
+@click.option("--since", type=click.DateTime(), help="First recommendation time (event time).")
+@click.option("--until", type=click.DateTime(), help="End of recommendation times, exclusive.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report as JSON here.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report as markdown here.")
+def online(server: str | None, window_min: float, follow_up_min: float, reference: str | None,
+           since: datetime | None, until: datetime | None, json_path: Path | None,
+           markdown_path: Path | None) -> None:
+    """Online evaluation of the A/B experiment: per arm, how often users start a listed
+    movie within the window, minutes watched and ratings, with Wilson intervals and a
+    two-proportion z-test against the reference arm. Reads MOVIEREC_KAFKA_TOPIC and
+    MOVIEREC_SERVED_TOPIC at MOVIEREC_KAFKA_BOOTSTRAP from the beginning to their ends now."""
+    from movierec.durable import make_dirs, write_atomic
+    from movierec.settings import SettingsError, load
+
+    try:
+        settings = load(OnlineSettings)
+        report = evaluate_online(settings, server=server, window=timedelta(minutes=window_min),
+                                 follow_up=timedelta(minutes=follow_up_min),
+                                 reference=reference, since=since, until=until)
+    except (SettingsError, OnlineEvalError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(report.format_table(), nl=False)
+    outputs = [(json_path, json.dumps(report.to_dict(), indent=2) + "\n"),
+               (markdown_path, report.to_markdown())]
+    for path, text in outputs:
+        if path is not None:
+            make_dirs(path.parent.resolve())
+            write_atomic(path, text.encode("utf-8"))
+            click.echo(f"wrote {path}", err=True)
