@@ -7,7 +7,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 MOVIEREC := $(BIN)/movierec
 
-.PHONY: help setup system venv kafka-jars up down status serve loadtest test test-unit test-integration bench clean
+demo: setup ## The main job: the whole system end to end on the local stack, then a report (leaves it running)
+	@$(MOVIEREC) demo up
+
+demo-down: ## Stop everything `make demo` started
+	@test -x $(MOVIEREC) && $(MOVIEREC) demo down || true
+
+.PHONY: demo demo-down help setup system venv kafka-jars up down status serve loadtest test test-unit test-integration test-e2e bench clean
 
 help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,8 +49,8 @@ serve: setup ## Run the recommendation API on :8082 (foreground; needs `make up`
 loadtest: up ## Stage a world, start the service on :18082, run locust, print the SLO report
 	@$(BIN)/python -m load_tests.loadtest
 
-test: setup ## Run unit and integration tests with coverage; integration tests run their own stack
-	@$(BIN)/python -m pytest tests/unit tests/integration \
+test: setup ## Run unit, integration and end-to-end tests with coverage; they run their own stack
+	@$(BIN)/python -m pytest tests/unit tests/integration tests/e2e \
 		--cov --cov-report=term --cov-report=xml:var/coverage.xml
 
 test-unit: venv ## Run the fast unit tests only (no services)
@@ -52,6 +58,9 @@ test-unit: venv ## Run the fast unit tests only (no services)
 
 test-integration: setup ## Run the integration tests against a real Kafka, Redis and Prometheus
 	@$(BIN)/python -m pytest tests/integration
+
+test-e2e: setup ## Run the end-to-end test: a small `movierec demo up` on free ports
+	@$(BIN)/python -m pytest tests/e2e
 
 bench: venv ## Run the benchmarks (figures go to docs/benchmarks.md by hand)
 	@$(BIN)/python benchmarks/wire_parse.py

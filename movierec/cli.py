@@ -130,23 +130,38 @@ def infra_fetch() -> None:
 # -- config ------------------------------------------------------------------------------
 
 
-@main.command("config")
-def config() -> None:
-    """List every MOVIEREC_* variable with its default and meaning."""
+def settings_classes() -> list[type]:
+    """Every process's settings class, in the order `movierec config` lists them."""
+    from online_eval.settings import OnlineSettings
+    from ops.demo.settings import DemoSettings
     from ops.settings import StackSettings
-    from simulator.api import ApiSettings
-    from simulator.settings import SimSettings
     from recommender.serving.settings import ServeSettings
     from recommender.settings import TrainSettings
+    from simulator.api import ApiSettings
+    from simulator.settings import SimSettings
     from stream_consumer.settings import ConsumerSettings
 
+    return [StackSettings, WireSettings, SimSettings, ApiSettings, ConsumerSettings,
+            TrainSettings, ServeSettings, OnlineSettings, DemoSettings]
+
+
+def all_settings() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) of every MOVIEREC_* variable, each once."""
     seen: set[str] = set()
-    for cls in (StackSettings, WireSettings, SimSettings, ApiSettings, ConsumerSettings,
-                TrainSettings, ServeSettings):
+    rows = []
+    for cls in settings_classes():
         for name, default, text in describe(cls):
             if name not in seen:
                 seen.add(name)
-                click.echo(f"{name:34s} {default:28s} {text}")
+                rows.append((name, default, text))
+    return rows
+
+
+@main.command("config")
+def config() -> None:
+    """List every MOVIEREC_* variable with its default and meaning."""
+    for name, default, text in all_settings():
+        click.echo(f"{name:34s} {default:28s} {text}")
 
 
 # -- wire --------------------------------------------------------------------------------
@@ -185,6 +200,8 @@ def wire_check(source, show: int) -> None:
 
 def _register_components() -> None:
     from offline_eval.cli import eval_group
+    from online_eval.cli import online
+    from ops.demo.cli import demo
     from recommender.cli import models, train
     from recommender.serving.cli import experiment, serve
     from simulator.cli import sim
@@ -195,9 +212,11 @@ def _register_components() -> None:
     main.add_command(drift)
     main.add_command(train)
     main.add_command(models)
+    eval_group.add_command(online)
     main.add_command(eval_group)
     main.add_command(serve)
     main.add_command(experiment)
+    main.add_command(demo)
 
 
 _register_components()

@@ -1,0 +1,204 @@
+"""The demo's stages, in order: stack, world, backfill, consume, train, serve,
+experiment, live, report.
+
+Each stage runs the project's own commands (``movierec sim backfill``, ``movierec
+consume``, ``movierec train``, ``movierec serve``, ``movierec sim live``) exactly as a
+user would, with the demo's sizes passed through ``MOVIEREC_*`` variables, so what the
+demo shows is what the commands do. The services it starts (the user/movie API, the
+consumer, the API server) and the stack are left running for inspection.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from movierec.kafka_admin import group_lag
+from movierec.settings import load
+from ops import stack
+from ops.demo import reset
+from ops.demo.settings import DemoSettings
+from ops.demo.stages import DemoError, Stages
+from ops.settings import StackSettings
+from recommender.serving.settings import ServeSettings
+from recommender.settings import TrainSettings
+from simulator.api import ApiSettings
+from simulator.settings import SimSettings
+from stream_consumer.settings import ConsumerSettings
+
+STAGES = ("stack", "world", "backfill", "consume", "train", "serve", "experiment", "live",
+          "report")
+EXPERIMENT_ID = "demo-ab"
+MODEL_ARM, BASELINE_ARM = "als", "pop"
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Everything the demo needs to know, read once from the environment."""
+
+    demo: DemoSettings
+    stack: StackSettings
+    sim: SimSettings
+    api: ApiSettings
+    consumer: ConsumerSettings
+    train: TrainSettings
+    serve: ServeSettings
+
+    @classmethod
+    def load(cls, *, full: bool = False) -> DemoPlan:
+        demo = load(DemoSettings)
+        if full:
+            from ops.demo.settings import FULL_DAYS, FULL_MOVIES, FULL_USERS
+
+            demo = load(DemoSettings, demo_users=FULL_USERS, demo_movies=FULL_MOVIES,
+                        demo_days=FULL_DAYS)
+        sizes = {"sim_users": demo.demo_users, "sim_movies": demo.demo_movies}
+        return cls(demo=demo, stack=load(StackSettings), sim=load(SimSettings, **sizes),
+                   api=load(ApiSettings), consumer=load(ConsumerSettings),
+                   train=load(TrainSettings), serve=load(ServeSettings))
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.stack.var_dir / "demo"
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://127.0.0.1:{self.serve.serve_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api.sim_api_port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment of every command the demo runs: the caller's, plus the
+        world's size; the service binds loopback unless told otherwise."""
+        env = dict(os.environ)
+        env["MOVIEREC_SIM_USERS"] = str(self.demo.demo_users)
+        env["MOVIEREC_SIM_MOVIES"] = str(self.demo.demo_movies)
+        env.setdefault("MOVIEREC_SERVE_HOST", "127.0.0.1")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+
+def movierec(*args: str) -> list[str]:
+    """argv of a ``movierec`` subcommand run by this interpreter."""
+    return [sys.executable, "-m", "movierec", *args]
+
+
+def http_ok(url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Outcome:
+    """What the stages produced, for the report."""
+
+    offline_dir: Path
+    live_since_ms: int = 0
+    live_output: str = ""
+
+
+def run(plan: DemoPlan, stages: Stages, *, reset_data: bool) -> Outcome:
+    """Run every stage but the report; raises DemoError naming the failed stage."""
+    env = plan.env()
+    d = plan.demo
+    outcome = Outcome(offline_dir=plan.demo_dir / "offline")
+
+    def start_stack(note) -> None:
+        for status in stack.up(plan.stack):
+            note(f"{status.name:10s} {status.state} on 127.0.0.1:{status.port}")
+        for line in reset.reset(plan, force=reset_data):
+            note(line)
+
+    stages.step("stack", "Kafka, Redis and Prometheus on 127.0.0.1; a clean slate for the demo",
+                start_stack)
+    stages.service("world", f"the simulated world ({d.demo_users:,} users x {d.demo_movies:,} "
+                   f"movies) and its user/movie API on {plan.api_url}",
+                   movierec("sim", "api"), env=env,
+                   ready=lambda: http_ok(f"{plan.api_url}/health"))
+    stages.command("backfill", f"{d.demo_days:g} days of history into Kafka topic "
+                   f"{plan.sim.kafka_topic}",
+                   movierec("sim", "backfill", "--days", f"{d.demo_days:g}"), env=env)
+    stages.service("consume", "the stream consumer drains the topic into Redis, the event "
+                   "store and the DLQ (it keeps running)",
+                   movierec("consume"), env=env, timeout_s=d.demo_stage_timeout_s,
+                   ready=_drained(plan, stages))
+    stages.command("train", "three candidates on an event-store snapshot, offline "
+                   "evaluation, the gate, promotion",
+                   movierec("train", "--report-dir", str(outcome.offline_dir)), env=env)
+    stages.service("serve", f"the recommendation API on {plan.serve_url}",
+                   movierec("serve", "--port", str(plan.serve.serve_port), "--metrics-dir",
+                            str(plan.stack.var_dir / "run" / "serve-metrics")), env=env,
+                   ready=lambda: http_ok(f"{plan.serve_url}/ready"))
+    stages.step("experiment", f"A/B: champion vs popularity baseline "
+                f"({d.demo_baseline_share:.0%} to the baseline)",
+                lambda note: _start_experiment(plan, note))
+    outcome.live_since_ms = int(time.time() * 1000) - 1000
+    outcome.live_output = stages.command(
+        "live", f"simulated users call the service for {d.demo_live_s:g} s at "
+        f"{d.demo_live_rate:g} req/s",
+        movierec("sim", "live", "--url", plan.serve_url, "--rate", f"{d.demo_live_rate:g}",
+                 "--duration", f"{d.demo_live_s:g}", "--start-day", f"{d.demo_days:g}",
+                 "--truth", str(plan.demo_dir / "live-truth.jsonl")),
+        env=env)
+    return outcome
+
+
+def _drained(plan: DemoPlan, stages: Stages):
+    """A readiness check that is true once the consumer group has committed every line,
+    showing the lag as it shrinks."""
+    bootstrap, topic = plan.consumer.kafka_bootstrap, plan.consumer.kafka_topic
+    group = plan.consumer.consumer_group
+    last = {"shown": 0.0, "lag": None, "at": time.monotonic()}
+
+    def ready() -> bool:
+        lag = group_lag(bootstrap, group, topic)
+        now = time.monotonic()
+        if lag is not None and now - last["shown"] >= 5:
+            rate = ""
+            if last["lag"] is not None and now > last["at"]:
+                rate = f" ({max(0, last['lag'] - lag) / (now - last['at']):,.0f} lines/s)"
+            stages.say(f"      lag {lag:,} lines{rate}")
+            last.update(shown=now, lag=lag, at=now)
+        if lag == 0:
+            return True
+        time.sleep(1.5)  # each check opens two Kafka clients: do not spin
+        return False
+
+    return ready
+
+
+def _start_experiment(plan: DemoPlan, note) -> None:
+    from recommender.serving.experiments import Arm, Experiment, ExperimentStore
+
+    share = plan.demo.demo_baseline_share
+    experiment = Experiment(
+        id=EXPERIMENT_ID, start=datetime.now(UTC),
+        arms=(Arm(MODEL_ARM, "champion", round(1 - share, 6)), Arm(BASELINE_ARM, "baseline", share)))
+    store = ExperimentStore(plan.serve.serve_experiments_file)
+    store.write(experiment, reason="movierec demo")
+    note(f"experiment {EXPERIMENT_ID!r} in {plan.serve.serve_experiments_file}: "
+         + ", ".join(f"{a.name} -> {a.model} ({a.share:.0%})" for a in experiment.arms))
+    # the workers poll the file every MOVIEREC_SERVE_POLL_S: wait until both have seen it
+    time.sleep(2 * plan.serve.serve_poll_s + 0.5)
+
+
+def check_ports_free(plan: DemoPlan) -> None:
+    """Fail early when a port the demo's services need is held by someone else."""
+    from ops import procs
+
+    for name, port in (("world", plan.api.sim_api_port), ("serve", plan.serve.serve_port),
+                       ("consume", plan.consumer.metrics_port)):
+        pid_file = plan.stack.var_dir / "run" / f"demo-{name}.pid"
+        if port and procs.owned_pid(pid_file) is None and procs.port_open(port):
+            raise DemoError(f"port {port} (for {name}) is taken by a process the demo did not "
+                            f"start; stop it, or move it (see `movierec config`)")

@@ -1,0 +1,123 @@
+"""A clean slate for the demo: its topics, Redis keys, event store and registry.
+
+The demo uses the default locations (topic ``movielog``, ``var/store``,
+``var/registry``, the ``mr:`` Redis keys), so every command it prints works as written.
+It wipes them only when a previous demo made them (a marker file says so) or when they
+are empty; anything else needs ``movierec demo up --reset``, so a developer's own data
+is never deleted by surprise.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis
+
+from movierec.kafka_admin import admin_client, delete_topics, ensure_topic
+from ops import procs
+from ops.demo.stages import DemoError
+
+if TYPE_CHECKING:
+    from ops.demo.flow import DemoPlan
+
+SERVICES = ("serve", "consume", "world")
+"""The demo's background processes, in the order they are stopped."""
+
+
+def marker(plan: DemoPlan) -> Path:
+    return plan.demo_dir / "owned"
+
+
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
+
+
+def _topic_lines(plan: DemoPlan) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=plan.stack.local_bootstrap, group_id=None,
+                             enable_auto_commit=False, allow_auto_create_topics=False)
+    try:
+        parts = consumer.partitions_for_topic(plan.consumer.kafka_topic) or set()
+        tps = [TopicPartition(plan.consumer.kafka_topic, p) for p in parts]
+        if not tps:
+            return 0
+        ends, starts = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
+        return sum(ends[tp] - starts[tp] for tp in tps)
+    finally:
+        consumer.close()
+
+
+def _redis_keys(client: redis.Redis, prefix: str) -> Iterator[bytes]:
+    yield from client.scan_iter(match=f"{prefix}:*", count=5000)
+
+
+def stop_services(plan: DemoPlan) -> list[str]:
+    """Stop the demo's background processes; the names of those that ran."""
+    run_dir = plan.stack.var_dir / "run"
+    return [name for name in SERVICES if procs.terminate(run_dir / f"demo-{name}.pid")]
+
+
+def reset(plan: DemoPlan, *, force: bool) -> list[str]:
+    """Wipe what a previous demo left (or, with ``force``, whatever is there); lines
+    saying what was done. Raises DemoError rather than delete data of unknown origin."""
+    notes = [f"stopped the previous demo's {name}" for name in stop_services(plan)]
+    client = redis.Redis.from_url(plan.consumer.redis_url, socket_timeout=10)
+    try:
+        prefix = plan.consumer.redis_prefix
+        found = {
+            f"Kafka topic {plan.consumer.kafka_topic}": _topic_lines(plan) > 0,
+            f"event store {plan.consumer.store_dir}": _has_files(plan.consumer.store_dir),
+            f"model registry {plan.train.registry_dir}": _has_files(plan.train.registry_dir),
+            f"Redis keys {prefix}:*": next(_redis_keys(client, prefix), None) is not None,
+        }
+        held = [what for what, present in found.items() if present]
+        if held and not force and not marker(plan).exists():
+            raise DemoError(
+                "the demo starts from a clean slate, but these hold data a demo did not make: "
+                + "; ".join(held) + ". Keep them by pointing the demo elsewhere "
+                "(MOVIEREC_KAFKA_TOPIC, MOVIEREC_STORE_DIR, MOVIEREC_REGISTRY_DIR, "
+                "MOVIEREC_REDIS_PREFIX), or wipe them with `movierec demo up --reset`.")
+        bootstrap = plan.stack.local_bootstrap
+        topics = [plan.consumer.kafka_topic, plan.consumer.dlq, plan.serve.served_topic]
+        for topic in delete_topics(bootstrap, topics):
+            notes.append(f"deleted topic {topic}")
+        _forget_group(bootstrap, plan.consumer.consumer_group)
+        ensure_topic(bootstrap, plan.consumer.kafka_topic, plan.stack.kafka_partitions)
+        removed = 0
+        batch: list[bytes] = []
+        for key in _redis_keys(client, prefix):
+            batch.append(key)
+            if len(batch) >= 5000:
+                removed += client.unlink(*batch)
+                batch.clear()
+        if batch:
+            removed += client.unlink(*batch)
+        if removed:
+            notes.append(f"removed {removed:,} Redis keys {prefix}:*")
+    finally:
+        client.close()
+    for folder in (plan.consumer.store_dir, plan.train.registry_dir, plan.demo_dir):
+        if folder.exists():
+            shutil.rmtree(folder)
+            notes.append(f"removed {folder}/")
+    plan.serve.serve_experiments_file.unlink(missing_ok=True)
+    marker(plan).parent.mkdir(parents=True, exist_ok=True)
+    marker(plan).write_text("made by `movierec demo up`; `demo up` may wipe what it made\n")
+    return notes
+
+
+def _forget_group(bootstrap: str, group: str) -> None:
+    """Drop the consumer group's committed offsets (it has no members: stopped above)."""
+    from kafka.errors import KafkaError
+
+    client = admin_client(bootstrap)
+    try:
+        client.delete_groups([group])  # a list of (group, error): none is fatal
+    except KafkaError:
+        pass  # no such group yet
+    finally:
+        client.close()

@@ -1,0 +1,159 @@
+"""How the demo runs a stage: numbered progress lines, one log file per stage, and a
+failure that names the stage and the log to read.
+
+A stage is either work done in this process (``Stages.step``), a command run to its
+end with its output copied to the stage's log and shown as it comes (``Stages.command``),
+or a background process the demo leaves running (``Stages.service``, recorded in a pid
+file so that ``movierec demo down`` stops exactly what the demo started).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TypeVar
+
+from ops import procs
+
+T = TypeVar("T")
+
+
+class DemoError(RuntimeError):
+    """A demo stage failed; the message names the stage and the log file to read."""
+
+
+@dataclass
+class Stages:
+    """Runs the demo's stages in order and reports each one on ``out``.
+
+    ``log_dir`` gets ``<stage>.log`` per stage; ``run_dir`` the pid files of the
+    services the demo starts; ``total`` is the number of stages, for "[3/10]".
+    """
+
+    log_dir: Path
+    run_dir: Path
+    total: int
+    timeout_s: float = 1800.0
+    out: IO[str] = field(default_factory=lambda: sys.stdout)
+    number: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def log_of(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def pid_file(self, name: str) -> Path:
+        return self.run_dir / f"demo-{name}.pid"
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def _begin(self, name: str, what: str) -> float:
+        self.number += 1
+        self.say(f"\n[{self.number}/{self.total}] {name}: {what}")
+        return time.perf_counter()
+
+    def _end(self, name: str, started: float) -> None:
+        self.timings[name] = time.perf_counter() - started
+        self.say(f"      {name} done in {self.timings[name]:.1f} s")
+
+    def _fail(self, name: str, why: str) -> DemoError:
+        log = self.log_of(name)
+        tail = procs.tail(log, 12)
+        return DemoError(f"stage {name!r} failed: {why}\nread {log}"
+                         + (f"; its last lines:\n{tail}" if tail else ""))
+
+    def step(self, name: str, what: str, work: Callable[[Callable[[str], None]], T]) -> T:
+        """Run ``work(note)`` in this process; ``note(text)`` shows progress and logs it."""
+        started = self._begin(name, what)
+        log = self.log_of(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a", encoding="utf-8") as fh:
+            def note(text: str) -> None:
+                fh.write(text + "\n")
+                fh.flush()
+                self.say(f"      {text}")
+
+            try:
+                result = work(note)
+            except DemoError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure becomes the stage's failure
+                fh.write(f"{type(exc).__name__}: {exc}\n")
+                fh.flush()
+                raise self._fail(name, f"{type(exc).__name__}: {exc}") from exc
+        self._end(name, started)
+        return result
+
+    def command(self, name: str, what: str, argv: Sequence[str], *,
+                env: dict[str, str] | None = None) -> str:
+        """Run ``argv`` to its end; its output goes to the stage's log and, line by line,
+        to ``out`` (progress bars redraw in place on a terminal). Returns the output."""
+        started = self._begin(name, what)
+        log = self.log_of(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        tty = self.out.isatty()
+        chunks: list[bytes] = []
+        with log.open("ab") as fh:
+            fh.write(("$ " + " ".join(argv) + "\n").encode())
+            with subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=env) as child:
+                assert child.stdout is not None
+                give_up = time.monotonic() + self.timeout_s
+                pending, fd = b"", child.stdout.fileno()
+                while True:
+                    if time.monotonic() > give_up:
+                        child.kill()
+                        raise self._fail(name, f"still running after {self.timeout_s:.0f} s")
+                    if not select.select([fd], [], [], 1.0)[0]:
+                        continue
+                    if not (chunk := os.read(fd, 65536)):
+                        break
+                    fh.write(chunk)
+                    fh.flush()
+                    chunks.append(chunk)
+                    pending = self._show(pending + chunk, tty)
+                code = child.wait()
+        if tty:
+            self.out.write("\n")
+        if code != 0:
+            raise self._fail(name, f"`{' '.join(argv[-3:])}` exited with status {code}")
+        self._end(name, started)
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    def _show(self, data: bytes, tty: bool) -> bytes:
+        """Echo complete lines; on a terminal also redraw the current progress bar.
+        Returns the incomplete rest."""
+        *done, rest = data.replace(b"\r\n", b"\n").split(b"\n")
+        for line in done:
+            text = line.rsplit(b"\r", 1)[-1].decode("utf-8", "replace")
+            if text.strip():
+                self.out.write(("\r\033[K" if tty else "") + f"      {text}\n")
+        if tty and b"\r" in rest:
+            bar = rest.rsplit(b"\r", 2)[-2 if rest.endswith(b"\r") else -1]
+            self.out.write("\r\033[K      " + bar.decode("utf-8", "replace")[:150])
+        self.out.flush()
+        return rest[-4096:]
+
+    def service(self, name: str, what: str, argv: Sequence[str], *,
+                ready: Callable[[], bool], env: dict[str, str] | None = None,
+                timeout_s: float = 120.0) -> int:
+        """Start ``argv`` in the background (left running), wait until ``ready()``."""
+        started = self._begin(name, what)
+        log, pid_file = self.log_of(name), self.pid_file(name)
+        procs.terminate(pid_file)  # a leftover of an earlier demo
+        pid = procs.spawn(argv, pid_file=pid_file, log=log, env=env)
+        if not procs.wait_until(ready, timeout=timeout_s,
+                                alive=lambda: procs.owned_pid(pid_file) is not None):
+            alive = procs.owned_pid(pid_file) is not None
+            raise self._fail(name, ("is running but not ready" if alive else "exited")
+                             + f" within {timeout_s:.0f} s")
+        self.say(f"      running as pid {pid}; log {log}")
+        self._end(name, started)
+        return pid

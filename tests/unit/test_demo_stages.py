@@ -1,0 +1,117 @@
+"""The demo's stage runner: progress on the terminal, one log per stage, and failures
+that name the stage and the log to read. Real child processes, no services."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from movierec.settings import load
+from ops import procs
+from ops.demo.flow import DemoPlan
+from ops.demo.settings import FULL_MOVIES, FULL_USERS, DemoSettings
+from ops.demo.stages import DemoError, Stages
+
+
+@pytest.fixture
+def stages(tmp_path: Path) -> Stages:
+    return Stages(log_dir=tmp_path / "log", run_dir=tmp_path / "run", total=3,
+                  out=io.StringIO(), timeout_s=20)
+
+
+def shown(stages: Stages) -> str:
+    assert isinstance(stages.out, io.StringIO)
+    return stages.out.getvalue()
+
+
+def py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_step_numbers_stages_logs_notes_and_returns_the_result(stages: Stages) -> None:
+    got = stages.step("first", "does a thing", lambda note: (note("half way"), 42)[1])
+    assert got == 42
+    text = shown(stages)
+    assert "[1/3] first: does a thing" in text and "half way" in text
+    assert "first done in" in text and "first" in stages.timings
+    assert stages.log_of("first").read_text() == "half way\n"
+    stages.step("second", "another", lambda note: None)
+    assert "[2/3] second: another" in shown(stages)
+
+
+def test_a_failing_step_names_the_stage_the_error_and_the_log(stages: Stages) -> None:
+    def broken(note):
+        note("about to fail")
+        raise ValueError("the disk is full")
+
+    with pytest.raises(DemoError) as caught:
+        stages.step("train", "fits models", broken)
+    message = str(caught.value)
+    assert "stage 'train' failed: ValueError: the disk is full" in message
+    assert str(stages.log_of("train")) in message and "about to fail" in message
+    assert "train" not in stages.timings
+
+
+def test_command_copies_output_to_the_log_and_the_terminal(stages: Stages) -> None:
+    out = stages.command("backfill", "writes lines",
+                         py("import sys\nprint('one')\nprint('two', file=sys.stderr)"))
+    assert out.splitlines() == ["one", "two"]
+    log = stages.log_of("backfill").read_text()
+    assert log.startswith("$ ") and log.endswith("one\ntwo\n")
+    assert "      one\n      two\n" in shown(stages)
+
+
+def test_progress_bars_off_a_terminal_show_only_their_last_state(stages: Stages) -> None:
+    stages.command("bar", "draws a bar",
+                   py("import sys\nfor i in range(3): sys.stdout.write(f'\\r{i}/2')\nprint()"))
+    text = shown(stages)
+    assert "      2/2\n" in text and "0/2" not in text
+    assert "0/2" in stages.log_of("bar").read_text()  # the log keeps everything
+
+
+def test_a_failing_command_names_the_stage_its_status_and_its_output(stages: Stages) -> None:
+    with pytest.raises(DemoError) as caught:
+        stages.command("consume", "drains", py("print('broker gone'); raise SystemExit(3)"))
+    message = str(caught.value)
+    assert "stage 'consume' failed" in message and "exited with status 3" in message
+    assert str(stages.log_of("consume")) in message and "broker gone" in message
+
+
+def test_a_silent_command_past_the_timeout_is_killed(tmp_path: Path) -> None:
+    stages = Stages(log_dir=tmp_path, run_dir=tmp_path, total=1, out=io.StringIO(), timeout_s=1.5)
+    with pytest.raises(DemoError, match="still running after 2 s"):
+        stages.command("slow", "sleeps", py("import time; time.sleep(30)"))
+
+
+def test_service_is_left_running_and_recorded_for_demo_down(stages: Stages) -> None:
+    pid = stages.service("world", "sleeps", py("import time; time.sleep(60)"), ready=lambda: True)
+    try:
+        assert procs.owned_pid(stages.pid_file("world")) == pid
+        assert "running as pid" in shown(stages)
+    finally:
+        assert procs.terminate(stages.pid_file("world"), grace=5)
+    assert procs.owned_pid(stages.pid_file("world")) is None
+
+
+def test_a_service_that_exits_before_it_is_ready_fails_its_stage(stages: Stages) -> None:
+    with pytest.raises(DemoError) as caught:
+        stages.service("serve", "starts", py("print('no model'); raise SystemExit(1)"),
+                       ready=lambda: False, timeout_s=10)
+    assert "stage 'serve' failed: exited" in str(caught.value)
+    assert "no model" in str(caught.value)
+
+
+def test_plan_passes_the_world_size_to_every_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOVIEREC_DEMO_USERS", "1234")
+    monkeypatch.delenv("MOVIEREC_SERVE_HOST", raising=False)
+    plan = DemoPlan.load()
+    env = plan.env()
+    assert env["MOVIEREC_SIM_USERS"] == "1234" and plan.sim.sim_users == 1234
+    assert env["MOVIEREC_SIM_MOVIES"] == str(load(DemoSettings).demo_movies)
+    assert env["MOVIEREC_SERVE_HOST"] == "127.0.0.1"
+    full = DemoPlan.load(full=True)
+    assert (full.demo.demo_users, full.demo.demo_movies) == (FULL_USERS, FULL_MOVIES)
+    assert full.env()["MOVIEREC_SIM_USERS"] == str(FULL_USERS)
