@@ -11,7 +11,7 @@ demo: setup ## The main job: the whole system end to end on the local stack, the
 	@$(MOVIEREC) demo up
 
 demo-down: ## Stop everything `make demo` started
-	@test -x $(MOVIEREC) && $(MOVIEREC) demo down || true
+	@if [ -x $(MOVIEREC) ]; then $(MOVIEREC) demo down; fi
 
 .PHONY: demo demo-down help setup system venv kafka-jars up down status serve loadtest test test-unit test-integration test-e2e bench clean
 

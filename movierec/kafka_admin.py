@@ -99,12 +99,19 @@ def ensure_topic(bootstrap: str, name: str, partitions: int, *, timeout_ms: int 
 def group_lag(bootstrap: str, group: str, topic: str, *, timeout_ms: int = 5000) -> int | None:
     """Lines of ``topic`` that consumer ``group`` has not committed yet, summed over
     partitions; None while the topic does not exist. A partition the group never
-    committed counts from its beginning offset."""
+    committed counts from its beginning offset. Retriable broker errors (no group
+    coordinator yet, on a broker that has never had a group) are retried for
+    ``timeout_ms``."""
     from kafka import KafkaConsumer, TopicPartition  # slow to import: only when asked
 
     client = admin_client(bootstrap, timeout_ms=timeout_ms)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="movierec-lag",
-                             enable_auto_commit=False, allow_auto_create_topics=False)
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                 client_id="movierec-lag", enable_auto_commit=False,
+                                 allow_auto_create_topics=False)
+    except BaseException:
+        client.close()
+        raise
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -112,7 +119,8 @@ def group_lag(bootstrap: str, group: str, topic: str, *, timeout_ms: int = 5000)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = consumer.end_offsets(tps)
         starts = consumer.beginning_offsets(tps)
-        committed = client.list_group_offsets({group: tps}).get(group, {})
+        committed = _retrying(lambda: client.list_group_offsets({group: tps}).get(group, {}),
+                              timeout_ms)
         lag = 0
         for tp in tps:
             meta = committed.get(tp)
@@ -122,6 +130,18 @@ def group_lag(bootstrap: str, group: str, topic: str, *, timeout_ms: int = 5000)
     finally:
         consumer.close()
         client.close()
+
+
+def _retrying(call, timeout_ms: int):
+    """``call()``, again after a retriable ``KafkaError`` until ``timeout_ms`` has passed."""
+    give_up = time.monotonic() + timeout_ms / 1000
+    while True:
+        try:
+            return call()
+        except KafkaError as exc:
+            if not getattr(exc, "retriable", False) or time.monotonic() > give_up:
+                raise
+            time.sleep(0.2)
 
 
 def delete_topics(bootstrap: str, names: list[str], *, timeout_ms: int = 10000) -> list[str]:

@@ -9,7 +9,7 @@
   started, then stops: a report describes the log as it stood, never waits for more. The
   consumer has no group (assign + seek, nothing committed), so it never disturbs the
   consumer groups of the stream consumer or anyone else, and it never creates a topic.
-  The draining loop is ``simulator.grade_probe.drain``, shared with the grader.
+  The draining loop is ``movierec.kafka_read.drain``, shared with the grader.
 
 Log lines are parsed by ``movierec.wire.LineParser``; an event more than 6 h ahead of the
 stream's clock (an injected bad timestamp) is dropped by the consumer's own check

@@ -10,7 +10,11 @@ import time
 
 import click
 
+from movierec.cli import friendly_errors
 from ops.demo.stages import DemoError
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop the demo like Ctrl-C does (SIGHUP: the terminal went away)."""
 
 
 def _plan(full: bool = False):
@@ -25,6 +29,7 @@ def demo() -> None:
 
 
 @demo.command("up")
+@friendly_errors
 @click.option("--full", is_flag=True, help="Full scale: 1,000,000 users x 27,000 movies (long).")
 @click.option("--foreground", is_flag=True,
               help="Stay attached after the report; Ctrl-C then stops everything.")
@@ -45,8 +50,11 @@ def demo_up(full: bool, foreground: bool, reset_data: bool) -> None:
     click.echo(f"movierec demo: {d.demo_users:,} users x {d.demo_movies:,} movies, "
                f"{d.demo_days:g} days of history, {d.demo_live_s:g} s of live sessions at "
                f"{d.demo_live_rate:g} req/s\nstage logs: {log_dir}/<stage>.log")
+    for name, value in plan.overridden.items():
+        click.echo(f"note: the demo runs on its local stack; {name}={value} is ignored")
     started = time.perf_counter()
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_interrupt)
     try:
         flow.check_ports_free(plan)
         outcome = flow.run(plan, stages, reset_data=reset_data)
@@ -104,15 +112,20 @@ def _whats_running(plan, result: dict, total_s: float) -> str:
 
 
 def _down(plan) -> list[str]:
+    """Stop the demo's services, then the stack. A second Ctrl-C or signal while this
+    runs is ignored: half a teardown would leave things running."""
     from ops import stack
     from ops.demo.reset import stop_services
 
+    for sig in (signal.SIGINT, *STOP_SIGNALS):
+        signal.signal(sig, signal.SIG_IGN)
     stopped = stop_services(plan)
-    stopped += [name for name in stack.down(plan.stack)]
+    stopped += list(stack.down(plan.stack))
     return stopped
 
 
 @demo.command("down")
+@friendly_errors
 def demo_down() -> None:
     """Stop what the demo started: its services, then Kafka, Redis and Prometheus."""
     stopped = _down(_plan())
@@ -120,6 +133,7 @@ def demo_down() -> None:
 
 
 @demo.command("status")
+@friendly_errors
 def demo_status() -> None:
     """One line per demo service and stack part; exit status 1 unless all run."""
     from ops import procs, stack

@@ -39,7 +39,13 @@ MODEL_ARM, BASELINE_ARM = "als", "pop"
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Everything the demo needs to know, read once from the environment."""
+    """Everything the demo needs to know, read once from the environment.
+
+    The demo always runs on the local stack it starts: whatever the caller's shell says,
+    every command it runs gets the local broker, the local Redis and the simulated
+    user/movie API (``environ``), so a shell still set up for the course's broker cannot
+    send simulated lines there. ``overridden`` lists the caller's values it replaced.
+    """
 
     demo: DemoSettings
     stack: StackSettings
@@ -48,19 +54,34 @@ class DemoPlan:
     consumer: ConsumerSettings
     train: TrainSettings
     serve: ServeSettings
+    environ: dict[str, str]
+    overridden: dict[str, str]
 
     @classmethod
-    def load(cls, *, full: bool = False) -> DemoPlan:
-        demo = load(DemoSettings)
+    def load(cls, *, full: bool = False, environ: dict[str, str] | None = None) -> DemoPlan:
+        base = dict(os.environ if environ is None else environ)
+        demo = load(DemoSettings, base)
         if full:
             from ops.demo.settings import FULL_DAYS, FULL_MOVIES, FULL_USERS
 
-            demo = load(DemoSettings, demo_users=FULL_USERS, demo_movies=FULL_MOVIES,
+            demo = load(DemoSettings, base, demo_users=FULL_USERS, demo_movies=FULL_MOVIES,
                         demo_days=FULL_DAYS)
-        sizes = {"sim_users": demo.demo_users, "sim_movies": demo.demo_movies}
-        return cls(demo=demo, stack=load(StackSettings), sim=load(SimSettings, **sizes),
-                   api=load(ApiSettings), consumer=load(ConsumerSettings),
-                   train=load(TrainSettings), serve=load(ServeSettings))
+        stack, api = load(StackSettings, base), load(ApiSettings, base)
+        forced = {
+            "MOVIEREC_KAFKA_BOOTSTRAP": stack.local_bootstrap,
+            "MOVIEREC_REDIS_URL": stack.local_redis_url,
+            "MOVIEREC_USER_API_URL": f"http://127.0.0.1:{api.sim_api_port}",
+            "MOVIEREC_SIM_USERS": str(demo.demo_users),
+            "MOVIEREC_SIM_MOVIES": str(demo.demo_movies),
+        }
+        overridden = {k: base[k] for k, v in forced.items()
+                      if k in base and base[k] != v and not k.startswith("MOVIEREC_SIM_")}
+        env = {**base, **forced}
+        env.setdefault("MOVIEREC_SERVE_HOST", "127.0.0.1")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return cls(demo=demo, stack=stack, sim=load(SimSettings, env), api=api,
+                   consumer=load(ConsumerSettings, env), train=load(TrainSettings, env),
+                   serve=load(ServeSettings, env), environ=env, overridden=overridden)
 
     @property
     def demo_dir(self) -> Path:
@@ -75,14 +96,8 @@ class DemoPlan:
         return f"http://127.0.0.1:{self.api.sim_api_port}"
 
     def env(self) -> dict[str, str]:
-        """The environment of every command the demo runs: the caller's, plus the
-        world's size; the service binds loopback unless told otherwise."""
-        env = dict(os.environ)
-        env["MOVIEREC_SIM_USERS"] = str(self.demo.demo_users)
-        env["MOVIEREC_SIM_MOVIES"] = str(self.demo.demo_movies)
-        env.setdefault("MOVIEREC_SERVE_HOST", "127.0.0.1")
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        return env
+        """The environment of every command the demo runs (a copy)."""
+        return dict(self.environ)
 
 
 def movierec(*args: str) -> list[str]:
@@ -188,8 +203,22 @@ def _start_experiment(plan: DemoPlan, note) -> None:
     store.write(experiment, reason="movierec demo")
     note(f"experiment {EXPERIMENT_ID!r} in {plan.serve.serve_experiments_file}: "
          + ", ".join(f"{a.name} -> {a.model} ({a.share:.0%})" for a in experiment.arms))
-    # the workers poll the file every MOVIEREC_SERVE_POLL_S: wait until both have seen it
-    time.sleep(2 * plan.serve.serve_poll_s + 0.5)
+    # every worker polls the file (MOVIEREC_SERVE_POLL_S): wait until answers come from the
+    # experiment's arms only, 20 in a row over fresh connections (so from both workers)
+    arms = {arm.name for arm in experiment.arms}
+    in_a_row, user = 0, 0
+    give_up = time.monotonic() + 10 * plan.serve.serve_poll_s + 10
+    while in_a_row < 20:
+        if time.monotonic() > give_up:
+            raise DemoError(f"the service did not pick up experiment {EXPERIMENT_ID!r} within "
+                            f"{10 * plan.serve.serve_poll_s + 10:.0f} s; read its log")
+        user += 1
+        with urllib.request.urlopen(f"{plan.serve_url}/recommend/{user}", timeout=5) as answer:
+            answer.read()
+            in_a_row = in_a_row + 1 if answer.headers.get("X-Arm") in arms else 0
+        if in_a_row == 0:
+            time.sleep(0.1)
+    note(f"the service answers from the experiment's arms ({user} requests to see it)")
 
 
 def check_ports_free(plan: DemoPlan) -> None:

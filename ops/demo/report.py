@@ -24,13 +24,18 @@ phase covers only about an hour of simulated time (60 s x 60), so the default 30
 would leave half the lists too young to judge."""
 
 
-def served_trace(serve_url: str, users: range = range(1, 200)) -> dict[str, Any]:
-    """Ask the service for the lists of a few users until one is ranked by a model, then
-    fetch its provenance by request id (the record reaches Redis asynchronously)."""
+def served_trace(serve_url: str, users: range = range(1, 200), *,
+                 arm: str = flow.MODEL_ARM) -> dict[str, Any]:
+    """Ask the service for the lists of a few users until one in ``arm`` is ranked by a
+    model, then fetch its provenance by request id (the record reaches Redis
+    asynchronously)."""
     for user in users:
         with urllib.request.urlopen(f"{serve_url}/recommend/{user}", timeout=5) as answer:
             request_id = answer.headers.get("X-Request-Id", "")
+            served_arm = answer.headers.get("X-Arm", "")
             answer.read()
+        if served_arm != arm:
+            continue
         deadline = time.monotonic() + PROVENANCE_WAIT_S
         while True:
             try:
@@ -45,7 +50,8 @@ def served_trace(serve_url: str, users: range = range(1, 200)) -> dict[str, Any]
         if trace.get("model") and trace["served"].get("path") == "model":
             return {"request_id": request_id, "user": user,
                     "url": f"{serve_url}/provenance/{request_id}", **trace}
-    raise DemoError(f"none of users {users.start}-{users.stop - 1} got a model-ranked list")
+    raise DemoError(f"none of users {users.start}-{users.stop - 1} got a model-ranked list "
+                    f"in arm {arm!r}")
 
 
 def trace_lines(trace: dict[str, Any]) -> list[str]:

@@ -2,13 +2,15 @@
 
 The demo uses the default locations (topic ``movielog``, ``var/store``,
 ``var/registry``, the ``mr:`` Redis keys), so every command it prints works as written.
-It wipes them only when a previous demo made them (a marker file says so) or when they
-are empty; anything else needs ``movierec demo up --reset``, so a developer's own data
-is never deleted by surprise.
+It wipes them only when they are empty, or when a previous demo made them: the marker
+file ``var/demo/owned`` records exactly which locations the last demo used, and only
+those same locations count as the demo's. Anything else needs ``movierec demo up
+--reset``, so a developer's own data is never deleted by surprise.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,18 +33,35 @@ def marker(plan: DemoPlan) -> Path:
     return plan.demo_dir / "owned"
 
 
+def locations(plan: DemoPlan) -> dict[str, str]:
+    """Where the demo writes: what the marker records and a later demo compares."""
+    c = plan.consumer
+    return {"kafka": c.kafka_bootstrap, "topic": c.kafka_topic, "dlq": c.dlq,
+            "served_topic": plan.serve.served_topic, "group": c.consumer_group,
+            "redis": c.redis_url, "prefix": c.redis_prefix,
+            "store": str(c.store_dir.resolve()), "registry": str(plan.train.registry_dir.resolve()),
+            "experiments": str(plan.serve.serve_experiments_file.resolve())}
+
+
+def owned_by_demo(plan: DemoPlan) -> bool:
+    """True when the last demo used exactly these locations."""
+    try:
+        return json.loads(marker(plan).read_text()) == locations(plan)
+    except (OSError, ValueError):
+        return False
+
+
 def _has_files(folder: Path) -> bool:
     return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
 
 
-def _topic_lines(plan: DemoPlan) -> int:
+def _topic_lines(plan: DemoPlan, topic: str) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=plan.stack.local_bootstrap, group_id=None,
+    consumer = KafkaConsumer(bootstrap_servers=plan.consumer.kafka_bootstrap, group_id=None,
                              enable_auto_commit=False, allow_auto_create_topics=False)
     try:
-        parts = consumer.partitions_for_topic(plan.consumer.kafka_topic) or set()
-        tps = [TopicPartition(plan.consumer.kafka_topic, p) for p in parts]
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
         if not tps:
             return 0
         ends, starts = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
@@ -68,21 +87,23 @@ def reset(plan: DemoPlan, *, force: bool) -> list[str]:
     client = redis.Redis.from_url(plan.consumer.redis_url, socket_timeout=10)
     try:
         prefix = plan.consumer.redis_prefix
+        topics = [plan.consumer.kafka_topic, plan.consumer.dlq, plan.serve.served_topic]
         found = {
-            f"Kafka topic {plan.consumer.kafka_topic}": _topic_lines(plan) > 0,
+            **{f"Kafka topic {t}": _topic_lines(plan, t) > 0 for t in topics},
             f"event store {plan.consumer.store_dir}": _has_files(plan.consumer.store_dir),
             f"model registry {plan.train.registry_dir}": _has_files(plan.train.registry_dir),
+            f"experiment file {plan.serve.serve_experiments_file}":
+                plan.serve.serve_experiments_file.exists(),
             f"Redis keys {prefix}:*": next(_redis_keys(client, prefix), None) is not None,
         }
         held = [what for what, present in found.items() if present]
-        if held and not force and not marker(plan).exists():
+        if held and not force and not owned_by_demo(plan):
             raise DemoError(
                 "the demo starts from a clean slate, but these hold data a demo did not make: "
                 + "; ".join(held) + ". Keep them by pointing the demo elsewhere "
                 "(MOVIEREC_KAFKA_TOPIC, MOVIEREC_STORE_DIR, MOVIEREC_REGISTRY_DIR, "
                 "MOVIEREC_REDIS_PREFIX), or wipe them with `movierec demo up --reset`.")
-        bootstrap = plan.stack.local_bootstrap
-        topics = [plan.consumer.kafka_topic, plan.consumer.dlq, plan.serve.served_topic]
+        bootstrap = plan.consumer.kafka_bootstrap
         for topic in delete_topics(bootstrap, topics):
             notes.append(f"deleted topic {topic}")
         _forget_group(bootstrap, plan.consumer.consumer_group)
@@ -106,7 +127,7 @@ def reset(plan: DemoPlan, *, force: bool) -> list[str]:
             notes.append(f"removed {folder}/")
     plan.serve.serve_experiments_file.unlink(missing_ok=True)
     marker(plan).parent.mkdir(parents=True, exist_ok=True)
-    marker(plan).write_text("made by `movierec demo up`; `demo up` may wipe what it made\n")
+    marker(plan).write_text(json.dumps(locations(plan), indent=2) + "\n")
     return notes
 
 

@@ -3,7 +3,7 @@
 The default scale is chosen so that the whole demo (stack already fetched) finishes in
 a few minutes on a 2-core box *and* the data are dense enough for a model to learn:
 the simulated users start about one movie each per five days, so 6,000 users over 25
-days give about 6 movies a user (3.2M log lines), where ALS beats popularity offline by
+days give about 6 movies a user (3.4M log lines), where ALS beats popularity offline by
 about 2x (benchmarks/tune_als.py; docs/benchmarks.md). ``movierec demo up --full``
 switches to the course's full scale (1,000,000 users x 27,000 movies), which takes far
 longer.

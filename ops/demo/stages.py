@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -82,12 +83,11 @@ class Stages:
 
             try:
                 result = work(note)
-            except DemoError:
-                raise
             except Exception as exc:  # noqa: BLE001 - any failure becomes the stage's failure
-                fh.write(f"{type(exc).__name__}: {exc}\n")
+                why = str(exc) if isinstance(exc, DemoError) else f"{type(exc).__name__}: {exc}"
+                fh.write(why + "\n")
                 fh.flush()
-                raise self._fail(name, f"{type(exc).__name__}: {exc}") from exc
+                raise self._fail(name, why) from exc
         self._end(name, started)
         return result
 
@@ -102,14 +102,18 @@ class Stages:
         chunks: list[bytes] = []
         with log.open("ab") as fh:
             fh.write(("$ " + " ".join(argv) + "\n").encode())
-            with subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, env=env) as child:
+            # its own session: a Ctrl-C meant for the demo does not hit it half-way, and
+            # whatever ends this stage early (a timeout, Ctrl-C, SIGTERM) stops it with
+            # its children instead of leaving an orphan writing into the next demo's topic
+            child = subprocess.Popen(list(argv), stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, start_new_session=True)
+            try:
                 assert child.stdout is not None
                 give_up = time.monotonic() + self.timeout_s
                 pending, fd = b"", child.stdout.fileno()
                 while True:
                     if time.monotonic() > give_up:
-                        child.kill()
                         raise self._fail(name, f"still running after {self.timeout_s:.0f} s")
                     if not select.select([fd], [], [], 1.0)[0]:
                         continue
@@ -120,6 +124,10 @@ class Stages:
                     chunks.append(chunk)
                     pending = self._show(pending + chunk, tty)
                 code = child.wait()
+            finally:
+                _stop_group(child)
+                if child.stdout is not None:
+                    child.stdout.close()
         if tty:
             self.out.write("\n")
         if code != 0:
@@ -143,17 +151,49 @@ class Stages:
 
     def service(self, name: str, what: str, argv: Sequence[str], *,
                 ready: Callable[[], bool], env: dict[str, str] | None = None,
-                timeout_s: float = 120.0) -> int:
-        """Start ``argv`` in the background (left running), wait until ``ready()``."""
+                timeout_s: float | None = None) -> int:
+        """Start ``argv`` in the background (left running), wait until ``ready()``
+        (``timeout_s``, default the stage timeout). A ``ready`` that raises counts as not
+        ready yet: a part may refuse connections while it starts."""
         started = self._begin(name, what)
         log, pid_file = self.log_of(name), self.pid_file(name)
-        procs.terminate(pid_file)  # a leftover of an earlier demo
-        pid = procs.spawn(argv, pid_file=pid_file, log=log, env=env)
-        if not procs.wait_until(ready, timeout=timeout_s,
+        limit = self.timeout_s if timeout_s is None else timeout_s
+
+        def answers() -> bool:
+            try:
+                return ready()
+            except Exception as exc:  # noqa: BLE001 - logged, then polled again
+                with log.open("a", encoding="utf-8") as fh:
+                    fh.write(f"[demo] not ready yet: {type(exc).__name__}: {exc}\n")
+                time.sleep(1.0)
+                return False
+
+        try:
+            procs.terminate(pid_file)  # a leftover of an earlier demo
+            pid = procs.spawn(argv, pid_file=pid_file, log=log, env=env)
+        except procs.StackError as exc:
+            raise self._fail(name, str(exc)) from exc
+        if not procs.wait_until(answers, timeout=limit,
                                 alive=lambda: procs.owned_pid(pid_file) is not None):
             alive = procs.owned_pid(pid_file) is not None
             raise self._fail(name, ("is running but not ready" if alive else "exited")
-                             + f" within {timeout_s:.0f} s")
+                             + f" within {limit:.0f} s")
         self.say(f"      running as pid {pid}; log {log}")
         self._end(name, started)
         return pid
+
+
+def _stop_group(child: subprocess.Popen) -> None:
+    """SIGTERM the child's process group unless it has ended; SIGKILL after 10 s."""
+    if child.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(child.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            child.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -77,11 +77,21 @@ def _movierec(env: dict[str, str], *args: str, timeout: float) -> subprocess.Com
 
 @pytest.fixture(scope="module")
 def report(demo_env: dict[str, str]) -> dict:
-    run = _movierec(demo_env, "demo", "up", timeout=DEMO_TIMEOUT_S)
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    # Popen, not run(timeout=...): on a timeout run() would SIGKILL `demo up`, whose stage
+    # child would then outlive it; SIGTERM lets the demo stop what it started.
+    with subprocess.Popen([sys.executable, "-m", "movierec", "demo", "up"], cwd=REPO,
+                          env=demo_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as up:
+        try:
+            stdout, stderr = up.communicate(timeout=DEMO_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            up.terminate()
+            stdout, stderr = up.communicate(timeout=120)
+            pytest.fail(f"demo up ran past {DEMO_TIMEOUT_S} s:\n{stdout[-4000:]}{stderr[-4000:]}")
+    assert up.returncode == 0, stdout[-4000:] + stderr[-4000:]
     for stage in ("stack", "world", "backfill", "consume", "train", "serve", "experiment",
                   "live", "report"):
-        assert f"] {stage}: " in run.stdout and f"{stage} done in" in run.stdout, stage
+        assert f"] {stage}: " in stdout and f"{stage} done in" in stdout, stage
     var = Path(demo_env["MOVIEREC_VAR_DIR"])
     assert (var / "demo" / "report.md").read_text().startswith("# movierec demo report")
     return json.loads((var / "demo" / "report.json").read_text())

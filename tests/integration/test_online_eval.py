@@ -134,3 +134,26 @@ def test_clear_errors_without_broker_or_records(stack: LocalStack, unique: str) 
         evaluate_online(missing)
     result = CliRunner().invoke(online, [], env={"MOVIEREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"})
     assert result.exit_code == 1 and "Error: cannot reach Kafka" in result.output
+
+
+def test_written_since_reads_only_the_later_run(topics: OnlineSettings) -> None:
+    """``written_since_ms`` (Kafka record time) evaluates one live run of a long log: the
+    earlier lines and records are not read at all."""
+    import time
+
+    time.sleep(0.05)
+    since_ms = int(time.time() * 1000)
+    time.sleep(0.05)
+    later = [reco(600, 1), *watching(601, 1, B, 4), *watching(900, 9, C, 1)]
+    produce(topics.kafka_bootstrap, topics.kafka_topic,
+            [(int(line.split(",")[1]), line.encode()) for line in later])
+    record = ServedRecord(request_id="f" * 32, time_ms=since_ms, user_id=1, arm="als",
+                          model_version=ALS_V, items=(A, B), path="model", fallback=None,
+                          latency_ms=1.0, status=200).to_json()
+    produce(topics.kafka_bootstrap, topics.served_topic, [(1, record)])
+
+    report = evaluate_online(topics, server=SERVER, reference="als", written_since_ms=since_ms)
+    rows = {r.arm: (r.outcome.requests, r.outcome.taken) for r in report.rows}
+    assert rows == {"als": (1, 1)}
+    assert f"read 1 served records from {topics.served_topic} and {len(later)} log lines" \
+        in report.notes[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,38 @@ def test_a_silent_command_past_the_timeout_is_killed(tmp_path: Path) -> None:
         stages.command("slow", "sleeps", py("import time; time.sleep(30)"))
 
 
+def test_a_stage_that_ends_early_takes_its_whole_process_group_with_it(tmp_path: Path) -> None:
+    """A timed-out command's own children go too: nothing keeps writing after the stage."""
+    stages = Stages(log_dir=tmp_path, run_dir=tmp_path, total=1, out=io.StringIO(), timeout_s=3)
+    code = ("import subprocess, sys, time\n"
+            "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "print(g.pid, flush=True)\ntime.sleep(60)")
+    with pytest.raises(DemoError, match="still running"):
+        stages.command("live", "spawns", py(code))
+    grandchild = int(stages.log_of("live").read_text().splitlines()[-1])
+    deadline = time.monotonic() + 5
+    while procs.start_ticks(grandchild) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert procs.start_ticks(grandchild) is None
+
+
+def test_a_readiness_check_that_raises_is_polled_again(stages: Stages) -> None:
+    calls = []
+
+    def ready() -> bool:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionRefusedError("not listening yet")
+        return True
+
+    stages.service("serve", "starts", py("import time; time.sleep(60)"), ready=ready, timeout_s=20)
+    try:
+        assert len(calls) == 3
+        assert "not ready yet: ConnectionRefusedError" in stages.log_of("serve").read_text()
+    finally:
+        procs.terminate(stages.pid_file("serve"), grace=5)
+
+
 def test_service_is_left_running_and_recorded_for_demo_down(stages: Stages) -> None:
     pid = stages.service("world", "sleeps", py("import time; time.sleep(60)"), ready=lambda: True)
     try:
@@ -115,3 +148,15 @@ def test_plan_passes_the_world_size_to_every_command(monkeypatch: pytest.MonkeyP
     full = DemoPlan.load(full=True)
     assert (full.demo.demo_users, full.demo.demo_movies) == (FULL_USERS, FULL_MOVIES)
     assert full.env()["MOVIEREC_SIM_USERS"] == str(FULL_USERS)
+
+
+def test_plan_runs_on_the_local_stack_whatever_the_shell_says() -> None:
+    """A shell still set up for the course's broker must not receive simulated lines."""
+    shell = {"MOVIEREC_KAFKA_BOOTSTRAP": "course.example:9092", "MOVIEREC_KAFKA_PORT": "19092",
+             "MOVIEREC_REDIS_URL": "redis://elsewhere:6379/0", "MOVIEREC_SIM_API_PORT": "18080"}
+    plan = DemoPlan.load(environ=shell)
+    env = plan.env()
+    assert env["MOVIEREC_KAFKA_BOOTSTRAP"] == "127.0.0.1:19092" == plan.consumer.kafka_bootstrap
+    assert env["MOVIEREC_REDIS_URL"] == plan.stack.local_redis_url == plan.consumer.redis_url
+    assert env["MOVIEREC_USER_API_URL"] == "http://127.0.0.1:18080" == plan.consumer.user_api_url
+    assert set(plan.overridden) == {"MOVIEREC_KAFKA_BOOTSTRAP", "MOVIEREC_REDIS_URL"}
