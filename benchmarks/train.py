@@ -26,7 +26,8 @@ Measure, ``--runs`` times, each in a fresh child process so its peak RSS is its 
 ``t_snapshot`` (``load_snapshot``: manifest and sha256 check, as a training run given a
 snapshot id does), ``t_read`` (``read_events``), ``t_build`` (``build_trainset``,
 ``as_of`` 1 ms after the last event), ``t_fit`` (``ALSRecommender.fit``, all cores) and
-inside it ``t_implicit`` (implicit's own ``fit``); ``total`` is their sum; peak RSS is
+inside it ``t_implicit`` (implicit's native CG solver, summed over the half-iterations);
+``total`` is their sum; peak RSS is
 taken after the fit, with the events still alive (the pipeline keeps them). Then
 ``recommend_batch`` of ``--batch-users`` random training rows (n=20, seen items banned),
 against a same-run baseline: implicit's raw ``topk`` on the same factors, unfiltered,
@@ -34,6 +35,7 @@ BLAS on one thread as in ``recommend_batch``. Medians are reported.
 
     python benchmarks/train.py [--users 1000000] [--movies 27000] [--interactions 40000000]
         [--runs 3] [--batch-users 200000] [--factors 64] [--iterations 15] [--cg-steps 3]
+        [--item-cg-steps N]
         [--seed 0] [--json out.json]
 """
 
@@ -51,7 +53,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.topk import topk
 from threadpoolctl import threadpool_limits
 
@@ -170,18 +171,23 @@ def prepared(args: argparse.Namespace) -> tuple[Path, dict]:
 
 
 def _record_implicit_fit(spent: list[float]) -> None:
-    """Make implicit's own ``AlternatingLeastSquares.fit`` append its wall time (s) to
-    ``spent``; only ever called in the measuring child process."""
-    original = AlternatingLeastSquares.fit
+    """Make every call of implicit's native CG solver (``_als.least_squares_cg``, one per
+    half-iteration of ``als_solve.alternate``) append its wall time (s) to ``spent``;
+    only ever called in the measuring child process."""
+    from types import SimpleNamespace
 
-    def fit(self: AlternatingLeastSquares, *a: object, **kw: object) -> object:
+    import recommender.models.als_solve as solve
+
+    original = solve._als.least_squares_cg
+
+    def timed(*a: object, **kw: object) -> object:
         t0 = time.perf_counter()
         try:
-            return original(self, *a, **kw)
+            return original(*a, **kw)
         finally:
             spent.append(time.perf_counter() - t0)
 
-    AlternatingLeastSquares.fit = fit  # type: ignore[method-assign]
+    solve._als = SimpleNamespace(least_squares_cg=timed)  # type: ignore[assignment]
 
 
 def measure(where: Path, facts: dict, args: argparse.Namespace) -> dict:
@@ -197,7 +203,7 @@ def measure(where: Path, facts: dict, args: argparse.Namespace) -> dict:
     train = build_trainset(events, as_of=datetime.fromisoformat(facts["as_of"]))
     t3 = time.perf_counter()
     model = ALSRecommender(factors=args.factors, iterations=args.iterations, cg_steps=args.cg_steps,
-                           num_threads=0)
+                           item_cg_steps=args.item_cg_steps, num_threads=0)
     model.fit(train)
     t4 = time.perf_counter()
     peak = peak_memory_bytes()
@@ -232,6 +238,7 @@ def summarise(runs: list[dict], facts: dict, args: argparse.Namespace) -> dict:
                                                     "full_log_rows", "files", "parquet_bytes")},
         "users": int(med["users"]), "items": int(med["items"]), "nnz": int(med["nnz"]),
         "factors": args.factors, "iterations": args.iterations, "cg_steps": args.cg_steps,
+        "item_cg_steps": args.item_cg_steps or args.cg_steps,
         **{k: round(med[k], 2) for k in ("t_snapshot", "t_read", "t_build", "t_fit", "t_implicit", "total")},
         "ratio_fit_to_total": round(med["t_fit"] / total, 3),
         "ratio_implicit_fit_to_total": round(med["t_implicit"] / total, 3),
@@ -268,7 +275,8 @@ def main() -> None:
     ap.add_argument("--batch-users", type=int, default=200_000)
     ap.add_argument("--factors", type=int, default=64)
     ap.add_argument("--iterations", type=int, default=15)
-    ap.add_argument("--cg-steps", type=int, default=3)
+    ap.add_argument("--cg-steps", type=int, default=3, help="CG steps per user per iteration")
+    ap.add_argument("--item-cg-steps", type=int, help="CG steps per item (default: --cg-steps)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # the child's mode

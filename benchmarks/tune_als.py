@@ -6,12 +6,14 @@ ALS on the training side of the pipeline's temporal split and evaluates it on th
 
     python benchmarks/tune_als.py [--users 20000] [--movies 3000] [--days 30]
         [--factors 8,16,32,64] [--regularization 0.1,1,10] [--alpha 1,5,20]
+        [--iterations 15] [--cg 3/3,2/1]   # CG steps per iteration, user side/item side
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import time
 from datetime import datetime
 
 from offline_eval.evaluate import evaluate
@@ -35,6 +37,8 @@ def main() -> None:
     ap.add_argument("--factors", default="8,16,32,64")
     ap.add_argument("--regularization", default="0.1,1,10")
     ap.add_argument("--alpha", default="1,5,20")
+    ap.add_argument("--iterations", type=int, default=15)
+    ap.add_argument("--cg", default="3/3", help="user/item CG steps, comma-separated")
     args = ap.parse_args()
 
     start = datetime(2025, 3, 1)
@@ -50,16 +54,20 @@ def main() -> None:
 
     def score(name: str, **params: object) -> str:
         model = model_class(name)(**params)
+        started = time.perf_counter()
         model.fit(train)
+        fit_s = time.perf_counter() - started
         s = evaluate(model, train, truth, k=20, latency_sample=5).summary()
-        return f"ndcg@20 {s['ndcg@20']:.4f}  recall@20 {s['recall@20']:.4f}"
+        return f"ndcg@20 {s['ndcg@20']:.4f}  recall@20 {s['recall@20']:.4f}  fit {fit_s:.1f}s"
 
-    print(f"{'popularity':28s} {score('popularity', by_segment=True)}")
-    for f, reg, alpha in itertools.product(floats(args.factors), floats(args.regularization),
-                                           floats(args.alpha)):
-        label = f"als f={int(f)} reg={reg:g} alpha={alpha:g}"
-        print(f"{label:28s} {score('als', factors=int(f), regularization=reg, alpha=alpha)}",
-              flush=True)
+    print(f"{'popularity':38s} {score('popularity', by_segment=True)}")
+    steps = [tuple(int(x) for x in pair.split("/")) for pair in args.cg.split(",")]
+    for f, reg, alpha, (user_cg, item_cg) in itertools.product(
+            floats(args.factors), floats(args.regularization), floats(args.alpha), steps):
+        label = f"als f={int(f)} reg={reg:g} alpha={alpha:g} cg={user_cg}/{item_cg}"
+        result = score("als", factors=int(f), regularization=reg, alpha=alpha,
+                       iterations=args.iterations, cg_steps=user_cg, item_cg_steps=item_cg)
+        print(f"{label:38s} {result}", flush=True)
 
 
 if __name__ == "__main__":

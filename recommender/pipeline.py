@@ -103,7 +103,9 @@ def candidate_params(settings: TrainSettings) -> dict[str, dict]:
     known = {
         "als": {"factors": settings.als_factors, "iterations": settings.als_iterations,
                 "regularization": settings.als_regularization, "alpha": settings.als_alpha,
-                "cg_steps": settings.als_cg_steps, "num_threads": settings.train_threads},
+                "cg_steps": settings.als_cg_steps,
+                "item_cg_steps": settings.als_item_cg_steps or settings.als_cg_steps,
+                "num_threads": settings.train_threads},
         "popularity": {"by_segment": True},
         "itemknn": {"num_threads": settings.train_threads},
     }

@@ -39,6 +39,9 @@ class TrainSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings, R
     als_regularization: float = setting(1.0, "ALS L2 regularisation", min=0)
     als_alpha: float = setting(20.0, "ALS confidence scaling of the interaction values", min=0)
     als_cg_steps: int = setting(3, "Conjugate-gradient steps per ALS half-iteration", min=1, max=20)
+    als_item_cg_steps: int = setting(
+        0, "CG steps on the item side only (0: MOVIEREC_ALS_CG_STEPS); 1 halves the item "
+           "side's time at full scale (docs/models.md)", min=0, max=20)
     gate_metric: str = setting("ndcg@20", "Offline metric the promotion gate compares")
     gate_min_lift: float = setting(
         0.05, "Relative lift over the popularity baseline a model needs to be promoted", min=0

@@ -1,7 +1,7 @@
 """Implicit-feedback matrix factorisation (ALS, ``implicit`` on the CPU): the main candidate.
 
-Training is ``implicit.cpu.als.AlternatingLeastSquares`` (conjugate-gradient solver of
-Takács et al. 2011) on the confidence matrix of Hu, Koren & Volinsky (2008):
+Training is ``implicit``'s native conjugate-gradient ALS solver (Takács et al. 2011),
+driven one half-iteration at a time by ``als_solve.alternate``, on the confidence matrix of Hu, Koren & Volinsky (2008):
 c_ui = 1 + alpha * r_ui. ``implicit`` itself would use c_ui = alpha * r_ui, so we hand it
 the Hu confidences with its own alpha at 1; the objective trained is then exactly the one
 ``foldin.fold_in`` solves at request time, and a fold-in of a training user's history
@@ -30,10 +30,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import scipy.sparse as sp
-from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.topk import topk
 from threadpoolctl import threadpool_limits
 
+from recommender.models.als_solve import alternate
 from recommender.models.base import History, ModelError, Recommender, TrainSet, top_n
 from recommender.models.foldin import (batch_inputs, fold_in, gram, hu_confidence,
                                        never_recommend, pseudo_history, take)
@@ -80,7 +80,9 @@ class ALSRecommender(Recommender):
     Params (defaults are starting points for the offline tuning):
     ``factors`` 64; ``regularization`` 0.1 (lambda, added to the f x f diagonal);
     ``alpha`` 20 (confidence per unit of the training matrix's values); ``iterations`` 15;
-    ``cg_steps`` 3 (conjugate-gradient steps per user per iteration); ``random_state`` 0
+    ``cg_steps`` 3 (conjugate-gradient steps per user per iteration); ``item_cg_steps``
+    None (steps per item per iteration; None: ``cg_steps``; see ``als_solve``);
+    ``random_state`` 0
     (seed of the initial factors; None for a fresh one); ``num_threads`` 0 (all cores);
     ``liked_weight`` 1.0 (the confidence a liked title gets in a cold-start fold-in, in the
     training matrix's units, as if the user had watched it once fully);
@@ -90,20 +92,22 @@ class ALSRecommender(Recommender):
     name = "als"
 
     def __init__(self, *, factors: int = 64, regularization: float = 0.1, alpha: float = 20.0,
-                 iterations: int = 15, cg_steps: int = 3, random_state: int | None = 0,
-                 num_threads: int = 0, liked_weight: float = 1.0,
+                 iterations: int = 15, cg_steps: int = 3, item_cg_steps: int | None = None,
+                 random_state: int | None = 0, num_threads: int = 0, liked_weight: float = 1.0,
                  min_segment_users: int = 20) -> None:
-        if (factors < 1 or iterations < 1 or cg_steps < 1 or num_threads < 0
+        item_cg_steps = cg_steps if item_cg_steps is None else item_cg_steps
+        if (factors < 1 or iterations < 1 or cg_steps < 1 or item_cg_steps < 1 or num_threads < 0
                 or regularization < 0 or alpha < 0 or liked_weight <= 0
                 or min_segment_users < 0):
             raise ModelError(f"{self.name}: invalid params factors={factors} "
-                             f"iterations={iterations} cg_steps={cg_steps} "
+                             f"iterations={iterations} cg_steps={cg_steps}/{item_cg_steps} "
                              f"num_threads={num_threads} regularization={regularization} "
                              f"alpha={alpha} liked_weight={liked_weight} "
                              f"min_segment_users={min_segment_users}")
         super().__init__(factors=int(factors), regularization=float(regularization),
                          alpha=float(alpha), iterations=int(iterations),
-                         cg_steps=int(cg_steps), random_state=random_state,
+                         cg_steps=int(cg_steps), item_cg_steps=int(item_cg_steps),
+                         random_state=random_state,
                          num_threads=int(num_threads), liked_weight=float(liked_weight),
                          min_segment_users=int(min_segment_users))
         self.user_factors = np.zeros((0, factors), np.float32)
@@ -123,15 +127,13 @@ class ALSRecommender(Recommender):
         confidence = sp.csr_matrix(train.matrix, dtype=np.float32, copy=True)
         confidence.data = hu_confidence(confidence.data, p["alpha"])
         with threadpool_limits(1, "blas"):
-            # Built inside the limit too: implicit checks the BLAS threads when constructed.
-            als = AlternatingLeastSquares(
-                factors=p["factors"], regularization=p["regularization"], alpha=1.0,
-                dtype=np.float32, iterations=p["iterations"], num_threads=p["num_threads"],
+            users, items = alternate(
+                confidence, factors=p["factors"], iterations=p["iterations"],
+                regularization=p["regularization"], user_cg_steps=p["cg_steps"],
+                item_cg_steps=p["item_cg_steps"], num_threads=p["num_threads"],
                 random_state=p["random_state"])
-            als.cg_steps = p["cg_steps"]
-            als.fit(confidence, show_progress=False)
-        self.user_factors = np.ascontiguousarray(als.user_factors, dtype=np.float32)
-        self.item_factors = np.ascontiguousarray(als.item_factors, dtype=np.float32)
+        self.user_factors = np.ascontiguousarray(users, dtype=np.float32)
+        self.item_factors = np.ascontiguousarray(items, dtype=np.float32)
         self._segment_factors, self._segment_users = segment_means(self.user_factors,
                                                                    train.user_segments())
         self._popularity = interaction_counts(train.matrix)

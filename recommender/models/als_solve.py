@@ -1,0 +1,43 @@
+"""The ALS alternation, driving ``implicit``'s native conjugate-gradient solver one
+half-iteration at a time, so the user and the item sides can take different numbers of
+CG steps.
+
+``implicit.cpu.als.AlternatingLeastSquares.fit`` runs the same loop with one
+``cg_steps`` for both sides (implicit 0.7.3, ``cpu/als.py``: random factors times 0.01,
+users first, then per iteration ``least_squares_cg(Cui, X, Y)`` and
+``least_squares_cg(Ciu, Y, X)``). With equal steps this function reproduces it exactly
+(a unit test compares the factors). Why split the steps: at full scale the item side
+dominates the time. Each item's CG step walks its users' factors, a 256 MB table (1M x
+64 float32) read in random order, so it is bound by cache misses (item side 8.5 s, user
+side 4.1 s per iteration at 3 steps, 34M interactions, docs/models.md). Each half-
+iteration warm-starts from the previous factors, and Takács, Pilászy & Tikk (2011),
+"Applications of the conjugate gradient method for implicit feedback collaborative
+filtering", RecSys, report that one to two warm-started steps are enough.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu import _als
+from implicit.utils import check_random_state
+
+
+def alternate(cui: sp.csr_matrix, *, factors: int, iterations: int, regularization: float,
+              user_cg_steps: int, item_cg_steps: int, num_threads: int = 0,
+              random_state: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fit user (float32, n_users x factors) and item (float32, n_items x factors)
+    factors to the confidences ``cui`` (float32 CSR, users x items; zero entries are
+    c = 1, p = 0, as in implicit). ``num_threads`` 0: all cores."""
+    cui = sp.csr_matrix(cui, dtype=np.float32)
+    ciu = cui.T.tocsr()
+    rng = check_random_state(random_state)
+    users, items = cui.shape
+    user_factors = rng.random((users, factors), dtype=np.float32) * 0.01
+    item_factors = rng.random((items, factors), dtype=np.float32) * 0.01
+    for _ in range(iterations):
+        _als.least_squares_cg(cui, user_factors, item_factors, regularization,
+                              num_threads=num_threads, cg_steps=user_cg_steps)
+        _als.least_squares_cg(ciu, item_factors, user_factors, regularization,
+                              num_threads=num_threads, cg_steps=item_cg_steps)
+    return user_factors, item_factors
