@@ -30,7 +30,9 @@ def demo() -> None:
 
 @demo.command("up")
 @friendly_errors
-@click.option("--full", is_flag=True, help="Full scale: 1,000,000 users x 27,000 movies (long).")
+@click.option("--full", is_flag=True,
+              help="Full scale: 1,000,000 users x 27,000 movies, 2 days (long); a "
+                   "MOVIEREC_DEMO_* variable you set still wins.")
 @click.option("--foreground", is_flag=True,
               help="Stay attached after the report; Ctrl-C then stops everything.")
 @click.option("--reset", "reset_data", is_flag=True,

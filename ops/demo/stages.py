@@ -154,7 +154,8 @@ class Stages:
                 timeout_s: float | None = None) -> int:
         """Start ``argv`` in the background (left running), wait until ``ready()``
         (``timeout_s``, default the stage timeout). A ``ready`` that raises counts as not
-        ready yet: a part may refuse connections while it starts."""
+        ready yet (a part may refuse connections while it starts), except a ``DemoError``:
+        that is the check's verdict, and the stage fails with it."""
         started = self._begin(name, what)
         log, pid_file = self.log_of(name), self.pid_file(name)
         limit = self.timeout_s if timeout_s is None else timeout_s
@@ -162,6 +163,8 @@ class Stages:
         def answers() -> bool:
             try:
                 return ready()
+            except DemoError:
+                raise  # the check's own verdict: the stage has failed
             except Exception as exc:  # noqa: BLE001 - logged, then polled again
                 with log.open("a", encoding="utf-8") as fh:
                     fh.write(f"[demo] not ready yet: {type(exc).__name__}: {exc}\n")
@@ -173,8 +176,12 @@ class Stages:
             pid = procs.spawn(argv, pid_file=pid_file, log=log, env=env)
         except procs.StackError as exc:
             raise self._fail(name, str(exc)) from exc
-        if not procs.wait_until(answers, timeout=limit,
-                                alive=lambda: procs.owned_pid(pid_file) is not None):
+        try:
+            came_up = procs.wait_until(answers, timeout=limit,
+                                       alive=lambda: procs.owned_pid(pid_file) is not None)
+        except DemoError as exc:
+            raise self._fail(name, str(exc)) from exc
+        if not came_up:
             alive = procs.owned_pid(pid_file) is not None
             raise self._fail(name, ("is running but not ready" if alive else "exited")
                              + f" within {limit:.0f} s")

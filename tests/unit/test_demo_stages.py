@@ -145,9 +145,12 @@ def test_plan_passes_the_world_size_to_every_command(monkeypatch: pytest.MonkeyP
     assert env["MOVIEREC_SIM_USERS"] == "1234" and plan.sim.sim_users == 1234
     assert env["MOVIEREC_SIM_MOVIES"] == str(load(DemoSettings).demo_movies)
     assert env["MOVIEREC_SERVE_HOST"] == "127.0.0.1"
+    monkeypatch.delenv("MOVIEREC_DEMO_USERS")
     full = DemoPlan.load(full=True)
     assert (full.demo.demo_users, full.demo.demo_movies) == (FULL_USERS, FULL_MOVIES)
     assert full.env()["MOVIEREC_SIM_USERS"] == str(FULL_USERS)
+    short = DemoPlan.load(full=True, environ={"MOVIEREC_DEMO_DAYS": "0.5"})
+    assert (short.demo.demo_users, short.demo.demo_days) == (FULL_USERS, 0.5)
 
 
 def test_plan_runs_on_the_local_stack_whatever_the_shell_says() -> None:
@@ -160,3 +163,33 @@ def test_plan_runs_on_the_local_stack_whatever_the_shell_says() -> None:
     assert env["MOVIEREC_REDIS_URL"] == plan.stack.local_redis_url == plan.consumer.redis_url
     assert env["MOVIEREC_USER_API_URL"] == "http://127.0.0.1:18080" == plan.consumer.user_api_url
     assert set(plan.overridden) == {"MOVIEREC_KAFKA_BOOTSTRAP", "MOVIEREC_REDIS_URL"}
+
+
+def test_a_readiness_verdict_fails_the_stage_with_its_reason(stages: Stages) -> None:
+    def ready() -> bool:
+        raise DemoError("the consumer committed nothing for 300 s (lag 42)")
+
+    with pytest.raises(DemoError) as caught:
+        stages.service("consume", "drains", py("import time; time.sleep(60)"), ready=ready,
+                       timeout_s=20)
+    assert "stage 'consume' failed: the consumer committed nothing" in str(caught.value)
+    procs.terminate(stages.pid_file("consume"), grace=5)
+
+
+def test_draining_is_judged_by_progress_not_by_a_deadline(stages: Stages,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from ops.demo import flow
+
+    lags = iter([100, 60, 60, 0])
+    monkeypatch.setattr(flow, "group_lag", lambda *_: next(lags))
+    monkeypatch.setattr(flow.time, "sleep", lambda _s: None)
+    ready = flow._drained(DemoPlan.load(environ={}), stages, stall_s=60)
+    assert [ready(), ready(), ready(), ready()] == [False, False, False, True]
+    assert "lag 100 lines" in shown(stages)
+
+    stuck = iter([50, 50])
+    monkeypatch.setattr(flow, "group_lag", lambda *_: next(stuck))
+    ready = flow._drained(DemoPlan.load(environ={}), stages, stall_s=0)
+    assert ready() is False  # the first reading is progress
+    with pytest.raises(DemoError, match="committed nothing for 0 s"):
+        ready()
