@@ -96,40 +96,55 @@ def ensure_topic(bootstrap: str, name: str, partitions: int, *, timeout_ms: int 
         client.close()
 
 
+def _extent(bootstrap: str, topic: str) -> tuple[list, dict, dict] | None:
+    """(partitions, beginning offsets, end offsets) of ``topic``; None when it does not
+    exist. A consumer without a group: reading offsets commits nothing."""
+    from kafka import KafkaConsumer, TopicPartition  # slow to import: only when asked
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             client_id="movierec-offsets", enable_auto_commit=False,
+                             allow_auto_create_topics=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return None
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        return tps, consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+    finally:
+        consumer.close()
+
+
+def topic_lines(bootstrap: str, topic: str) -> int:
+    """Records ``topic`` holds now (0 when it does not exist)."""
+    extent = _extent(bootstrap, topic)
+    if extent is None:
+        return 0
+    tps, starts, ends = extent
+    return sum(ends[tp] - starts[tp] for tp in tps)
+
+
 def group_lag(bootstrap: str, group: str, topic: str, *, timeout_ms: int = 5000) -> int | None:
     """Lines of ``topic`` that consumer ``group`` has not committed yet, summed over
     partitions; None while the topic does not exist. A partition the group never
     committed counts from its beginning offset. Retriable broker errors (no group
     coordinator yet, on a broker that has never had a group) are retried for
     ``timeout_ms``."""
-    from kafka import KafkaConsumer, TopicPartition  # slow to import: only when asked
-
+    extent = _extent(bootstrap, topic)
+    if extent is None:
+        return None
+    tps, starts, ends = extent
     client = admin_client(bootstrap, timeout_ms=timeout_ms)
     try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                 client_id="movierec-lag", enable_auto_commit=False,
-                                 allow_auto_create_topics=False)
-    except BaseException:
-        client.close()
-        raise
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            return None
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        ends = consumer.end_offsets(tps)
-        starts = consumer.beginning_offsets(tps)
         committed = _retrying(lambda: client.list_group_offsets({group: tps}).get(group, {}),
                               timeout_ms)
-        lag = 0
-        for tp in tps:
-            meta = committed.get(tp)
-            done = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
-            lag += max(0, ends[tp] - done)
-        return lag
     finally:
-        consumer.close()
         client.close()
+    lag = 0
+    for tp in tps:
+        meta = committed.get(tp)
+        done = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
+        lag += max(0, ends[tp] - done)
+    return lag
 
 
 def _retrying(call, timeout_ms: int):

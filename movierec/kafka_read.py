@@ -69,3 +69,42 @@ def seek_since(consumer: Any, partitions: Sequence[Any], since_ms: int | None) -
             consumer.seek_to_end(tp)
         else:
             consumer.seek(tp, found.offset)
+
+
+class TopicReadError(RuntimeError):
+    """A topic could not be read: no such topic, or the broker failed mid-read."""
+
+
+def read_once(bootstrap: str, topic: str, feed: Callable[[bytes], None], *, client_id: str,
+              timeout_s: float, idle_s: float, since_ms: int | None = None,
+              fetch_bytes: int = 1024 * 1024) -> list[str]:
+    """Feed every value of ``topic`` from its beginning (or from ``since_ms``, see
+    ``seek_since``) to the end offsets of now, then stop; returns ``drain``'s notes.
+
+    No consumer group, nothing committed, no topic created (safe on the course's broker).
+    ``fetch_bytes`` bounds one partition's fetch: small fetches keep partitions close in
+    time while they interleave. ``TopicReadError`` when the topic does not exist or the
+    broker fails mid-read (a clear error, not a hang).
+    """
+    # imported here: kafka-python is slow to import and only readers need it
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, client_id=client_id, group_id=None,
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        allow_auto_create_topics=False, consumer_timeout_ms=int(idle_s * 1000),
+        max_poll_records=5000, max_partition_fetch_bytes=fetch_bytes)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise TopicReadError(f"topic {topic!r} not found at {bootstrap}")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        seek_since(consumer, tps, since_ms)
+        return drain(consumer, consumer.end_offsets(tps), feed, timeout_s=timeout_s,
+                     idle_s=idle_s)
+    except KafkaError as exc:
+        raise TopicReadError(f"reading {topic!r} at {bootstrap} failed: {exc}") from None
+    finally:
+        consumer.close()

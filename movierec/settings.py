@@ -150,6 +150,13 @@ class RedisSettings:
 
 
 @dataclass(frozen=True)
+class ServedTopicSettings:
+    """Where the service publishes its served records and online evaluation reads them."""
+
+    served_topic: str = setting("movierec.served", "Kafka topic of the served-recommendation records")
+
+
+@dataclass(frozen=True)
 class StoreSettings:
     """Where the Parquet event store lives (written by the consumer, read by training)."""
 

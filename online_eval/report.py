@@ -14,25 +14,17 @@ difference is significant at 0.05.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from online_eval.join import UNASSIGNED, ArmOutcome, OnlineEvalError
 from online_eval.stats import ALPHA, ProportionTest, two_proportion_test, wilson_interval
+from recommender.versions import model_name
 
 BASELINE_MODEL = "popularity"
 """Model name of the baseline (``recommender.pipeline.BASELINE``; not imported, that
 module brings the training stack with it)."""
-_VERSION = re.compile(r"^(?P<name>[A-Za-z0-9_.]+)-\d{8}T\d{6}-[0-9a-f]{6}$")
-"""A registry version id, ``<model>-<YYYYmmddTHHMMSS>-<sha6>`` (recommender.registry)."""
-
-
-def model_name(version: str) -> str | None:
-    """The model name in a registry version id; None for anything else."""
-    match = _VERSION.match(version)
-    return match["name"] if match else None
 
 
 @dataclass(frozen=True)

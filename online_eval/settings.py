@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from movierec.settings import KafkaSettings, WireSettings, setting
+from movierec.settings import KafkaSettings, ServedTopicSettings, WireSettings, setting
 
 
 @dataclass(frozen=True)
-class OnlineSettings(KafkaSettings, WireSettings):
+class OnlineSettings(KafkaSettings, WireSettings, ServedTopicSettings):
     """The broker, the event-log topic (``kafka_topic``), the served-records topic and the
     rating scale of the log's rate lines."""
 
-    served_topic: str = setting("movierec.served", "Kafka topic of the served-recommendation records")
     online_read_timeout_s: float = setting(
         600.0, "Longest a read of one topic may take before the report is marked incomplete",
         min=1, max=86_400,

@@ -9,7 +9,7 @@
   started, then stops: a report describes the log as it stood, never waits for more. The
   consumer has no group (assign + seek, nothing committed), so it never disturbs the
   consumer groups of the stream consumer or anyone else, and it never creates a topic.
-  The draining loop is ``movierec.kafka_read.drain``, shared with the grader.
+  The reading is ``movierec.kafka_read.read_once``, shared with the grader.
 
 Log lines are parsed by ``movierec.wire.LineParser``; an event more than 6 h ahead of the
 stream's clock (an injected bad timestamp) is dropped by the consumer's own check
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from movierec.kafka_read import drain, seek_since
+from movierec.kafka_read import TopicReadError, read_once
 from movierec.wire import LineParser, Rejection
 from online_eval.join import OnlineEvalError, OutcomeJoin
 from online_eval.report import ArmServing
@@ -119,9 +119,6 @@ def read_topic(bootstrap: str, topic: str, feed: Callable[[bytes], None], *,
     or after ``written_since_ms``, epoch ms of Kafka's record timestamps, when given);
     returns (records, notes). ``OnlineEvalError`` when the topic does not exist or the
     broker fails mid-read."""
-    from kafka import KafkaConsumer, TopicPartition  # slow to import: only when reading
-    from kafka.errors import KafkaError
-
     count = 0
 
     def counted(value: bytes) -> None:
@@ -129,23 +126,12 @@ def read_topic(bootstrap: str, topic: str, feed: Callable[[bytes], None], *,
         count += 1
         feed(value)
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="movierec-online-eval",
-                             group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest", allow_auto_create_topics=False,
-                             max_poll_records=5000, max_partition_fetch_bytes=FETCH_BYTES)
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise OnlineEvalError(f"topic {topic!r} not found at {bootstrap}")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        seek_since(consumer, tps, written_since_ms)
-        notes = drain(consumer, consumer.end_offsets(tps), counted,
-                      timeout_s=timeout_s, idle_s=idle_s)
-    except KafkaError as exc:
-        raise OnlineEvalError(f"reading {topic!r} at {bootstrap} failed: {exc}") from None
-    finally:
-        consumer.close()
+        notes = read_once(bootstrap, topic, counted, client_id="movierec-online-eval",
+                          timeout_s=timeout_s, idle_s=idle_s, since_ms=written_since_ms,
+                          fetch_bytes=FETCH_BYTES)
+    except TopicReadError as exc:
+        raise OnlineEvalError(str(exc)) from None
     return count, [f"{topic}: {note}" for note in notes]
 
 

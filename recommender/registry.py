@@ -49,6 +49,8 @@ from pathlib import Path
 from movierec.durable import TMP_PREFIX, fsync_path, write_atomic
 from recommender.models import model_class
 from recommender.models.base import Recommender
+from recommender.versions import VERSION as _VERSION
+from recommender.versions import version_id
 
 META_JSON = "meta.json"
 MAX_PREVIOUS = 20
@@ -64,7 +66,6 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 ``created``, ``hyperparameters`` (``model.params``), ``artifact``, ``size`` (merged over
 any caller-given size) and ``metrics`` (default ``{}``)."""
 
-_VERSION = re.compile(r"^[A-Za-z0-9_.]+-\d{8}T\d{6}-[0-9a-f]{6}$")
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}$")
 _CHUNK = 1 << 20
 
@@ -155,7 +156,7 @@ class Registry:
             tmp.chmod(0o755)  # mkdtemp makes 0700
             names = sorted(p.name for p in model.save(tmp))
             digest = artifact_digest(tmp, names)
-            version = f"{model.name}-{created:%Y%m%dT%H%M%S}-{digest[:6]}"
+            version = version_id(model.name, created, digest)
             size = {"disk_bytes": sum((tmp / n).stat().st_size for n in names),
                     "memory_bytes": model.memory_bytes(),
                     **metadata.get("size", {})}

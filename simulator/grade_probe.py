@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from movierec.kafka_read import drain, seek_since
+from movierec.kafka_read import TopicReadError, read_once
 from movierec.wire import Recommendation
 from simulator import course_client
 
@@ -69,11 +69,7 @@ def grade_topic(
     skips everything written before it: grading one live run of a long topic reads only
     that run's records.
     """
-    # imported here: only this adapter needs kafka-python, and it is slow to import
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
-
-    from movierec.kafka_admin import broker_probe
+    from movierec.kafka_admin import broker_probe  # kafka-python: slow to import
 
     problem = broker_probe(bootstrap)
     if problem is not None:
@@ -81,29 +77,11 @@ def grade_topic(
     acc = GradeAccumulator(
         deadline_ms=deadline_ms, server=server, start=start, end=end, down_threshold=down_threshold
     )
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        client_id="movierec-grade",
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        allow_auto_create_topics=False,  # never create a topic on the course's broker
-        consumer_timeout_ms=int(idle_s * 1000),
-        max_poll_records=5000,
-    )
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise GradeError(f"topic {topic!r} not found at {bootstrap}")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        seek_since(consumer, tps, since_ms)
-        ends = consumer.end_offsets(tps)
-        notes = drain(consumer, ends, acc.add_line, timeout_s=timeout_s, idle_s=idle_s)
-    except KafkaError as exc:  # e.g. the broker stalls mid-read: a clear error, not a hang
-        raise GradeError(f"reading {topic!r} at {bootstrap} failed: {exc}") from None
-    finally:
-        consumer.close()
+        notes = read_once(bootstrap, topic, acc.add_line, client_id="movierec-grade",
+                          timeout_s=timeout_s, idle_s=idle_s, since_ms=since_ms)
+    except TopicReadError as exc:
+        raise GradeError(str(exc)) from None
     return acc.report(notes=[f"source: kafka topic {topic} at {bootstrap}", *notes])
 
 

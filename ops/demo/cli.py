@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -46,8 +45,8 @@ def demo_up(full: bool, foreground: bool, reset_data: bool) -> None:
     plan = _plan(full)
     d = plan.demo
     logging.getLogger("kafka").setLevel(logging.ERROR)  # its event-loop timing warnings
-    log_dir = plan.stack.var_dir / "log" / "demo"
-    stages = Stages(log_dir=log_dir, run_dir=plan.stack.var_dir / "run",
+    log_dir = plan.log_dir
+    stages = Stages(log_dir=log_dir, run_dir=plan.run_dir,
                     total=len(flow.STAGES), timeout_s=d.demo_stage_timeout_s)
     click.echo(f"movierec demo: {d.demo_users:,} users x {d.demo_movies:,} movies, "
                f"{d.demo_days:g} days of history, {d.demo_live_s:g} s of live sessions at "
@@ -60,8 +59,13 @@ def demo_up(full: bool, foreground: bool, reset_data: bool) -> None:
     try:
         flow.check_ports_free(plan)
         outcome = flow.run(plan, stages, reset_data=reset_data)
-        result = stages.step("report", "grade report, online A/B, offline comparison, "
-                             "provenance", lambda note: report.build(plan, outcome, note))
+        result, markdown = stages.step("report", "grade report, online A/B, offline "
+                                       "comparison, provenance",
+                                       lambda note: report.build(plan, outcome, note))
+        total = time.perf_counter() - started
+        result["timings_s"] = {**{k: round(v, 1) for k, v in stages.timings.items()},
+                               "total": round(total, 1)}
+        report.write(plan.demo_dir, result, markdown)
     except DemoError as exc:
         click.echo(f"\nmovierec demo failed: {exc}\n\nWhat was started keeps running for "
                    f"inspection; `make demo-down` stops it.", err=True)
@@ -70,11 +74,7 @@ def demo_up(full: bool, foreground: bool, reset_data: bool) -> None:
         click.echo("\ninterrupted: stopping everything the demo started", err=True)
         _down(plan)
         sys.exit(130)
-    total = time.perf_counter() - started
-    result["timings_s"] = {**{k: round(v, 1) for k, v in stages.timings.items()},
-                           "total": round(total, 1)}
-    (plan.demo_dir / "report.json").write_text(json.dumps(result, indent=2, default=str))
-    click.echo("\n" + (plan.demo_dir / "report.md").read_text())
+    click.echo("\n" + markdown)
     click.echo(_whats_running(plan, result, total))
     if foreground:
         click.echo("foreground: Ctrl-C stops everything")
@@ -144,10 +144,10 @@ def demo_status() -> None:
     plan = _plan()
     ok = True
     for name in reversed(SERVICES):
-        pid = procs.owned_pid(plan.stack.var_dir / "run" / f"demo-{name}.pid")
+        pid = procs.owned_pid(plan.pid_file(name))
         ok &= pid is not None
         click.echo(f"{name:10s} {'up' if pid else 'down':9s} "
-                   + (f"pid {pid}" if pid else "") + f"  log {plan.stack.var_dir}/log/demo/{name}.log")
+                   + (f"pid {pid}" if pid else "") + f"  log {plan.log_of(name)}")
     for part in stack.status(plan.stack):
         ok &= part.healthy
         click.echo(f"{part.name:10s} {part.state:9s} 127.0.0.1:{part.port}  {part.detail}")

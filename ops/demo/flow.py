@@ -23,6 +23,7 @@ from movierec.settings import load
 from ops import stack
 from ops.demo import reset
 from ops.demo.settings import DemoSettings
+from ops.demo import stages as stages_mod
 from ops.demo.stages import DemoError, Stages
 from ops.settings import StackSettings
 from recommender.serving.settings import ServeSettings
@@ -95,6 +96,20 @@ class DemoPlan:
         return self.stack.var_dir / "demo"
 
     @property
+    def log_dir(self) -> Path:
+        return self.stack.var_dir / "log" / "demo"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.stack.var_dir / "run"
+
+    def pid_file(self, service: str) -> Path:
+        return stages_mod.pid_file(self.run_dir, service)
+
+    def log_of(self, stage: str) -> Path:
+        return stages_mod.log_file(self.log_dir, stage)
+
+    @property
     def serve_url(self) -> str:
         return f"http://127.0.0.1:{self.serve.serve_port}"
 
@@ -126,7 +141,6 @@ class Outcome:
 
     offline_dir: Path
     live_since_ms: int = 0
-    live_output: str = ""
 
 
 def run(plan: DemoPlan, stages: Stages, *, reset_data: bool) -> Outcome:
@@ -159,13 +173,13 @@ def run(plan: DemoPlan, stages: Stages, *, reset_data: bool) -> Outcome:
                    movierec("train", "--report-dir", str(outcome.offline_dir)), env=env)
     stages.service("serve", f"the recommendation API on {plan.serve_url}",
                    movierec("serve", "--port", str(plan.serve.serve_port), "--metrics-dir",
-                            str(plan.stack.var_dir / "run" / "serve-metrics")), env=env,
+                            str(plan.run_dir / "serve-metrics")), env=env,
                    ready=lambda: http_ok(f"{plan.serve_url}/ready"))
     stages.step("experiment", f"A/B: champion vs popularity baseline "
                 f"({d.demo_baseline_share:.0%} to the baseline)",
                 lambda note: _start_experiment(plan, note))
     outcome.live_since_ms = int(time.time() * 1000) - 1000
-    outcome.live_output = stages.command(
+    stages.command(
         "live", f"simulated users call the service for {d.demo_live_s:g} s at "
         f"{d.demo_live_rate:g} req/s",
         movierec("sim", "live", "--url", plan.serve_url, "--rate", f"{d.demo_live_rate:g}",
@@ -241,7 +255,6 @@ def check_ports_free(plan: DemoPlan) -> None:
 
     for name, port in (("world", plan.api.sim_api_port), ("serve", plan.serve.serve_port),
                        ("consume", plan.consumer.metrics_port)):
-        pid_file = plan.stack.var_dir / "run" / f"demo-{name}.pid"
-        if port and procs.owned_pid(pid_file) is None and procs.port_open(port):
+        if port and procs.owned_pid(plan.pid_file(name)) is None and procs.port_open(port):
             raise DemoError(f"port {port} (for {name}) is taken by a process the demo did not "
                             f"start; stop it, or move it (see `movierec config`)")

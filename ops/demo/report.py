@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from movierec.durable import make_dirs, write_atomic
 from ops.demo import flow
 from ops.demo.flow import DemoPlan, Outcome
 from ops.demo.stages import DemoError
@@ -63,13 +64,13 @@ def trace_lines(trace: dict[str, Any]) -> list[str]:
         f"{len(served['items'])} movies in {served['latency_ms']:.1f} ms",
         f"  model   {model['version']} ({model.get('name')}, created {model.get('created')})",
         f"  code    commit {code.get('commit')} dirty={code.get('dirty')}",
-        f"  data    snapshot {data.get('snapshot_id')} ({data.get('rows', data.get('row_count'))} rows)",
+        f"  data    snapshot {data.get('snapshot_id')} ({data.get('rows')} rows)",
         f"  detail  curl -s {trace['url']}",
     ]
 
 
-def build(plan: DemoPlan, outcome: Outcome, note) -> dict[str, Any]:
-    """Grade, compare and trace; write the report files; return the JSON report."""
+def build(plan: DemoPlan, outcome: Outcome, note) -> tuple[dict[str, Any], str]:
+    """Grade, compare and trace: the JSON report and its markdown (``write`` saves them)."""
     from online_eval.cli import evaluate_online
     from online_eval.settings import OnlineSettings
     from movierec.settings import load
@@ -105,11 +106,14 @@ def build(plan: DemoPlan, outcome: Outcome, note) -> dict[str, Any]:
         "## Offline comparison of the candidates", "", offline_md, "",
         "## Provenance of one served list", "", "```", *trace_lines(trace), "```", "",
     ])
-    write(plan.demo_dir, report, markdown)
-    return report
+    return report, markdown
 
 
 def write(folder: Path, report: dict[str, Any], markdown: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (folder / "report.md").write_text(markdown)
+    """``report.json`` and ``report.md`` in ``folder``, each replaced atomically."""
+    try:
+        make_dirs(folder)
+        write_atomic(folder / "report.json", json.dumps(report, indent=2, default=str).encode())
+        write_atomic(folder / "report.md", markdown.encode())
+    except OSError as exc:
+        raise DemoError(f"cannot write the report into {folder}: {exc}") from exc

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from movierec.kafka_admin import admin_client, delete_topics, ensure_topic
+from movierec.kafka_admin import admin_client, delete_topics, ensure_topic, topic_lines
 from ops import procs
 from ops.demo.stages import DemoError
 
@@ -55,29 +55,13 @@ def _has_files(folder: Path) -> bool:
     return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
 
 
-def _topic_lines(plan: DemoPlan, topic: str) -> int:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=plan.consumer.kafka_bootstrap, group_id=None,
-                             enable_auto_commit=False, allow_auto_create_topics=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
-        if not tps:
-            return 0
-        ends, starts = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
-        return sum(ends[tp] - starts[tp] for tp in tps)
-    finally:
-        consumer.close()
-
-
 def _redis_keys(client: redis.Redis, prefix: str) -> Iterator[bytes]:
     yield from client.scan_iter(match=f"{prefix}:*", count=5000)
 
 
 def stop_services(plan: DemoPlan) -> list[str]:
     """Stop the demo's background processes; the names of those that ran."""
-    run_dir = plan.stack.var_dir / "run"
-    return [name for name in SERVICES if procs.terminate(run_dir / f"demo-{name}.pid")]
+    return [name for name in SERVICES if procs.terminate(plan.pid_file(name))]
 
 
 def reset(plan: DemoPlan, *, force: bool) -> list[str]:
@@ -89,7 +73,8 @@ def reset(plan: DemoPlan, *, force: bool) -> list[str]:
         prefix = plan.consumer.redis_prefix
         topics = [plan.consumer.kafka_topic, plan.consumer.dlq, plan.serve.served_topic]
         found = {
-            **{f"Kafka topic {t}": _topic_lines(plan, t) > 0 for t in topics},
+            **{f"Kafka topic {t}": topic_lines(plan.consumer.kafka_bootstrap, t) > 0
+               for t in topics},
             f"event store {plan.consumer.store_dir}": _has_files(plan.consumer.store_dir),
             f"model registry {plan.train.registry_dir}": _has_files(plan.train.registry_dir),
             f"experiment file {plan.serve.serve_experiments_file}":

@@ -25,6 +25,16 @@ from ops import procs
 T = TypeVar("T")
 
 
+def pid_file(run_dir: Path, name: str) -> Path:
+    """Where a demo service's pid is recorded (``demo down`` and ``status`` read it)."""
+    return run_dir / f"demo-{name}.pid"
+
+
+def log_file(log_dir: Path, name: str) -> Path:
+    """One log per stage; a service's stage log is the service's own log."""
+    return log_dir / f"{name}.log"
+
+
 class DemoError(RuntimeError):
     """A demo stage failed; the message names the stage and the log file to read."""
 
@@ -46,10 +56,10 @@ class Stages:
     timings: dict[str, float] = field(default_factory=dict)
 
     def log_of(self, name: str) -> Path:
-        return self.log_dir / f"{name}.log"
+        return log_file(self.log_dir, name)
 
     def pid_file(self, name: str) -> Path:
-        return self.run_dir / f"demo-{name}.pid"
+        return pid_file(self.run_dir, name)
 
     def say(self, text: str) -> None:
         self.out.write(text + "\n")

@@ -6,12 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from movierec.settings import KafkaSettings, RedisSettings, WireSettings, setting
+from movierec.settings import (KafkaSettings, RedisSettings, ServedTopicSettings, WireSettings,
+                               setting)
 from recommender.settings import RegistrySettings
 
 
 @dataclass(frozen=True)
-class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings):
+class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings,
+                    ServedTopicSettings):
     """How the recommendation service listens, which models it serves, and its budgets."""
 
     serve_host: str = setting("0.0.0.0", "Address the service binds (0.0.0.0: reachable by graders)")
@@ -57,7 +59,6 @@ class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings
     serve_admin_token: str = setting(
         "", "Bearer token of the admin endpoints (experiments, reload); empty: admin disabled"
     )
-    served_topic: str = setting("movierec.served", "Kafka topic of the served-recommendation records")
     telemetry_buffer: int = setting(
         10_000, "Served records held per worker before new ones are dropped (and counted)",
         min=10, max=10_000_000,

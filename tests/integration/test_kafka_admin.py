@@ -7,7 +7,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from movierec.kafka_admin import delete_topics, ensure_topic, group_lag
+from movierec.kafka_admin import delete_topics, ensure_topic, group_lag, topic_lines
 from tests.integration.conftest import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -23,6 +23,8 @@ def test_group_lag_counts_what_the_group_has_not_committed(stack: LocalStack, un
     producer.flush()
     producer.close()
     assert group_lag(stack.bootstrap, group, topic) == 10  # never committed: all of it
+    assert topic_lines(stack.bootstrap, topic) == 10
+    assert topic_lines(stack.bootstrap, f"missing-{unique}") == 0
 
     member = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=group,
                            enable_auto_commit=False)

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from online_eval.join import UNASSIGNED, ArmOutcome, OnlineEvalError
-from online_eval.report import ArmServing, OnlineReport, model_name
+from online_eval.report import ArmServing, OnlineReport
+from recommender.versions import model_name, version_id
 from online_eval.source import ServedTally
 from recommender.serving.telemetry import ServedRecord
 
@@ -39,6 +40,8 @@ def test_model_name_reads_registry_version_ids() -> None:
     assert model_name(POP_V) == "popularity"
     assert model_name("champion") is None
     assert model_name("als-2025-abc") is None
+    made = version_id("item_knn.v2", datetime(2026, 1, 2, 3, 4, 5), "0123456789abcdef")
+    assert made == "item_knn.v2-20260102T030405-012345" and model_name(made) == "item_knn.v2"
 
 
 def test_the_baseline_arm_is_the_default_reference() -> None:
