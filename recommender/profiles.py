@@ -32,9 +32,27 @@ UNKNOWN_AGE = -1
 def age_group(age: int | None) -> int:
     """Index into ``AGE_GROUPS``; an unknown or absurd age (None, <0, >120) counts as 25-34,
     the most common group, rather than as a child: safety filters decide on the age itself."""
-    if age is None or age < 0 or age > 120:
+    if age is None or age < 0 or age > MAX_AGE:
         return 2
     return int(np.searchsorted(AGE_EDGES, age, side="right"))
+
+
+MAX_AGE = 120
+"""Oldest believable age in years; above it an age is junk, as is a non-ASCII digit."""
+
+
+def profile_fields(fields: Mapping[str, str]) -> tuple[int | None, str | None, str | None]:
+    """(age, gender, occupation) from a stored profile hash (the user API's fields as the
+    consumer keeps them): age from ASCII digits up to ``MAX_AGE`` (``str.isdigit`` would
+    take "²", which ``int`` then refuses), gender "M"/"F" in any case and spacing, the
+    occupation stripped; None for whatever is missing or junk. Training and serving both
+    read profiles through this, so a user lands in the same segment in both."""
+    text = str(fields.get("age", "")).strip()
+    age = int(text) if text.isascii() and text.isdigit() and len(text) <= 3 else None
+    gender = str(fields.get("gender", "")).strip().upper()
+    occupation = str(fields.get("occupation", "")).strip()
+    return (age if age is not None and age <= MAX_AGE else None,
+            gender if gender in ("M", "F") else None, occupation or None)
 
 
 def gender_code(gender: str | None) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import redis
 
-from recommender.profiles import Profiles
+from recommender.profiles import Profiles, profile_fields
 from stream_consumer.keys import Keys
 
 CHUNK = 2000
@@ -45,9 +45,9 @@ def read_profiles(client: redis.Redis, keys: Keys, user_ids: Sequence[int]) -> P
         if not raw:
             continue
         fields = {_text(k): _text(v) for k, v in raw.items()}
-        record: dict = {"user_id": int(user), "gender": fields.get("gender") or None,
-                        "occupation": fields.get("occupation") or None,
-                        "age": int(fields["age"]) if fields.get("age", "").isdigit() else None}
+        age, gender, occupation = profile_fields(fields)
+        record: dict = {"user_id": int(user), "gender": gender, "occupation": occupation,
+                        "age": age}
         for key in ("likes", "dislikes"):
             if fields.get(key):
                 record[key] = fields[key]

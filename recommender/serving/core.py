@@ -33,7 +33,7 @@ from movierec import wire
 from recommender.coldstart import profile_items
 from recommender.dataset import ConfidenceParams, DatasetError, confidence
 from recommender.models.base import History
-from recommender.profiles import Profile
+from recommender.profiles import Profile, profile_fields
 from recommender.serving.state import BadRequest, ModelUnavailable, UserState
 
 PATH_MODEL = "model"
@@ -50,8 +50,6 @@ PATHS: tuple[str, ...] = (PATH_MODEL, PATH_COLDSTART_PROFILE, PATH_COLDSTART_DEM
 MAX_ID_DIGITS = 19
 """Longest accepted user id: 19 digits is the int64 range, and it bounds ``int()``'s work."""
 ADULT_AGE = 18
-MAX_AGE = 120
-"""Ages above this are junk (as ``recommender.profiles.age_group`` reads them)."""
 UNSAFE_RATINGS = frozenset({"R", "NC17", "X"})
 """Content ratings unsuitable for minors, after upper-casing and dropping "-", "_" and
 spaces (so "NC-17", "nc17" and "Nc 17" all read "NC17"). MPA: R = under 17 requires an
@@ -145,13 +143,9 @@ def history_of(state: UserState, index: Mapping[str, int], runtimes: np.ndarray,
 
 
 def profile_age(state: UserState) -> int | None:
-    """The profile's age in years, or None when missing or junk (not ASCII digits, or
-    above ``MAX_AGE``)."""
-    text = str(state.profile.get("age", "")).strip()
-    if not _DIGITS.fullmatch(text) or len(text) > 3:
-        return None
-    age = int(text)
-    return age if age <= MAX_AGE else None
+    """The profile's age in years, or None when missing or junk
+    (``profiles.profile_fields``)."""
+    return profile_fields(state.profile)[0]
 
 
 class Matcher(Protocol):
@@ -162,19 +156,18 @@ class Matcher(Protocol):
 
 
 def profile_of(state: UserState, matcher: Matcher | None) -> Profile:
-    """The user's ``Profile``: age (``profile_age``), gender ("M"/"F", else None),
-    occupation (None when empty), and liked/disliked items from the ``likes``/``dislikes``
+    """The user's ``Profile``: age, gender and occupation as training reads them
+    (``profiles.profile_fields``), and liked/disliked items from the ``likes``/``dislikes``
     texts through ``coldstart.profile_items`` when a ``matcher`` is given."""
     fields = state.profile
-    gender = str(fields.get("gender", "")).strip().upper()
-    occupation = str(fields.get("occupation", "")).strip()
+    age, gender, occupation = profile_fields(fields)
     liked: tuple[int, ...] = ()
     disliked: tuple[int, ...] = ()
     likes, dislikes = fields.get("likes"), fields.get("dislikes")
     if matcher is not None and (likes or dislikes):
         liked, disliked = profile_items(matcher, likes, dislikes)
-    return Profile(age=profile_age(state), gender=gender if gender in ("M", "F") else None,
-                   occupation=occupation or None, liked=liked, disliked=disliked)
+    return Profile(age=age, gender=gender, occupation=occupation, liked=liked,
+                   disliked=disliked)
 
 
 def needs_minor_filter(state: UserState) -> bool:

@@ -109,10 +109,13 @@ def create_from_env() -> Flask:
 
 def shutdown(app: Flask, timeout_s: float = 5.0) -> None:
     """Stop a worker's background threads: the watcher, and telemetry after flushing what
-    it holds (gunicorn's ``worker_exit`` hook calls this on a graceful stop)."""
+    it holds, then close the feature store's connections (gunicorn's ``worker_exit`` hook
+    calls this on a graceful stop)."""
     services: Services = app.extensions["movierec"]["services"]
     services.models.stop(timeout_s)
     services.telemetry.close(timeout_s)
     for sink in getattr(services.telemetry, "sinks", ()):
         if hasattr(sink, "close"):
             sink.close(timeout_s)
+    if hasattr(services.features, "close"):
+        services.features.close()
