@@ -11,12 +11,14 @@ import click
 from movierec.settings import load
 
 
-def build(settings, *, metrics_port: int | None = None):
-    """Wire the real adapters from settings: (StreamConsumer, Enricher, closers)."""
-    from kafka import KafkaConsumer, KafkaProducer
+def build(settings, *, metrics_port: int | None = None, metrics=None, dlq_sink=None):
+    """Wire the real adapters from settings: (StreamConsumer, Enricher, closers).
+
+    ``metrics`` and ``dlq_sink`` (``dlq_sinks.open_sink``) are made here unless given;
+    a given sink is closed by the closer too."""
+    from kafka import KafkaConsumer
     from prometheus_client import start_http_server
 
-    from movierec.kafka_admin import ensure_topic
     from stream_consumer.consumer import StreamConsumer
     from stream_consumer.drift_monitor import DriftMonitor
     from stream_consumer.enrich import Enricher
@@ -28,9 +30,8 @@ def build(settings, *, metrics_port: int | None = None):
     keys = Keys(settings.redis_prefix)
     features = RedisFeatureStore.connect(settings.redis_url, keys, timeout_s=settings.redis_timeout_s,
                                          recent_history=settings.recent_history)
-    ensure_topic(settings.kafka_bootstrap, settings.dlq, 1)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                             client_id="movierec-consumer-dlq", linger_ms=5)
+    metrics = ConsumerMetrics.create() if metrics is None else metrics
+    sink = open_dlq_sink(settings, metrics) if dlq_sink is None else dlq_sink
     consumer = KafkaConsumer(
         settings.kafka_topic, bootstrap_servers=settings.kafka_bootstrap,
         group_id=settings.consumer_group, client_id="movierec-consumer",
@@ -43,13 +44,11 @@ def build(settings, *, metrics_port: int | None = None):
         session_timeout_ms=6000, heartbeat_interval_ms=2000,
     )
     enricher = Enricher(features.client, keys, settings.user_api_url)
-    metrics = ConsumerMetrics.create()
     port = settings.metrics_port if metrics_port is None else metrics_port
     server = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)[0] if port else None
     runner = StreamConsumer(
         consumer, features, EventStore(settings.store_dir, settings.kafka_topic),
-        dlq_send=lambda value, key: producer.send(settings.dlq, value=value, key=key),
-        dlq_flush=lambda: producer.flush(timeout=30),
+        dlq_send=lambda value, key: sink.send(value), dlq_flush=sink.flush,
         metrics=metrics, topic=settings.kafka_topic, rating_scale=settings.rating_scale,
         batch_max=settings.consumer_batch_max, poll_ms=settings.consumer_poll_ms,
         runtime_slack_min=settings.runtime_slack_min,
@@ -65,7 +64,7 @@ def build(settings, *, metrics_port: int | None = None):
     def close() -> None:
         enricher.stop.set()
         consumer.close()
-        producer.close(timeout=10)
+        sink.close()
         features.client.close()
         if server is not None:
             server.shutdown()
@@ -74,16 +73,27 @@ def build(settings, *, metrics_port: int | None = None):
     return runner, enricher, close
 
 
+def open_dlq_sink(settings, metrics):
+    """The dead-letter sink of ``settings``, its fallbacks counted in ``metrics``."""
+    from stream_consumer.dlq_sinks import open_sink
+
+    return open_sink(settings, lambda reason: metrics.dlq_fallbacks.labels(reason).inc())
+
+
 @click.command("consume")
 @click.option("--max-lines", type=int, help="Stop after this many lines.")
 @click.option("--idle-exit", type=float, help="Stop after this many seconds without lines.")
 @click.option("--metrics-port", type=int, help="Port of /metrics (default MOVIEREC_METRICS_PORT).")
 def consume(max_lines: int | None, idle_exit: float | None, metrics_port: int | None) -> None:
     """Consume the event log into Redis features, the event store and the DLQ."""
+    from stream_consumer.metrics import ConsumerMetrics
     from stream_consumer.settings import ConsumerSettings
 
     settings = load(ConsumerSettings)
-    runner, enricher, close = build(settings, metrics_port=metrics_port)
+    metrics = ConsumerMetrics.create()
+    sink = open_dlq_sink(settings, metrics)
+    runner, enricher, close = build(settings, metrics_port=metrics_port, metrics=metrics,
+                                    dlq_sink=sink)
     worker = threading.Thread(target=enricher.run, name="enricher", daemon=True) if settings.enrich else None
     if worker is not None:
         worker.start()
@@ -93,7 +103,7 @@ def consume(max_lines: int | None, idle_exit: float | None, metrics_port: int | 
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     click.echo(f"consuming {settings.kafka_topic} @ {settings.kafka_bootstrap} as "
-               f"{settings.consumer_group}; rejects to {settings.dlq}", err=True)
+               f"{settings.consumer_group}; rejects to {sink.where}", err=True)
     try:
         lines = runner.run(max_lines=max_lines, idle_exit_s=idle_exit)
     finally:

@@ -23,6 +23,7 @@ class ConsumerMetrics:
     drift_statistic: Gauge
     drift_alarm: Gauge
     drift_p_value: Gauge
+    dlq_fallbacks: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ConsumerMetrics:
@@ -52,6 +53,9 @@ class ConsumerMetrics:
                               ["feature"], registry=r),
             drift_p_value=Gauge("movierec_drift_p_value", "p-value of the drift test",
                                 ["feature"], registry=r),
+            dlq_fallbacks=Counter("movierec_consumer_dlq_fallback_total",
+                                  "Switches of the dead letters from Kafka to the local file, "
+                                  "by the broker's refusal", ["reason"], registry=r),
         )
 
     def show_drift(self, values: list[tuple[str, str, float]]) -> None:

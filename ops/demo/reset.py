@@ -39,6 +39,7 @@ def locations(plan: DemoPlan) -> dict[str, str]:
     return {"kafka": c.kafka_bootstrap, "topic": c.kafka_topic, "dlq": c.dlq,
             "served_topic": plan.serve.served_topic, "group": c.consumer_group,
             "redis": c.redis_url, "prefix": c.redis_prefix,
+            "dlq_file": str(c.dlq_file.resolve()),
             "store": str(c.store_dir.resolve()), "registry": str(plan.train.registry_dir.resolve()),
             "experiments": str(plan.serve.serve_experiments_file.resolve())}
 
@@ -76,6 +77,7 @@ def reset(plan: DemoPlan, *, force: bool) -> list[str]:
             **{f"Kafka topic {t}": topic_lines(plan.consumer.kafka_bootstrap, t) > 0
                for t in topics},
             f"event store {plan.consumer.store_dir}": _has_files(plan.consumer.store_dir),
+            f"dead-letter file {plan.consumer.dlq_file}": plan.consumer.dlq_file.exists(),
             f"model registry {plan.train.registry_dir}": _has_files(plan.train.registry_dir),
             f"experiment file {plan.serve.serve_experiments_file}":
                 plan.serve.serve_experiments_file.exists(),
@@ -111,6 +113,9 @@ def reset(plan: DemoPlan, *, force: bool) -> list[str]:
             shutil.rmtree(folder)
             notes.append(f"removed {folder}/")
     plan.serve.serve_experiments_file.unlink(missing_ok=True)
+    if plan.consumer.dlq_file.exists():
+        plan.consumer.dlq_file.unlink()
+        notes.append(f"removed {plan.consumer.dlq_file}")
     marker(plan).parent.mkdir(parents=True, exist_ok=True)
     marker(plan).write_text(json.dumps(locations(plan), indent=2) + "\n")
     return notes
