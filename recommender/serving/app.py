@@ -5,6 +5,10 @@ unit tests pass fakes and integration tests and ``wsgi.create_from_env`` pass re
 Every answer is plain text except the JSON of /provenance, /admin and /openapi.json;
 ``ServingError`` subclasses become short plain-text answers in ``_on_error``; /recommend
 never answers a 5xx (``handler.RecommendHandler`` degrades instead).
+
+Every request's queue age (how long it waited before a worker took it) is read from the
+kernel at its start (``queue_age``), observed in ``movierec_serve_queue_seconds``, and
+handed to /recommend, which sheds past ``MOVIEREC_SERVE_SHED_MS``.
 """
 
 from __future__ import annotations
@@ -25,12 +29,16 @@ from werkzeug.exceptions import HTTPException
 from recommender.serving.experiments import Experiment, ExperimentStore
 from recommender.serving.handler import FALLBACK_REASONS, Features, Models, RecommendHandler, Sink
 from recommender.serving.metrics import ServingMetrics, exposition_registry
+from recommender.serving.queue_age import read_queue_age_s
 from recommender.serving.settings import ServeSettings
 from recommender.serving.state import (BadRequest, FeaturesUnavailable, ModelUnavailable,
                                        ServingError)
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
+GUNICORN_SOCKET = "gunicorn.socket"
+"""The WSGI environ key under which gunicorn passes the client socket
+(``gunicorn.http.wsgi.default_environ``; sync and gthread workers)."""
 
 
 class Forbidden(ServingError):
@@ -77,7 +85,8 @@ def create_app(settings: ServeSettings, *, services: Services,
     handler = RecommendHandler(
         features=services.features, models=services.models, telemetry=services.telemetry,
         metrics=metrics, list_size=settings.serve_list_size,
-        budget_s=settings.serve_budget_ms / 1000.0, max_user_id=settings.serve_max_user_id)
+        budget_s=settings.serve_budget_ms / 1000.0, max_user_id=settings.serve_max_user_id,
+        shed_s=settings.serve_shed_ms / 1000.0)
     app.extensions["movierec"] = {"services": services, "metrics": metrics, "handler": handler}
     for reason in FALLBACK_REASONS:  # every reason shows on dashboards from the start, at 0
         metrics.fallbacks.labels(reason)
@@ -93,12 +102,13 @@ def create_app(settings: ServeSettings, *, services: Services,
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
+        g.queue_s = queue_age(request.environ, metrics)
 
     @app.get("/recommend/<path:raw>")
     @app.get("/recommend", defaults={"raw": ""}, strict_slashes=False)  # and "/recommend/"
     def recommend(raw: str) -> Response:
         user = handler.parse(raw)
-        served = handler.answer(user, g.started)
+        served = handler.answer(user, g.started, g.queue_s)
         headers = {"X-Request-Id": served.request_id, "X-Arm": served.arm,
                    "X-Model-Version": served.version or "none", "X-Answer-Path": served.path}
         if served.fallback:
@@ -194,6 +204,21 @@ def create_app(settings: ServeSettings, *, services: Services,
         return response
 
     return app
+
+
+def queue_age(environ: dict, metrics: ServingMetrics) -> float:
+    """Seconds the request waited before a worker took it, observed in the queue
+    histogram; 0 when unknown: no client socket (a server other than gunicorn, e.g. the
+    test client) or one without ``TCP_INFO`` (counted), so nothing is shed blindly."""
+    sock = environ.get(GUNICORN_SOCKET)
+    if sock is None:
+        return 0.0
+    age = read_queue_age_s(sock)
+    if age is None:
+        metrics.queue_unknown.inc()
+        return 0.0
+    metrics.queue.observe(age)
+    return age
 
 
 def _time_ms(text: str | None) -> int:

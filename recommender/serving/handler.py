@@ -1,22 +1,27 @@
 """The /recommend decision with its deadline and fallbacks, independent of Flask.
 
 One call of ``RecommendHandler.answer`` does, in order: route the user to an arm (stable
-hash, ``experiments``), read the user's online features (one pipelined Redis round trip,
-short timeout, circuit breaker), rank with the arm's model (fold-in of the current
-history, cold start), and hand a served record to telemetry (a bounded buffer, never
-waits). Whatever fails, the answer is a 200 with a list: a degraded one, counted by
-reason, when
+hash, ``experiments``), shed the request if it queued too long, read the user's online
+features (one pipelined Redis round trip, short timeout, circuit breaker), rank with the
+arm's model (fold-in of the current history, cold start), and hand a served record to
+telemetry (a bounded buffer, never waits). Whatever fails, the answer is a 200 with a
+list: a degraded one, counted by reason, when
 
 - ``redis``: the feature store did not answer (timeout, refused, breaker open);
 - ``no_model``: no model version is loaded (nothing trained yet, or every load failed);
-- ``budget``: the features arrived after the internal budget was spent;
+- ``shed``: the request waited in the kernel's queue at least the shed limit before a
+  worker took it (load shedding: answered at once, without Redis or the model, which
+  are most of a request's cost, so an overloaded service drains its queue);
+- ``budget``: the features arrived after the internal budget was spent (the budget counts
+  from the request's arrival, queue time included);
 - ``model_error``: the model raised while scoring;
 - ``error``: anything unexpected (a bug): logged with its traceback, still answered.
 
 The degraded list is the model's precomputed popular list (minor-safe when the user's
-age is unknown), minus what the user has seen when the features are known. Without any
-model it is the consumer's popularity ranking from Redis for a known adult and empty
-otherwise: with no model there is no content metadata to keep a minor safe.
+age is unknown, as it always is for a shed request), minus what the user has seen when
+the features are known. Without any model it is the consumer's popularity ranking from
+Redis for a known adult and empty otherwise: with no model there is no content metadata
+to keep a minor safe.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from recommender.serving.telemetry import ServedRecord, new_request_id
 
 log = logging.getLogger(__name__)
 
-FALLBACK_REASONS = ("redis", "no_model", "budget", "model_error", "error")
+FALLBACK_REASONS = ("shed", "redis", "no_model", "budget", "model_error", "error")
 
 
 class Features(Protocol):
@@ -71,30 +76,41 @@ class RecommendHandler:
 
     def __init__(self, *, features: Features, models: Models, telemetry: Sink,
                  metrics: ServingMetrics, list_size: int, budget_s: float, max_user_id: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 shed_s: float = 0.0, clock: Callable[[], float] = time.time) -> None:
+        """``budget_s``: internal budget from arrival; ``shed_s``: queue age (seconds) from
+        which a request is shed, 0 to never shed."""
         self.features, self.models, self.telemetry = features, models, telemetry
-        self.metrics, self.n, self.budget_s = metrics, list_size, budget_s
+        self.metrics, self.n, self.budget_s, self.shed_s = metrics, list_size, budget_s, shed_s
         self.max_user_id, self.clock = max_user_id, clock
 
     def parse(self, raw: str) -> int:
         """The user id of the URL; ``BadRequest`` (-> 400) when it is not a sane one."""
         return parse_user_id(raw, max_id=self.max_user_id)
 
-    def answer(self, user: int, started: float) -> Served:
-        """The list for ``user``; ``started`` is ``time.perf_counter()`` at request start."""
+    def answer(self, user: int, started: float, queue_s: float = 0.0) -> Served:
+        """The list for ``user``. ``started``: ``time.perf_counter()`` when the worker
+        took the request; ``queue_s``: seconds it had waited before that (0 when unknown).
+
+        The budget counts both (a request that queued 80 ms has 20 ms of a 100 ms budget
+        left); the served record's ``latency_ms`` counts from ``started`` only, as the
+        request latency histogram does: the queue age comes in kernel ticks (4 ms at
+        HZ=250), which would blur millisecond latencies, and has its own histogram."""
         now = self.clock()
         request_id = new_request_id()
         arm, model, state, answer, fallback = "default", None, None, None, None
         try:
             models = self.models.current()
             arm, model = models.route(user, datetime.fromtimestamp(now, UTC))
-            state, fallback = self._features(user)
-            if model is None:
-                fallback = fallback or "no_model"
-            elif fallback is None and time.perf_counter() - started > self.budget_s:
-                fallback = "budget"
-            if fallback is None:
-                answer, fallback = self._rank(model, state, clock_ms(state, int(now * 1000)))
+            if self.shed_s and queue_s >= self.shed_s:
+                fallback = "shed"  # no Redis, no model: the cheapest answer there is
+            else:
+                state, fallback = self._features(user)
+                if model is None:
+                    fallback = fallback or "no_model"
+                elif fallback is None and time.perf_counter() - started + queue_s > self.budget_s:
+                    fallback = "budget"
+                if fallback is None:
+                    answer, fallback = self._rank(model, state, clock_ms(state, int(now * 1000)))
         except Exception:  # a bug must still not cost the user an answer
             log.exception("unexpected error answering user %d", user)
             fallback = "error"

@@ -18,6 +18,9 @@ from prometheus_client import multiprocess
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.6, 1.0)
 """Request latency buckets: fine below the 15 ms SLO, coarse up to the 600 ms deadline."""
 STAGE_BUCKETS_S = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
+QUEUE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0, 2.0)
+"""Queue age buckets (``queue_age``): the kernel's resolution is a jiffy (1-10 ms); fine
+around the shed limit (50 ms by default), then every 100 ms up to the 600 ms deadline."""
 
 
 def multiprocess_dir() -> str | None:
@@ -36,6 +39,8 @@ class ServingMetrics:
     swaps: Counter
     telemetry: Counter
     breaker_open: Gauge
+    queue: Histogram
+    queue_unknown: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ServingMetrics:
@@ -66,6 +71,13 @@ class ServingMetrics:
             breaker_open=Gauge("movierec_serve_redis_breaker_open",
                                "1 while the Redis circuit breaker is open", registry=r,
                                multiprocess_mode="liveall"),
+            queue=Histogram("movierec_serve_queue_seconds",
+                            "Time a request waited before a worker picked it up (the kernel's "
+                            "tcpi_last_data_recv; gunicorn only)", registry=r,
+                            buckets=QUEUE_BUCKETS_S),
+            queue_unknown=Counter("movierec_serve_queue_age_unreadable_total",
+                                  "Requests whose client socket gave no TCP_INFO (queue age "
+                                  "taken as 0, never shed)", registry=r),
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,8 +15,11 @@ from movierec.settings import load
 from recommender.serving.app import Services, create_app
 from recommender.serving.core import PATH_MODEL, PATH_POPULAR, Answer
 from recommender.serving.experiments import ExperimentStore
+from recommender.serving.handler import RecommendHandler
+from recommender.serving.metrics import ServingMetrics
 from recommender.serving.settings import ServeSettings
 from recommender.serving.state import FeaturesUnavailable, ModelUnavailable, UserState
+from tests.unit.test_queue_age import linux_only, queued_socket
 
 ANSWER = re.compile(r"^([^,\s]+(,[^,\s]+){0,19})?$")
 ADULT = UserState(progress={"seen+1999": 30}, profile={"age": "30", "gender": "F"})
@@ -26,8 +30,10 @@ class FakeFeatures:
         self.users: dict[int, UserState] = {7: ADULT}
         self.down = False
         self.delay_s = 0.0
+        self.reads = 0
 
     def read(self, user: int) -> UserState:
+        self.reads += 1
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.down:
@@ -48,8 +54,10 @@ class FakeModel:
 
     def __init__(self) -> None:
         self.fail: Exception | None = None
+        self.calls = 0
 
     def recommend(self, state: UserState, *, n: int, now_ms: int) -> Answer:
+        self.calls += 1
         if self.fail:
             raise self.fail
         return Answer(("a+2000", "b+2001")[:n], PATH_MODEL)
@@ -278,3 +286,99 @@ def test_provenance_joins_the_served_record_with_the_model_meta(world):
     assert client.get("/provenance/" + "0" * 32).status_code == 404
     for junk in ("yesterday", "²", "9" * 5000):
         assert client.get("/provenance", query_string={"user": "7", "at": junk}).status_code == 400
+
+
+def _handler(services, *, shed_ms: float, budget_ms: float = 100.0):
+    metrics = ServingMetrics.create()
+    handler = RecommendHandler(features=services.features, models=services.models,
+                               telemetry=services.telemetry, metrics=metrics, list_size=20,
+                               budget_s=budget_ms / 1000.0, max_user_id=10**9,
+                               shed_s=shed_ms / 1000.0)
+    return handler, metrics
+
+
+def _fallback_count(metrics: ServingMetrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value("movierec_serve_fallbacks_total", {"reason": reason})
+    return value or 0.0
+
+
+@pytest.mark.parametrize("queue_s", [0.05, 0.3, 30.0])
+def test_a_request_queued_past_the_limit_is_shed_without_redis_or_the_model(world, queue_s):
+    _, services, model = world
+    handler, metrics = _handler(services, shed_ms=50)
+    served = handler.answer(7, time.perf_counter(), queue_s)
+    assert served.fallback == "shed" and served.path == PATH_POPULAR
+    assert served.body == "safe+2000"  # the minor-safe popular list: the age is not read
+    assert services.features.reads == 0 and model.calls == 0
+    assert _fallback_count(metrics, "shed") == 1
+    record = services.telemetry.records[-1]
+    assert (record.fallback, record.items, record.status) == ("shed", ("safe+2000",), 200)
+
+
+@pytest.mark.parametrize("shed_ms, queue_s", [(50, 0.0), (50, 0.045), (0, 0.0), (0, 0.09)])
+def test_a_request_under_the_limit_or_with_shedding_off_takes_the_full_path(world, shed_ms, queue_s):
+    _, services, model = world
+    handler, metrics = _handler(services, shed_ms=shed_ms)
+    served = handler.answer(7, time.perf_counter(), queue_s)
+    assert served.fallback is None and served.body == "a+2000,b+2001"
+    assert services.features.reads == 1 and model.calls == 1
+    assert _fallback_count(metrics, "shed") == 0
+
+
+def test_the_budget_counts_the_time_spent_in_the_queue(world):
+    _, services, model = world
+    services.features.delay_s = 0.03
+    handler, metrics = _handler(services, shed_ms=0, budget_ms=100)
+    assert handler.answer(7, time.perf_counter(), 0.0).fallback is None  # 30 ms of 100
+    served = handler.answer(7, time.perf_counter(), 0.08)  # 80 ms queued + 30 ms > 100
+    assert served.fallback == "budget" and served.body == "safe+2000"
+    assert model.calls == 1 and _fallback_count(metrics, "budget") == 1
+
+
+def test_shed_is_on_the_dashboards_from_the_start(world):
+    client, _, _ = world
+    assert "shed" in _fallbacks_all(client)
+
+
+def _fallbacks_all(client) -> dict[str, float]:
+    text = client.get("/metrics").get_data(as_text=True)
+    return {s.labels["reason"]: s.value for f in text_string_to_metric_families(text)
+            for s in f.samples if s.name == "movierec_serve_fallbacks_total"}
+
+
+def _queue_samples(client) -> dict[str, float]:
+    text = client.get("/metrics").get_data(as_text=True)
+    return {s.name + str(sorted(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name.startswith(("movierec_serve_queue_seconds",
+                                  "movierec_serve_queue_age_unreadable"))}
+
+
+@linux_only
+def test_the_app_reads_the_queue_age_from_gunicorns_socket_and_sheds(world):
+    client, services, model = world  # default shed limit: 50 ms
+    with queued_socket(0.15) as sock:
+        r = client.get("/recommend/7", environ_overrides={"gunicorn.socket": sock})
+    assert r.status_code == 200 and r.headers["X-Fallback"] == "shed"
+    assert r.get_data(as_text=True) == "safe+2000" and r.headers["X-Answer-Path"] == PATH_POPULAR
+    assert services.features.reads == 0 and model.calls == 0
+    assert _fallbacks(client) == {"shed": 1.0}
+    samples = _queue_samples(client)
+    assert samples["movierec_serve_queue_seconds_count[]"] == 1
+    assert samples["movierec_serve_queue_seconds_bucket[('le', '0.1')]"] == 0
+    assert samples["movierec_serve_queue_seconds_bucket[('le', '0.2')]"] == 1
+    with queued_socket(0.0) as sock:  # picked up at once: the full path
+        r = client.get("/recommend/7", environ_overrides={"gunicorn.socket": sock})
+    assert r.status_code == 200 and "X-Fallback" not in r.headers and model.calls == 1
+
+
+def test_without_a_readable_socket_nothing_is_shed(world):
+    client, services, model = world
+    assert client.get("/recommend/7").headers.get("X-Fallback") is None  # no socket at all
+    a, b = socket.socketpair()  # a socket without TCP_INFO: counted, taken as 0
+    with a, b:
+        r = client.get("/recommend/7", environ_overrides={"gunicorn.socket": a})
+    assert r.status_code == 200 and "X-Fallback" not in r.headers and model.calls == 2
+    samples = _queue_samples(client)
+    assert samples["movierec_serve_queue_age_unreadable_total[]"] == 1
+    assert samples["movierec_serve_queue_seconds_count[]"] == 0

@@ -1,0 +1,136 @@
+"""Load shedding in the real service: gunicorn with ONE worker on the real Redis and a file
+registry, requests made to wait in the kernel's queue, then answered.
+
+The worker is held deterministically, not by racing a burst: a client sends an incomplete
+request (no blank line ending its headers), the worker takes it and blocks reading the
+rest; meanwhile more requests arrive on other connections and wait (sync: in the listen
+backlog; gthread: accepted, but with the only thread busy). When the first request is
+completed the worker answers it in full (its data just arrived), then finds the others
+with a queue age far past ``MOVIEREC_SERVE_SHED_MS``: each must be shed, a 200 with the
+minor-safe popular list, counted, and seen in the queue-age histogram.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import time
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from load_tests.server import ServiceProcess
+from load_tests.stage import StageSpec, stage
+from simulator.catalog import RATED_R
+from simulator.world import World, WorldSpec
+from tests.conftest import free_ports
+from tests.integration.conftest import LocalStack
+
+ANSWER = re.compile(r"^[^,\s]+(,[^,\s]+){0,19}$")
+SPEC = StageSpec(users=300, movies=400, days=3, seed=9)
+SHED_MS = 100
+WAIT_S = 0.4  # how long the queued requests wait: four times the shed limit
+QUEUED = 6
+
+
+@pytest.fixture(scope="module", params=["sync", "gthread"])
+def one_worker(request, stack: LocalStack, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp(f"shed-{request.param}")
+    prefix = f"shed{int(time.time() * 1000) % 10**8}"
+    staged = stage(SPEC, redis_url=stack.redis_url, prefix=prefix, registry_dir=root / "registry")
+    (port,) = free_ports(1)
+    env = {"MOVIEREC_REDIS_URL": stack.redis_url, "MOVIEREC_REDIS_PREFIX": prefix,
+           "MOVIEREC_REGISTRY_DIR": str(root / "registry"),
+           "MOVIEREC_SERVE_EXPERIMENTS_FILE": str(root / "experiments.json"),
+           "MOVIEREC_KAFKA_BOOTSTRAP": stack.bootstrap, "MOVIEREC_SERVED_TOPIC": f"served-{prefix}",
+           "MOVIEREC_SERVE_SHED_MS": str(SHED_MS), "MOVIEREC_SERVE_WORKER_CLASS": request.param,
+           "MOVIEREC_SERVE_THREADS": "1"}
+    service = ServiceProcess(port=port, env=env, log=root / "serve.log", workers=1).start()
+    try:
+        yield service, staged
+    finally:
+        service.stop()
+
+
+def request_bytes(user: int) -> bytes:
+    return f"GET /recommend/{user} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
+
+
+def read_response(sock: socket.socket) -> tuple[int, str, dict[str, str]]:
+    """One answer, then the connection closed at once: a sync worker waits for the
+    client's close after answering (``gunicorn.util.close_graceful``)."""
+    with sock:
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, response.read().decode(), dict(response.headers)
+
+
+def metrics(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = s.name + "".join(f"|{k}={v}" for k, v in sorted(s.labels.items()))
+            out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def test_requests_that_queued_past_the_limit_are_shed_with_the_popular_list(one_worker):
+    service, staged = one_worker
+    host, port = "127.0.0.1", service.port
+    before = metrics(service.url)
+    users = staged.known_users[:QUEUED + 1]
+    holder = socket.create_connection((host, port), timeout=10)
+    queued: list[socket.socket] = []
+    try:
+        holder.sendall(request_bytes(users[0])[:-2])  # headers not finished: the worker waits
+        time.sleep(0.2)  # the worker has taken it and blocks reading
+        for user in users[1:]:
+            sock = socket.create_connection((host, port), timeout=10)
+            sock.sendall(request_bytes(user))
+            queued.append(sock)
+        time.sleep(WAIT_S)
+        holder.sendall(b"\r\n")
+        first = read_response(holder)
+        answers = [read_response(sock) for sock in queued]
+    finally:
+        for sock in (holder, *queued):
+            sock.close()
+    after = metrics(service.url)
+
+    status, body, headers = first  # taken at once when complete: the full path
+    assert status == 200 and ANSWER.match(body)
+    assert "X-Fallback" not in headers and headers["X-Answer-Path"] == "model"
+
+    assert all(status == 200 for status, _, _ in answers)
+    shed = [(body, headers) for _, body, headers in answers if headers.get("X-Fallback") == "shed"]
+    assert len(shed) == QUEUED  # every one waited four times the limit
+    bodies = {body for body, _ in shed}
+    assert len(bodies) == 1 and ANSWER.match(bodies.pop()) is not None  # the same list for all
+    assert all(h["X-Answer-Path"] == "popular" for _, h in shed)
+
+    world = World.build(WorldSpec(seed=SPEC.seed, n_users=SPEC.users, n_movies=SPEC.movies,
+                                  describe_share=SPEC.describe_share))
+    unsafe = {m for m, adult, rating in zip(world.catalog.ids, world.catalog.adult,
+                                            world.catalog.content_rating) if adult or rating >= RATED_R}
+    assert not set(shed[0][0].split(",")) & unsafe  # minor-safe: nobody's age was read
+
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("movierec_serve_fallbacks_total|reason=shed") == QUEUED
+    assert delta("movierec_serve_queue_seconds_count") >= QUEUED + 1
+    assert delta("movierec_serve_queue_seconds_sum") >= QUEUED * (WAIT_S - 0.05)
+    assert delta("movierec_serve_queue_seconds_bucket|le=0.2") <= delta(
+        "movierec_serve_queue_seconds_count") - QUEUED
+    assert delta("movierec_serve_queue_age_unreadable_total") == 0
+
+
+def test_without_a_queue_nothing_is_shed(one_worker):
+    service, staged = one_worker
+    for user in staged.known_users[:20]:
+        with urllib.request.urlopen(f"{service.url}/recommend/{user}", timeout=5) as r:
+            assert r.status == 200 and "X-Fallback" not in r.headers
