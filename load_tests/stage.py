@@ -24,12 +24,13 @@ import redis
 
 from movierec.wire import Event, LineParser
 from offline_eval.simulated import compact_sessions, history_table
-from recommender.dataset import build_trainset
+from recommender.dataset import build_trainset_with_runtimes
 from recommender.models import model_class
 from recommender.pipeline import REPO_ROOT
 from recommender.profiles import Profiles
 from recommender.provenance import code_version, package_versions, peak_memory_bytes
 from recommender.registry import Registry
+from recommender.runtimes import RUNTIME_ARRAY
 from simulator.history import Events, HistoryGenerator
 from simulator.world import World, WorldSpec
 from stream_consumer.enrich import clean_movie, clean_user
@@ -113,7 +114,8 @@ def _train_and_register(registry: Registry, world: World, events: Events, spec: 
     users = np.unique(events.user)
     profiles = Profiles.from_records([world.user_record(int(u)) for u in users])
     runtimes = {m: int(r) for m, r in zip(world.catalog.ids, world.catalog.runtime.tolist())}
-    train = build_trainset(table, as_of=end, profiles=profiles, runtimes=runtimes)
+    train, runtime = build_trainset_with_runtimes(table, as_of=end, profiles=profiles,
+                                                  runtimes=runtimes)
     data = {"snapshot_id": f"stage-{spec.seed}-{spec.users}-{spec.movies}-{spec.days:g}",
             "topic": "staged", "partitions": {"0": [0, table.num_rows]}, "rows": table.num_rows}
     versions = {}
@@ -123,7 +125,7 @@ def _train_and_register(registry: Registry, world: World, events: Events, spec: 
         started = time.perf_counter()
         model.fit(train)
         seconds = time.perf_counter() - started
-        version = registry.register(model, metadata={
+        version = registry.register(model, arrays={RUNTIME_ARRAY: runtime}, metadata={
             "code": code_version(REPO_ROOT), "packages": package_versions(), "data": data,
             "training": {"seconds": seconds, "peak_memory_bytes": peak_memory_bytes()}})
         versions[name] = version.version

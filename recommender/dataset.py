@@ -35,19 +35,12 @@ we are that the user likes the movie, the model adds its own ``1 + alpha * value
   the floor keeps old tastes from vanishing (the model still needs them to know the user).
   ``age`` is measured from the entry's latest event to ``as_of``.
 
-Runtimes: a mapping ``movie_id -> minutes`` (the movie API's ``runtime``) is used where
-given and valid. Otherwise the runtime is estimated from the rows themselves, as a high
-quantile (``runtime_quantile``, 0.95) of the per-user minutes watched of that movie, at
-least ``min_runtime`` (20) minutes: most viewers stop before the end, but the top 5% of
-sessions reach it, and a quantile ignores the rare minute logged past the end. Why not
-always ask the API: training must be reproducible from an event-store snapshot alone, and
-the API may be down, rate-limited, or changed since. A caller that passes runtimes is
-responsible for recording them with the model's provenance.
+Runtimes: the movie API's where given and valid, else estimated from the rows
+(``recommender.runtimes``, which also says how serving gets the same ones).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -61,6 +54,7 @@ import scipy.sparse as sp
 
 from recommender.models.base import TrainSet
 from recommender.profiles import Profiles
+from recommender.runtimes import item_runtimes
 
 if TYPE_CHECKING:
     from stream_consumer.event_store import EventStore, Snapshot
@@ -359,39 +353,6 @@ def confidence(max_minute: np.ndarray, rating: np.ndarray, age_s: np.ndarray, ru
     return (fraction * factor * recency).astype(np.float32)
 
 
-def item_runtimes(interactions: Interactions, runtimes: Mapping[str, object] | None = None,
-                  *, quantile: float = 0.95, floor: float = 20.0) -> np.ndarray:  # fmt: skip
-    """Runtime in minutes of every item of ``interactions`` (float32, (n_items,)): the
-    given runtime where valid (a finite number > 0), else the ``quantile`` of the items'
-    per-user minutes watched (``max_minute + 1``), at least ``floor``; ``floor`` for an
-    item nobody watched. The quantile is the inverted CDF one: the smallest watched
-    length that at least ``quantile`` of the users' lengths do not exceed."""
-    n_items = len(interactions.item_ids)
-    watched = interactions.max_minute >= 0
-    items = interactions.item[watched].astype(np.int64)
-    packed = (items << 16) | (interactions.max_minute[watched].astype(np.int64) + 1)  # minutes < 2**16
-    packed.sort()  # by item, then minutes watched
-    counts = np.bincount(items, minlength=n_items)
-    has = counts > 0
-    rank = np.ceil(quantile * counts[has]).astype(np.int64) - 1  # 0-based, within the item's run
-    first = (np.cumsum(counts) - counts)[has]
-    out = np.full(n_items, floor, dtype=np.float32)
-    out[has] = np.maximum(out[has], packed[first + rank] & 0xFFFF)
-    if runtimes:
-        given = np.array([_runtime(runtimes.get(movie)) for movie in interactions.item_ids], dtype=np.float32)
-        out = np.where(np.isnan(given), out, given)
-    return out
-
-
-def _runtime(value: object) -> float:
-    """A runtime from the movie API as minutes, NaN when missing or not a positive number."""
-    try:
-        minutes = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-    return minutes if math.isfinite(minutes) and minutes > 0 else math.nan
-
-
 # -- the training set ---------------------------------------------------------------------
 
 
@@ -407,6 +368,20 @@ def build_trainset(events: Events, *, as_of: datetime, profiles: Profiles | None
     The defaults (1, 1) keep everything. Runtimes are estimated from the same rows (only
     the ones before ``as_of``) unless ``runtimes`` gives them.
     """
+    return build_trainset_with_runtimes(
+        events, as_of=as_of, profiles=profiles, runtimes=runtimes, params=params,
+        rating_scale=rating_scale, min_user_items=min_user_items, min_item_users=min_item_users,
+    )[0]  # fmt: skip
+
+
+def build_trainset_with_runtimes(events: Events, *, as_of: datetime, profiles: Profiles | None = None,
+                                 runtimes: Mapping[str, object] | None = None,
+                                 params: ConfidenceParams = ConfidenceParams(), rating_scale: int = 5,
+                                 min_user_items: int = 1, min_item_users: int = 1,
+                                 ) -> tuple[TrainSet, np.ndarray]:  # fmt: skip
+    """(``build_trainset``'s TrainSet, the runtimes its confidences used: float32 minutes
+    per item, aligned with ``item_ids``). The pipeline stores the runtimes with the model
+    version so serving weighs a history as training did (``recommender.runtimes``)."""
     if rating_scale < 2:
         raise DatasetError(f"rating_scale must be at least 2, got {rating_scale}")
     cut = cut_ms(as_of)
@@ -428,8 +403,9 @@ def build_trainset(events: Events, *, as_of: datetime, profiles: Profiles | None
     np.cumsum(np.bincount(found.user, minlength=n_users), out=indptr[1:])
     matrix = sp.csr_matrix((values, found.item.astype(index), indptr), shape=(n_users, n_items))
     matrix.has_sorted_indices = True  # entries come sorted by (user, item)
-    return TrainSet(matrix, found.user_ids, found.item_ids, age_s, as_of,
-                    profiles if profiles is not None else Profiles.empty())  # fmt: skip
+    train = TrainSet(matrix, found.user_ids, found.item_ids, age_s, as_of,
+                     profiles if profiles is not None else Profiles.empty())  # fmt: skip
+    return train, runtime
 
 
 # -- the adapter ----------------------------------------------------------------------------

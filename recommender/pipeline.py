@@ -14,7 +14,8 @@ One run, given the watch and rate rows of an event-store snapshot (``TrainInputs
    version that serves has seen the latest data, and it carries the metrics its
    configuration earned on the split.
 4. **Register** each with full provenance (code, packages, data snapshot, params, timings,
-   sizes, metrics), **gate** it (``recommender.gate``) and record the decision, then
+   sizes, metrics) and the runtimes its confidences used (``recommender.runtimes``: serving
+   weighs histories with them), **gate** it (``recommender.gate``) and record the decision, then
    **promote** the best passing model to ``champion``.
 
 The champion the gate compares with is the champion's *configuration* (model name and
@@ -39,13 +40,14 @@ from offline_eval.compare import row_from_result, write_report
 from offline_eval.evaluate import EvalResult, compare_paired, evaluate
 from offline_eval.split import build_truth, temporal_split
 from recommender.coldstart import TitleMatcher, profile_items
-from recommender.dataset import build_trainset, event_ms
+from recommender.dataset import build_trainset, build_trainset_with_runtimes, event_ms
 from recommender.gate import GateConfig, decide
 from recommender.models import model_class
 from recommender.models.base import Recommender, TrainSet
 from recommender.profiles import Profile, Profiles
 from recommender.provenance import code_version, package_versions, peak_memory_bytes
 from recommender.registry import Registry, RegistryError
+from recommender.runtimes import RUNTIME_ARRAY, given_runtimes
 from recommender.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -173,10 +175,11 @@ class Pipeline:
         if register:
             assert self.registry is not None
             champion = self._champion_metrics(candidates, train, truth, profile_for)
-            full = build_trainset(inputs.events, as_of=end, profiles=inputs.profiles,
-                                  runtimes=inputs.runtimes, rating_scale=s.rating_scale)
+            full, runtime = build_trainset_with_runtimes(
+                inputs.events, as_of=end, profiles=inputs.profiles, runtimes=inputs.runtimes,
+                rating_scale=s.rating_scale)
             for c in candidates:
-                self._train_and_register(c, full, inputs, cut)
+                self._train_and_register(c, full, runtime, inputs, cut)
             promoted = self._gate_and_promote(candidates, champion, promote=promote)
         self.progress("write the comparison report")
         files = write_report([c.row for c in candidates], report_dir)
@@ -242,8 +245,8 @@ class Pipeline:
         result, _ = self._evaluate(name, params, train, truth, profile_for)
         return result.summary()
 
-    def _train_and_register(self, c: Candidate, full: TrainSet, inputs: TrainInputs,
-                            cut: datetime) -> None:
+    def _train_and_register(self, c: Candidate, full: TrainSet, runtime: np.ndarray,
+                            inputs: TrainInputs, cut: datetime) -> None:
         assert self.registry is not None
         self.progress(f"fit {c.name} on all data and register it")
         model: Recommender = model_class(c.name)(**c.params)
@@ -253,11 +256,14 @@ class Pipeline:
         assert c.result is not None
         metrics = {**c.result.summary(), "eval_cut": cut.isoformat(),
                    "eval_users": len(c.result.user_ids)}
-        version = self.registry.register(model, metadata={
+        from_api = int(np.count_nonzero(~np.isnan(given_runtimes(full.item_ids, inputs.runtimes))))
+        version = self.registry.register(model, arrays={RUNTIME_ARRAY: runtime}, metadata={
             "code": code_version(REPO_ROOT),
             "packages": package_versions(),
             "data": {**inputs.data, "train_users": full.n_users, "train_items": full.n_items,
-                     "interactions": int(full.matrix.nnz)},
+                     "interactions": int(full.matrix.nnz),
+                     "runtimes": {"stored_as": RUNTIME_ARRAY, "from_api": from_api,
+                                  "estimated": full.n_items - from_api}},
             "training": {"seconds": seconds, "peak_memory_bytes": peak_memory_bytes()},
             "metrics": metrics,
         })

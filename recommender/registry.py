@@ -3,7 +3,9 @@
 Layout under ``root`` (e.g. ``var/registry``)::
 
     models/<version>/      the artifact written by ``Recommender.save`` (.npy, item_ids.txt,
-                           model.json) plus ``meta.json`` (provenance, metrics, gate decision)
+                           model.json), the version's own arrays if any (``VERSION_ARRAYS``,
+                           e.g. the runtimes training used), plus ``meta.json`` (provenance,
+                           metrics, gate decision)
     aliases.json           {"generation": n, "aliases": {alias: version},
                             "previous": {alias: [older versions, newest last]}}
     events.jsonl           one JSON object per registration, alias change, promotion,
@@ -40,11 +42,13 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 from movierec.durable import TMP_PREFIX, fsync_path, write_atomic
 from recommender.models import model_class
@@ -53,6 +57,9 @@ from recommender.versions import VERSION as _VERSION
 from recommender.versions import version_id
 
 META_JSON = "meta.json"
+VERSION_ARRAYS = "version_arrays.npz"
+"""Arrays that belong to a version but not to its model class (``register(arrays=...)``):
+an uncompressed npz, read without pickle, hashed with the artifact."""
 MAX_PREVIOUS = 20
 """Holders remembered per alias for rollback."""
 
@@ -63,10 +70,12 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "training": ("seconds", "peak_memory_bytes"),
 }
 """Metadata the caller must give, with the keys each part must hold. The registry adds
-``created``, ``hyperparameters`` (``model.params``), ``artifact``, ``size`` (merged over
-any caller-given size) and ``metrics`` (default ``{}``)."""
+``created``, ``hyperparameters`` (``model.params``), ``artifact``, ``arrays`` (name ->
+dtype and shape of each version array), ``size`` (merged over any caller-given size) and
+``metrics`` (default ``{}``)."""
 
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}$")
+_ARRAY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _CHUNK = 1 << 20
 
 
@@ -114,6 +123,20 @@ def artifact_digest(directory: Path, names: list[str]) -> str:
     return h.hexdigest()
 
 
+def _checked_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``arrays`` as contiguous numpy arrays; ``RegistryError`` on a name that is not a
+    plain identifier or an array that would need pickle (dtype object)."""
+    out = {}
+    for name, value in arrays.items():
+        arr = np.ascontiguousarray(value)
+        # "file" and "allow_pickle" are np.savez's own parameters, not array names.
+        if not _ARRAY_NAME.match(name) or name in ("file", "allow_pickle") or arr.dtype.hasobject:
+            raise RegistryError(f"version array {name!r} ({arr.dtype}): need an identifier "
+                                "name and a numeric dtype")
+        out[name] = arr
+    return out
+
+
 def _missing(metadata: dict) -> list[str]:
     missing = []
     for part, keys in REQUIRED.items():
@@ -142,11 +165,14 @@ class Registry:
 
     # -- writing versions -----------------------------------------------------------------
 
-    def register(self, model: Recommender, *, metadata: dict) -> ModelVersion:
-        """Store a trained ``model`` with its ``metadata`` (see ``REQUIRED``); returns the
+    def register(self, model: Recommender, *, metadata: dict,
+                 arrays: Mapping[str, np.ndarray] | None = None) -> ModelVersion:
+        """Store a trained ``model`` with its ``metadata`` (see ``REQUIRED``) and optional
+        version ``arrays`` (name -> numeric array, read back by ``arrays``); returns the
         new version. Nothing is left behind if saving fails."""
         if missing := _missing(metadata):
             raise RegistryError(f"metadata is missing {', '.join(missing)}")
+        extra = _checked_arrays(arrays or {})
         if not re.fullmatch(r"[A-Za-z0-9_.]+", model.name or ""):
             raise RegistryError(f"model name {model.name!r} cannot be part of a version id")
         self.models_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +181,11 @@ class Registry:
         try:
             tmp.chmod(0o755)  # mkdtemp makes 0700
             names = sorted(p.name for p in model.save(tmp))
+            if extra:
+                if VERSION_ARRAYS in names:
+                    raise RegistryError(f"model {model.name!r} wrote a file named {VERSION_ARRAYS}")
+                np.savez(tmp / VERSION_ARRAYS, **extra)
+                names = sorted([*names, VERSION_ARRAYS])
             digest = artifact_digest(tmp, names)
             version = version_id(model.name, created, digest)
             size = {"disk_bytes": sum((tmp / n).stat().st_size for n in names),
@@ -164,6 +195,8 @@ class Registry:
                     "created": created.isoformat(timespec="seconds"),
                     "hyperparameters": dict(model.params), "size": size,
                     "metrics": dict(metadata.get("metrics", {})), "gate": None,
+                    "arrays": {k: {"dtype": str(a.dtype), "shape": list(a.shape)}
+                               for k, a in extra.items()},
                     "artifact": {"sha256": digest,
                                  "files": {n: (tmp / n).stat().st_size for n in names}}}
             self._write_meta(tmp, meta)
@@ -229,6 +262,21 @@ class Registry:
         if verify:
             self.verify(mv)
         return self._resolve(mv.name).load(mv.path, mmap=mmap)
+
+    def arrays(self, version_or_alias: str | ModelVersion) -> dict[str, np.ndarray]:
+        """The version arrays given to ``register`` (``{}`` for a version without any, e.g.
+        one registered before they existed), read fully into memory without pickle. Not
+        re-hashed here: ``load`` verifies the whole artifact, these arrays included."""
+        mv = version_or_alias
+        if not isinstance(mv, ModelVersion):
+            mv = self.get(mv)
+        if VERSION_ARRAYS not in mv.meta.get("artifact", {}).get("files", {}):
+            return {}
+        try:
+            with np.load(mv.path / VERSION_ARRAYS, allow_pickle=False) as npz:
+                return {name: npz[name] for name in npz.files}
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"arrays of {mv.version} cannot be read: {exc}") from exc
 
     def verify(self, mv: ModelVersion) -> None:
         """``RegistryError`` unless the artifact's files hash to the recorded sha256."""

@@ -4,8 +4,12 @@ Loading reads the model memory-mapped and verified (``Registry.load``), then der
 everything a request needs so the request path only looks things up:
 
 - ``index``: movie id -> item, ``item_ids``: item -> movie id;
-- ``runtimes`` (minutes) and ``unsafe`` (for minors) per item, from the movie metadata
-  the consumer stored (``stream_consumer.enrich``), the same runtimes training reads;
+- ``runtimes`` (minutes) per item: the movie metadata the consumer stored
+  (``stream_consumer.enrich``) where it has a valid runtime, else the runtime training
+  used (estimated from the log, stored with the version), else ``default_runtime`` for
+  a version stored without them (``recommender.runtimes.serving_runtimes``): the history
+  is weighed as training weighed it;
+- ``unsafe`` (for minors) per item, from the same metadata;
 - a ``TitleMatcher`` over the catalog (titles read from the ids), for the
   self-descriptions of cold-start users; duplicate titles go to the more popular film;
 - the model's own popularity ranking (``recommend_new(None, ...)``), all items and
@@ -31,6 +35,7 @@ from recommender.dataset import ConfidenceParams
 from recommender.models.base import History, Recommender
 from recommender.redis_source import runtimes as runtimes_of
 from recommender.registry import Registry
+from recommender.runtimes import RUNTIME_ARRAY, serving_runtimes
 from recommender.serving.core import (PATH_COLDSTART_DEMOGRAPHIC, PATH_COLDSTART_PROFILE,
                                       PATH_MODEL, PATH_POPULAR, Answer, history_of,
                                       needs_minor_filter, profile_of, unsafe_for_minors)
@@ -97,17 +102,19 @@ class ServingModel:
              confidence: ConfidenceParams = ConfidenceParams(), rating_scale: int = 5,
              default_runtime: float = 90.0, list_size: int = 20) -> ServingModel:
         """Load ``version`` (id or alias) memory-mapped and verified, and derive the rest
-        from the metadata ``movies`` gives for the model's movies. Any failure, a failed
-        metadata read included, raises ``ModelUnavailable`` naming the version and the
-        cause."""
+        from the metadata ``movies`` gives for the model's movies and the runtimes stored
+        with the version (``default_runtime`` minutes, for a movie without a metadata
+        runtime, only when the version stored none). Any failure, a failed metadata read
+        included, raises ``ModelUnavailable`` naming the version and the cause."""
         try:
             if not default_runtime > 0 or list_size < 1 or rating_scale < 2:
                 raise ValueError(f"bad settings default_runtime={default_runtime} "
                                  f"list_size={list_size} rating_scale={rating_scale}")
             mv = registry.get(version)
             model = registry.load(mv.version, mmap=True, verify=True)
+            trained = registry.arrays(mv).get(RUNTIME_ARRAY)  # None: stored before runtimes were
             return cls._build(mv.version, mv.name, mv.meta, model, movies, confidence,
-                              rating_scale, float(default_runtime), list_size)
+                              rating_scale, float(default_runtime), list_size, trained)
         except Exception as exc:
             # Whatever breaks (files, hashes, shapes, an unknown model, a bug in a
             # candidate), this version cannot be served and the caller keeps its model.
@@ -117,7 +124,8 @@ class ServingModel:
     @classmethod
     def _build(cls, version: str, name: str, meta: dict[str, Any], model: Recommender,
                movies: MovieMetadata, confidence: ConfidenceParams,
-               rating_scale: int, default_runtime: float, list_size: int) -> ServingModel:
+               rating_scale: int, default_runtime: float, list_size: int,
+               trained_runtimes: np.ndarray | None = None) -> ServingModel:
         item_ids = tuple(str(i) for i in model.item_ids)
         n_items = len(item_ids)
         if n_items == 0:
@@ -126,8 +134,8 @@ class ServingModel:
         if len(index) != n_items:
             raise ValueError(f"{n_items - len(index)} duplicate item id(s)")
         metadata = movies(item_ids)
-        minutes = runtimes_of(metadata)  # training's rule for a usable runtime
-        runtimes = np.array([minutes.get(m, default_runtime) for m in item_ids], dtype=np.float32)
+        # runtimes_of: training's rule for a usable runtime (it filtered training's too)
+        runtimes = serving_runtimes(item_ids, runtimes_of(metadata), trained_runtimes, default_runtime)
         unsafe = np.array([unsafe_for_minors(metadata.get(m)) for m in item_ids], dtype=bool)
         ranking = _checked(model.recommend_new(None, n_items), n_items, set(), "popular ranking")
         # Higher = more popular; from_ids gives a duplicated title to the most popular film.

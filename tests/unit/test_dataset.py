@@ -19,6 +19,7 @@ from recommender.dataset import (
     _groups,
     aggregate,
     build_trainset,
+    build_trainset_with_runtimes,
     confidence,
     item_runtimes,
     read_events,
@@ -174,6 +175,23 @@ def test_runtime_estimate_and_given_runtimes():
     train = build_trainset(table_of(events), as_of=at(0) + timedelta(seconds=1), runtimes=given)
     row, col = np.searchsorted(train.user_ids, 105), list(train.item_ids).index("long+2000")
     assert train.matrix[row, col] == pytest.approx(0.5, rel=1e-4)
+
+
+def test_the_runtimes_of_a_trainset_are_those_its_confidences_used():
+    """``build_trainset_with_runtimes`` gives the same TrainSet and, per item in its order,
+    the runtimes it used (after the filters: the dropped rows do not count)."""
+    log = table_of(mixed_log())
+    given = {"movie+3+2001": 77}
+    train, runtime = build_trainset_with_runtimes(log, as_of=at(400), runtimes=given)
+    same_trainset(train, build_trainset(log, as_of=at(400), runtimes=given))
+    assert runtime.dtype == np.float32 and runtime.shape == (train.n_items,)
+    np.testing.assert_array_equal(runtime, item_runtimes(aggregate(log), given))
+    assert runtime[list(train.item_ids).index("movie+3+2001")] == 77
+    few, few_runtime = build_trainset_with_runtimes(log, as_of=at(400), runtimes=given,
+                                                    min_item_users=13)
+    assert 0 < few.n_items < train.n_items  # an item keeps all its users: the same runtime
+    kept = [list(train.item_ids).index(m) for m in few.item_ids]
+    np.testing.assert_array_equal(few_runtime, runtime[kept])
 
 
 # -- the training set ---------------------------------------------------------------------

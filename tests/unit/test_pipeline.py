@@ -18,11 +18,15 @@ from movierec.settings import load
 from offline_eval.evaluate import compare_paired
 from offline_eval.simulated import compact_sessions, history_table, oracle_values, simulate
 from offline_eval.split import temporal_split
-from recommender.dataset import build_trainset
+from recommender.dataset import aggregate, build_trainset, build_trainset_with_runtimes, cut_ms
 from recommender.models import model_class
 from recommender.pipeline import Pipeline, PipelineError, TrainInputs, split_cut
 from recommender.profiles import Profiles
 from recommender.registry import Registry
+from recommender.runtimes import RUNTIME_ARRAY
+from recommender.serving.core import history_of
+from recommender.serving.loaded import ServingModel
+from recommender.serving.state import UserState
 from recommender.settings import TrainSettings
 from simulator.world import World, WorldSpec
 
@@ -183,3 +187,61 @@ def test_a_later_run_is_gated_against_the_champions_configuration(run, inputs, t
     assert not any(s.startswith("re-evaluate the champion") for s in stages)
     assert by_name(again)["als"].gate["numbers"]["champion"] == pytest.approx(
         by_name(again)["als"].row["metrics"]["ndcg@20"])
+
+
+# -- the runtimes training used, stored for serving ------------------------------------------
+
+
+def test_registered_versions_store_the_runtimes_training_used(run, inputs):
+    """Every version carries the runtimes of its confidences (float32, one per model item,
+    in the model's order), and its meta says so: the world gives no API runtimes, so all
+    of them are estimates from the log, and they are not serving's flat 90 minutes."""
+    report, registry, _ = run
+    full, runtime = build_trainset_with_runtimes(inputs.events, as_of=report.end,
+                                                 runtimes=inputs.runtimes)
+    assert len(np.unique(runtime)) > 10 and (runtime != 90).mean() > 0.9
+    for c in report.candidates:
+        stored = registry.arrays(c.version)[RUNTIME_ARRAY]
+        assert stored.dtype == np.float32
+        np.testing.assert_array_equal(stored, runtime)
+        assert list(registry.load(c.version).item_ids) == list(full.item_ids)
+        meta = registry.get(c.version).meta
+        assert meta["arrays"] == {RUNTIME_ARRAY: {"dtype": "float32", "shape": [full.n_items]}}
+        assert meta["data"]["runtimes"] == {"stored_as": RUNTIME_ARRAY, "from_api": 0,
+                                            "estimated": full.n_items}
+
+
+def test_serving_weighs_a_history_as_training_did(run, inputs):
+    """Train/serve skew: for movies without a metadata runtime, the confidences serving
+    folds in for a user's history equal the matrix entries the model was trained on, which
+    the old flat 90-minute default does not give."""
+    report, registry, _ = run
+    settings = load(TrainSettings, {})
+    full = build_trainset(inputs.events, as_of=report.end, rating_scale=settings.rating_scale)
+    found = aggregate(inputs.events)  # the same entries: nothing is at or after ``end``
+    assert len(found) == full.matrix.nnz
+    version = by_name(report)["als"].version
+    served = ServingModel.load(registry, version, movies=lambda ids: {},  # no runtime known
+                               rating_scale=settings.rating_scale)
+    flat = np.full(len(served.item_ids), 90.0, np.float32)
+    now_ms = cut_ms(report.end)
+    rows = np.random.default_rng(3).choice(full.n_users, size=200, replace=False)
+    served_w, flat_w, trained_w = [], [], []
+    for row in rows:
+        entries = np.flatnonzero(found.user == row)
+        movies = [str(found.item_ids[i]) for i in found.item[entries]]
+        minute, stars, last = (found.max_minute[entries], found.rating[entries],
+                               found.last_ms[entries])
+        state = UserState(
+            progress={m: int(x) for m, x in zip(movies, minute) if x >= 0},
+            ratings={m: (int(t), int(r)) for m, t, r in zip(movies, last, stars) if r >= 1},
+            recent={m: int(t) for m, t in zip(movies, last)})
+        for runtimes, out in ((served.runtimes, served_w), (flat, flat_w)):
+            history = history_of(state, served.index, runtimes, now_ms=now_ms,
+                                 params=served.confidence, rating_scale=served.rating_scale)
+            np.testing.assert_array_equal(history.items, full.matrix[row].indices)
+            out.append(history.weights)
+        trained_w.append(full.matrix[row].data)
+    served_w, flat_w, trained_w = (np.concatenate(w) for w in (served_w, flat_w, trained_w))
+    np.testing.assert_allclose(served_w, trained_w, rtol=1e-6)
+    assert np.mean(np.abs(flat_w - trained_w) > 1e-3 * trained_w) > 0.2  # the skew it removes

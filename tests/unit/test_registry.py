@@ -304,3 +304,51 @@ def test_code_version_outside_git_and_inside(tmp_path):
     assert code_version(tmp_path) == {"commit": None, "dirty": None}
     here = code_version(Path(__file__).resolve().parents[2])
     assert re.fullmatch(r"[0-9a-f]{40}", here["commit"]) and isinstance(here["dirty"], bool)
+
+
+# -- version arrays ---------------------------------------------------------------------------
+
+
+def test_version_arrays_round_trip_and_are_recorded_in_meta(tmp_path):
+    """Arrays of the version (not of the model class, e.g. the runtimes training used) come
+    back as stored, are part of the hashed artifact, and meta.json names them."""
+    reg, runtime = registry(tmp_path), np.linspace(20, 150, 50, dtype=np.float32)
+    mv = reg.register(trained(1), metadata=metadata(arrays={"forged": 1}),
+                      arrays={"item_runtime": runtime})
+    assert mv.meta["arrays"] == {"item_runtime": {"dtype": "float32", "shape": [50]}}
+    assert "version_arrays.npz" in mv.meta["artifact"]["files"]
+    back = reg.arrays(mv.version)
+    assert list(back) == ["item_runtime"] and back["item_runtime"].dtype == np.float32
+    np.testing.assert_array_equal(back["item_runtime"], runtime)
+    np.testing.assert_array_equal(reg.arrays(reg.get(mv.version))["item_runtime"], runtime)
+    assert isinstance(reg.load(mv.version), FakeModel)  # the model's loader ignores the file
+    plain = reg.register(trained(2), metadata=metadata())
+    assert plain.meta["arrays"] == {} and reg.arrays(plain) == {}
+    assert "version_arrays.npz" not in plain.meta["artifact"]["files"]
+
+
+def test_a_version_registered_before_arrays_existed_reads_none(tmp_path):
+    reg = registry(tmp_path)
+    mv = reg.register(trained(1), metadata=metadata())
+    meta = json.loads((mv.path / "meta.json").read_text())
+    del meta["arrays"]  # an older registry wrote no such key
+    (mv.path / "meta.json").write_text(json.dumps(meta))
+    assert reg.arrays(mv.version) == {} and isinstance(reg.load(mv.version), FakeModel)
+
+
+def test_a_corrupt_version_array_fails_the_hash(tmp_path):
+    reg = registry(tmp_path)
+    mv = reg.register(trained(1), metadata=metadata(),
+                      arrays={"item_runtime": np.full(50, 90, np.float32)})
+    np.savez(mv.path / "version_arrays.npz", item_runtime=np.full(50, 45, np.float32))
+    with pytest.raises(RegistryError, match="sha256 mismatch"):
+        reg.load(mv.version)
+
+
+@pytest.mark.parametrize("arrays", [{"item runtime": np.ones(3)}, {"file": np.ones(3)},
+                                    {"names": np.array(["a"], dtype=object)}])
+def test_bad_version_arrays_are_refused_before_anything_is_written(tmp_path, arrays):
+    reg = registry(tmp_path)
+    with pytest.raises(RegistryError, match="version array"):
+        reg.register(trained(1), metadata=metadata(), arrays=arrays)
+    assert reg.versions() == [] and leftovers(reg.root) == []
