@@ -16,10 +16,10 @@ formula, so it must use the same runtimes, or the same history gets other weight
 the model was trained on (train/serve skew). The estimate needs the training rows, which
 serving does not have, so the pipeline stores the runtimes training used with the model
 version (``RUNTIME_ARRAY``, float32 per model item, ``Registry.register(arrays=...)``).
-Serving takes the movie metadata's runtime where valid (the rule of
+Serving takes the stored training runtimes, all of them; only a version registered before
+runtimes were stored falls back to the movie metadata's runtime where valid (the rule of
 ``recommender.redis_source.runtimes``, which also filtered training's API runtimes), else
-the stored training runtime, else (a version registered before runtimes were stored) a
-flat default.
+a flat default.
 """
 
 from __future__ import annotations
@@ -79,21 +79,24 @@ def item_runtimes(interactions: Interactions, runtimes: Mapping[str, object] | N
 
 def serving_runtimes(item_ids: Sequence[str], metadata: Mapping[str, int],
                      trained: np.ndarray | None, default: float) -> np.ndarray:  # fmt: skip
-    """float32 (n_items,) minutes per model item for serving: ``metadata`` (movie id ->
-    minutes, already filtered by ``recommender.redis_source.runtimes``) where present,
-    else ``trained`` (the version's stored training runtimes, aligned with ``item_ids``),
-    else ``default`` when ``trained`` is None. ``ValueError`` if ``trained`` is not
-    (n_items,) finite values > 0: a version whose stored runtimes are broken is refused
-    rather than served with other weights than it was trained on."""
+    """float32 (n_items,) minutes per model item for serving: ``trained`` (the version's
+    stored training runtimes, aligned with ``item_ids``) whenever the version has them,
+    all of them: they already hold the API's runtime wherever training had one, and a
+    runtime the metadata learned after training (the enricher fetches new films' metadata
+    in the background) would weigh the history otherwise than training did. Only for a
+    version stored without them: ``metadata`` (movie id -> minutes, already filtered by
+    ``recommender.redis_source.runtimes``) where present, else ``default``.
+    ``ValueError`` if ``trained`` is not (n_items,) finite values > 0: a version whose
+    stored runtimes are broken is refused rather than served with other weights than it
+    was trained on."""
     n_items = len(item_ids)
-    if trained is None:
-        fallback = np.full(n_items, default, dtype=np.float32)
-    else:
-        fallback = np.asarray(trained, dtype=np.float32)
-        if fallback.shape != (n_items,):
-            raise ValueError(f"stored {RUNTIME_ARRAY} has shape {fallback.shape}, "
+    if trained is not None:
+        stored = np.asarray(trained, dtype=np.float32)
+        if stored.shape != (n_items,):
+            raise ValueError(f"stored {RUNTIME_ARRAY} has shape {stored.shape}, "
                              f"the model has {n_items} items")
-        if not (np.isfinite(fallback) & (fallback > 0)).all():
+        if not (np.isfinite(stored) & (stored > 0)).all():
             raise ValueError(f"stored {RUNTIME_ARRAY} holds values that are not finite > 0")
+        return stored.copy()
     known = np.array([metadata.get(m, math.nan) for m in item_ids], dtype=np.float32)
-    return np.where(np.isnan(known), fallback, known).astype(np.float32)
+    return np.where(np.isnan(known), np.float32(default), known).astype(np.float32)

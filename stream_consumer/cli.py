@@ -32,17 +32,12 @@ def build(settings, *, metrics_port: int | None = None, metrics=None, dlq_sink=N
                                          recent_history=settings.recent_history)
     metrics = ConsumerMetrics.create() if metrics is None else metrics
     sink = open_dlq_sink(settings, metrics) if dlq_sink is None else dlq_sink
-    consumer = KafkaConsumer(
-        settings.kafka_topic, bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.consumer_group, client_id="movierec-consumer",
-        enable_auto_commit=False, auto_offset_reset="earliest",
-        # 1 MiB a partition a fetch (~12k lines) bounds how far partitions drift apart in
-        # event time while a backlog drains (the drift monitor's allowed lateness).
-        max_poll_records=settings.consumer_batch_max, max_partition_fetch_bytes=1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-        # a killed member's partitions move on after 6 s (the broker's minimum), not 10 s
-        session_timeout_ms=6000, heartbeat_interval_ms=2000,
-    )
+    try:
+        consumer = _kafka_consumer(KafkaConsumer, settings)
+    except BaseException:
+        if dlq_sink is None:  # ours: close it; a given one is the caller's
+            sink.close()
+        raise
     enricher = Enricher(features.client, keys, settings.user_api_url)
     port = settings.metrics_port if metrics_port is None else metrics_port
     server = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)[0] if port else None
@@ -73,6 +68,21 @@ def build(settings, *, metrics_port: int | None = None, metrics=None, dlq_sink=N
     return runner, enricher, close
 
 
+def _kafka_consumer(kafka_consumer, settings):
+    """The group member on ``settings.kafka_topic`` (``kafka_consumer``: the class)."""
+    return kafka_consumer(
+        settings.kafka_topic, bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.consumer_group, client_id="movierec-consumer",
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        # 1 MiB a partition a fetch (~12k lines) bounds how far partitions drift apart in
+        # event time while a backlog drains (the drift monitor's allowed lateness).
+        max_poll_records=settings.consumer_batch_max, max_partition_fetch_bytes=1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+        # a killed member's partitions move on after 6 s (the broker's minimum), not 10 s
+        session_timeout_ms=6000, heartbeat_interval_ms=2000,
+    )
+
+
 def open_dlq_sink(settings, metrics):
     """The dead-letter sink of ``settings``, its fallbacks counted in ``metrics``."""
     from stream_consumer.dlq_sinks import open_sink
@@ -86,14 +96,19 @@ def open_dlq_sink(settings, metrics):
 @click.option("--metrics-port", type=int, help="Port of /metrics (default MOVIEREC_METRICS_PORT).")
 def consume(max_lines: int | None, idle_exit: float | None, metrics_port: int | None) -> None:
     """Consume the event log into Redis features, the event store and the DLQ."""
+    from stream_consumer.dlq_sinks import DeadLetterRefused
     from stream_consumer.metrics import ConsumerMetrics
     from stream_consumer.settings import ConsumerSettings
 
     settings = load(ConsumerSettings)
     metrics = ConsumerMetrics.create()
     sink = open_dlq_sink(settings, metrics)
-    runner, enricher, close = build(settings, metrics_port=metrics_port, metrics=metrics,
-                                    dlq_sink=sink)
+    try:
+        runner, enricher, close = build(settings, metrics_port=metrics_port, metrics=metrics,
+                                        dlq_sink=sink)
+    except BaseException:  # e.g. no broker for the consumer: do not leave the producer behind
+        sink.close()
+        raise
     worker = threading.Thread(target=enricher.run, name="enricher", daemon=True) if settings.enrich else None
     if worker is not None:
         worker.start()
@@ -106,6 +121,8 @@ def consume(max_lines: int | None, idle_exit: float | None, metrics_port: int | 
                f"{settings.consumer_group}; rejects to {sink.where}", err=True)
     try:
         lines = runner.run(max_lines=max_lines, idle_exit_s=idle_exit)
+    except DeadLetterRefused as exc:  # MOVIEREC_DLQ_SINK=kafka: stop, batch uncommitted
+        raise click.ClickException(str(exc)) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -5,14 +5,16 @@ against the course's broker, and never drops a rejected line silently).
 Every sink has the contract the consumer loop relies on (``StreamConsumer.process``):
 ``send(value)`` takes one ``dlq.dead_letter()`` record and never blocks for long;
 ``flush()`` returns only once every letter sent since the last flush is durable, else
-raises (a ``KafkaError`` or ``OSError``, which the loop retries) having forgotten those
-letters: the loop sends the whole batch's letters again before the next flush, and
-commits the batch's offsets only after a flush returned (at-least-once; a retry may
-write a letter twice, never zero times).
+raises (a ``KafkaError`` or ``OSError``, which the loop retries; ``DeadLetterRefused``
+in strict Kafka mode, which stops it) having forgotten those letters: the loop sends the
+whole batch's letters again before the next flush, and commits the batch's offsets only
+after a flush returned (at-least-once; a retry may write a letter twice, never zero
+times).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
@@ -20,13 +22,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from kafka.errors import (BrokerNotAvailableError, BrokerResponseError, KafkaError,
+from kafka.errors import (ClusterAuthorizationFailedError, InvalidRecordError, InvalidTopicError,
+                          KafkaError, MessageSizeTooLargeError, PolicyViolationError,
+                          RecordListTooLargeError, TopicAuthorizationFailedError,
                           UnknownTopicOrPartitionError)
 
 log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_S = 30.0
-"""How long a Kafka flush waits for the broker's acknowledgements, s."""
+"""How long a Kafka flush waits for the broker's acknowledgements, s: above the
+producer's ``DELIVERY_TIMEOUT_MS``, so every record's fate is known within a flush."""
+REQUEST_TIMEOUT_MS = 15_000
+DELIVERY_TIMEOUT_MS = 25_000
+"""kafka-python's default (120 s) outlasts a flush, which would then only ever see a
+timeout, never the broker's answer (``UnknownTopicOrPartitionError`` for a deleted topic
+comes only once delivery gave up). It must be >= linger_ms + request_timeout_ms."""
+
+REFUSALS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError, InvalidTopicError,
+            PolicyViolationError, MessageSizeTooLargeError, RecordListTooLargeError,
+            InvalidRecordError, UnknownTopicOrPartitionError)
+"""The broker's answers that mean "not these letters, not here, not ever": rights, the
+topic's name or policy, the records' size or form, a topic that is gone (a future fails
+with it only after delivery gave up, see ``DELIVERY_TIMEOUT_MS``). An allow-list: a
+glitch such as UNKNOWN_SERVER_ERROR or the idempotent producer's sequence errors is
+passing, and must not split the letters between the topic and the file for good."""
 
 
 class DeadLetterSink(Protocol):
@@ -43,12 +62,7 @@ def is_refusal(exc: BaseException) -> bool:
     False for what passes (timeouts, a broker that is down): those are retried."""
     if isinstance(exc, ValueError):  # kafka.util.ensure_valid_topic_name, before any request
         return True
-    if isinstance(exc, UnknownTopicOrPartitionError):
-        # retriable by class, but a record future fails with it only after the producer's
-        # own retries (delivery_timeout_ms) gave up: the topic is gone and stays gone
-        return True
-    return (isinstance(exc, BrokerResponseError) and not exc.retriable
-            and not isinstance(exc, BrokerNotAvailableError))
+    return isinstance(exc, REFUSALS)
 
 
 class DeadLetterSendError(KafkaError):
@@ -68,11 +82,21 @@ class DeadLetterSendError(KafkaError):
         return [value for value, _ in self.failed]
 
 
-class KafkaSink:
-    """The dead-letter topic through a kafka-python ``KafkaProducer``."""
+class DeadLetterRefused(RuntimeError):
+    """``MOVIEREC_DLQ_SINK=kafka`` and the broker refused dead letters for good: not a
+    ``KafkaError``, so the consumer loop does not retry it; the process stops with the
+    batch uncommitted (it comes again once the topic takes the letters)."""
 
-    def __init__(self, producer, topic: str, *, flush_timeout_s: float = FLUSH_TIMEOUT_S) -> None:
+
+class KafkaSink:
+    """The dead-letter topic through a kafka-python ``KafkaProducer``. ``strict``: a
+    refusal raises ``DeadLetterRefused`` (the process stops) instead of a retriable
+    ``DeadLetterSendError`` (``FallbackSink`` needs the latter, to switch)."""
+
+    def __init__(self, producer, topic: str, *, flush_timeout_s: float = FLUSH_TIMEOUT_S,
+                 strict: bool = False) -> None:
         self.producer, self.topic, self.flush_timeout_s = producer, topic, flush_timeout_s
+        self.strict = strict
         self._pending: list[tuple[bytes, object]] = []  # (value, record future or error)
         self._failed: BaseException | None = None
 
@@ -85,10 +109,16 @@ class KafkaSink:
             self._pending.append((value, self._failed))  # not wait max_block_ms per letter
             return
         try:
-            self._pending.append((value, self.producer.send(self.topic, value=value)))
-        except (KafkaError, ValueError) as exc:  # metadata timeout, not authorised, bad name
+            future = self.producer.send(self.topic, value=value)
+        except (KafkaError, ValueError) as exc:  # metadata timeout, bad name
             self._failed = exc
             self._pending.append((value, exc))
+            return
+        self._pending.append((value, future))
+        # kafka-python 3.0.12 returns an already failed future when the metadata request
+        # was refused (not authorised: KafkaProducer.send catches it): stop asking too
+        if getattr(future, "is_done", False) and future.failed() and is_refusal(future.exception):
+            self._failed = future.exception
 
     def flush(self) -> None:
         pending, self._pending, self._failed = self._pending, [], None
@@ -113,7 +143,12 @@ class KafkaSink:
             except KafkaError as exc:
                 failed.append((value, exc))
         if failed:
-            raise DeadLetterSendError(failed, len(pending))
+            error = DeadLetterSendError(failed, len(pending))
+            if self.strict and error.refused:
+                raise DeadLetterRefused(
+                    f"the broker refused dead letters for topic {self.topic} and "
+                    f"MOVIEREC_DLQ_SINK=kafka: {error}") from error
+            raise error
 
     def close(self) -> None:
         self.producer.close(timeout=10)
@@ -143,29 +178,45 @@ class FileSink:
             return
         data = b"".join(value + b"\n" for value in self._buffer)
         self._buffer = []
-        if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            created = not self.path.exists()
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = self._fd if self._fd is not None else self._open()
+        # Consumers of one group on one host share the file: the lock keeps another's
+        # committed letters out of reach of this one's truncate (flock(2), advisory).
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            _trim_torn_tail(fd, self.path)  # another member may have died mid-write
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:  # os.write may write less than asked (a full disk, a signal)
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                try:  # no torn line: the loop writes the whole batch again
+                    os.ftruncate(fd, start)
+                except OSError:
+                    pass  # _trim_torn_tail cuts it when the file is opened next
+                raise
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _open(self) -> int:
+        """Open (create) the file and make a new name durable; only then is the descriptor
+        kept, so a failure here is retried whole on the next flush."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
             if created:  # a new file's name is durable once its folder is synced (fsync(2))
                 folder = os.open(self.path.parent, os.O_RDONLY)
                 try:
                     os.fsync(folder)
                 finally:
                     os.close(folder)
-            _trim_torn_tail(self._fd, self.path)
-        start = os.lseek(self._fd, 0, os.SEEK_END)
-        try:
-            view = memoryview(data)
-            while view:  # os.write may write less than asked (a full disk, a signal)
-                view = view[os.write(self._fd, view):]
-            os.fsync(self._fd)
         except OSError:
-            try:  # no torn line: the loop writes the whole batch again
-                os.ftruncate(self._fd, start)
-            except OSError:
-                pass  # _trim_torn_tail cuts it when the file is opened next
+            os.close(fd)
             raise
+        self._fd = fd
+        return fd
 
     def close(self) -> None:
         if self._fd is not None:
@@ -175,8 +226,11 @@ class FileSink:
 
 def _trim_torn_tail(fd: int, path: Path) -> None:
     """Cut a last line without its newline: a crash in the middle of a flush, so its batch
-    was never committed and comes again. Appending after it would spoil the next record."""
+    was never committed and comes again. Appending after it would spoil the next record.
+    Call it holding the file's lock. Costs one 1-byte read when the tail is whole."""
     end = pos = os.lseek(fd, 0, os.SEEK_END)
+    if end == 0 or os.pread(fd, 1, end - 1) == b"\n":
+        return
     while pos > 0:
         step = min(pos, 64 * 1024)
         chunk = os.pread(fd, step, pos - step)
@@ -257,7 +311,8 @@ def open_sink(settings, on_fallback: Callable[[str], None], *,
             # max_block_ms: a send waits this long for the topic's metadata (default 60 s)
             return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                  client_id="movierec-consumer-dlq", linger_ms=5,
-                                 max_block_ms=10_000)
+                                 max_block_ms=10_000, request_timeout_ms=REQUEST_TIMEOUT_MS,
+                                 delivery_timeout_ms=DELIVERY_TIMEOUT_MS)
     try:
         ensure()
     except (KafkaError, ValueError) as exc:
@@ -266,5 +321,6 @@ def open_sink(settings, on_fallback: Callable[[str], None], *,
         sink = FallbackSink(None, file, on_fallback)
         sink.switch(type(exc).__name__, f"the broker refused to create topic {settings.dlq}: {exc}")
         return sink
-    kafka = KafkaSink(producer(), settings.dlq)
-    return kafka if settings.dlq_sink == "kafka" else FallbackSink(kafka, file, on_fallback)
+    if settings.dlq_sink == "kafka":
+        return KafkaSink(producer(), settings.dlq, strict=True)
+    return FallbackSink(KafkaSink(producer(), settings.dlq), file, on_fallback)

@@ -4,11 +4,11 @@ Loading reads the model memory-mapped and verified (``Registry.load``), then der
 everything a request needs so the request path only looks things up:
 
 - ``index``: movie id -> item, ``item_ids``: item -> movie id;
-- ``runtimes`` (minutes) per item: the movie metadata the consumer stored
-  (``stream_consumer.enrich``) where it has a valid runtime, else the runtime training
-  used (estimated from the log, stored with the version), else ``default_runtime`` for
-  a version stored without them (``recommender.runtimes.serving_runtimes``): the history
-  is weighed as training weighed it;
+- ``runtimes`` (minutes) per item: the runtimes training used, stored with the version;
+  for a version stored without them, the movie metadata the consumer stored
+  (``stream_consumer.enrich``) where it has a valid runtime, else ``default_runtime``
+  (``recommender.runtimes.serving_runtimes``): the history is weighed as training
+  weighed it;
 - ``unsafe`` (for minors) per item, from the same metadata;
 - a ``TitleMatcher`` over the catalog (titles read from the ids), for the
   self-descriptions of cold-start users; duplicate titles go to the more popular film;

@@ -13,13 +13,14 @@ import os
 from pathlib import Path
 
 import pytest
-from kafka.errors import (InvalidTopicError, KafkaTimeoutError, MessageSizeTooLargeError,
-                          TopicAuthorizationFailedError, UnknownError)
+from kafka.errors import (InvalidTopicError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError,
+                          OutOfOrderSequenceNumberError, TopicAuthorizationFailedError,
+                          UnknownError, UnknownProducerIdError, UnknownTopicOrPartitionError)
 
 from movierec.settings import SettingsError, load
 from stream_consumer.dlq import dead_letter, read_dead_letters
-from stream_consumer.dlq_sinks import (DeadLetterSendError, FallbackSink, FileSink, KafkaSink,
-                                       open_sink)
+from stream_consumer.dlq_sinks import (DeadLetterRefused, DeadLetterSendError, FallbackSink,
+                                       FileSink, KafkaSink, is_refusal, open_sink)
 from stream_consumer.metrics import ConsumerMetrics
 from stream_consumer.settings import ConsumerSettings
 
@@ -38,8 +39,16 @@ def _settings(tmp_path: Path, sink: str) -> ConsumerSettings:
 
 
 class Future:
-    def __init__(self, error: Exception | None) -> None:
+    """``done``: already decided when ``send`` returns, as kafka-python's future is when
+    the topic's metadata request was refused."""
+
+    def __init__(self, error: Exception | None, *, done: bool = False) -> None:
         self.error = error
+        self.is_done = done
+        self.exception = error
+
+    def failed(self) -> bool:
+        return self.is_done and self.error is not None
 
     def get(self, timeout: float | None = None) -> object:
         if self.error is not None:
@@ -51,8 +60,9 @@ class Producer:
     """``errors(value)`` decides each record's fate: None (acknowledged) or an error."""
 
     def __init__(self, errors=lambda value: None, *, send_raises: Exception | None = None,
-                 flush_raises: Exception | None = None) -> None:
+                 flush_raises: Exception | None = None, decided: bool = False) -> None:
         self.errors, self.send_raises, self.flush_raises = errors, send_raises, flush_raises
+        self.decided = decided
         self.sent: list[bytes] = []
         self.closed = False
 
@@ -61,7 +71,7 @@ class Producer:
             self.sent.append(value)
             raise self.send_raises
         self.sent.append(value)
-        return Future(self.errors(value))
+        return Future(self.errors(value), done=self.decided)
 
     def flush(self, timeout: float | None = None) -> None:
         if self.flush_raises is not None:
@@ -292,3 +302,77 @@ def test_kafka_mode_never_falls_back_and_reports_refused_records_to_the_loop(tmp
         sink.flush()
     assert raised.value.refused and raised.value.reason == "MessageSizeTooLargeError"
     sink.flush()  # the failed letters were handed back, not kept
+
+
+def test_a_refused_metadata_request_short_cuts_the_batch(tmp_path: Path) -> None:
+    """kafka-python returns a failed future (it does not raise) when the topic's metadata
+    is refused: the rest of the batch is not sent, and the auto sink switches."""
+    producer = Producer(lambda v: TopicAuthorizationFailedError({"movielog.dlq"}), decided=True)
+    metrics = ConsumerMetrics.create()
+    sink = _auto(tmp_path, producer, metrics)
+    for value in _letters():
+        sink.send(value)
+    assert len(producer.sent) == 1
+    sink.flush()
+    assert [r["offset"] for r in read_dead_letters(tmp_path / "d.jsonl")] == [100, 101, 102, 103]
+    assert _counted(metrics, "TopicAuthorizationFailedError") == 1.0
+
+
+def test_kafka_mode_stops_on_refused_records_and_retries_passing_failures() -> None:
+    """MOVIEREC_DLQ_SINK=kafka: a refusal is not a KafkaError (the loop does not retry it,
+    the process stops uncommitted); a timeout stays a retriable DeadLetterSendError."""
+    sink = KafkaSink(Producer(lambda v: MessageSizeTooLargeError()), "movielog.dlq", strict=True)
+    sink.send(_letters()[0])
+    with pytest.raises(DeadLetterRefused, match="MOVIEREC_DLQ_SINK=kafka") as raised:
+        sink.flush()
+    assert not isinstance(raised.value, KafkaError)  # so the loop does not retry it
+    sink = KafkaSink(Producer(lambda v: KafkaTimeoutError("away")), "movielog.dlq", strict=True)
+    sink.send(_letters()[0])
+    with pytest.raises(DeadLetterSendError):
+        sink.flush()
+
+
+def test_only_definite_answers_are_refusals() -> None:
+    for refusal in (TopicAuthorizationFailedError(), InvalidTopicError(), MessageSizeTooLargeError(),
+                    UnknownTopicOrPartitionError(), ValueError("bad topic name")):
+        assert is_refusal(refusal), refusal
+    # a broker glitch and the idempotent producer's sequence errors pass: retried on Kafka
+    for passing in (UnknownError(), OutOfOrderSequenceNumberError(), UnknownProducerIdError(),
+                    KafkaTimeoutError()):
+        assert not is_refusal(passing), passing
+
+
+def test_a_tail_torn_by_another_member_is_cut_before_the_next_append(tmp_path: Path) -> None:
+    """Two consumers of a group on one host share the file; one dies mid-write. The other,
+    whose file is already open, cuts the torn line under the lock before appending."""
+    letters = _letters()
+    sink = FileSink(tmp_path / "d.jsonl")
+    sink.send(letters[0])
+    sink.flush()
+    with open(tmp_path / "d.jsonl", "ab") as other:  # a member killed mid-write
+        other.write(letters[1][:25])
+    sink.send(letters[2])
+    sink.flush()
+    assert [r["offset"] for r in read_dead_letters(tmp_path / "d.jsonl")] == [100, 102]
+
+
+def test_a_failed_first_open_is_retried_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder's fsync fails on the first flush: nothing is kept half-open, and the next
+    flush opens again and writes the letters the loop sends again."""
+    real_fsync, calls = os.fsync, []
+
+    def fails_once(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(errno.EIO, "I/O error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fails_once)
+    sink = FileSink(tmp_path / "new" / "d.jsonl")
+    sink.send(_letters()[0])
+    with pytest.raises(OSError):
+        sink.flush()
+    assert sink._fd is None
+    sink.send(_letters()[0])
+    sink.flush()
+    assert [r["offset"] for r in read_dead_letters(tmp_path / "new" / "d.jsonl")] == [100]
