@@ -294,7 +294,19 @@ class EventStore:
             if verify and (actual := self._sha256(path, fresh=True)) != sha:
                 raise EventStoreError(f"{rel}: sha256 {actual[:12]}... differs from {sha[:12]}... (altered)")
 
-        return resolve_plan(snap.files, self._lineage(), exists, check)
+        # The lineage is read before the files are checked: a compaction that records and
+        # deletes in between leaves a source missing with no record naming it in what was
+        # read. It wrote its record before deleting, so a plan that failed while the set
+        # of records changed is simply resolved again (as ``files`` lists again).
+        for _ in range(_RETRIES):
+            records = self._record_names()
+            try:
+                return resolve_plan(snap.files, self._lineage(), exists, check)
+            except EventStoreError:
+                if self._record_names() == records:
+                    raise
+        raise EventStoreError(f"compactions kept changing {self.events_dir} while snapshot "
+                              f"{snap.id} was resolved ({_RETRIES} tries)")
 
     def _lineage(self) -> dict[str, LineageEdge]:
         """Source file -> what replaced it, over every compaction record (later ones win)."""
