@@ -227,6 +227,9 @@ class LiveRun:
                 for _ in range(int(self.rng.poisson(self.config.rate_per_s * (now - last)))):
                     user, new = self._pick_user(now)
                     if user >= 0:  # -1: every candidate was busy in a session
+                        # busy from now, not from when the task first runs: another arrival
+                        # in this tick must not pick the same user (two sessions at once)
+                        self.busy_until[user] = np.inf
                         task = asyncio.create_task(self._session(user, new))
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
