@@ -37,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import emit  # noqa: E402
-from load_tests.server import ServiceProcess  # noqa: E402
+from load_tests.server import ServiceProcess, staged_env  # noqa: E402
 from load_tests.stage import StageSpec, stage  # noqa: E402
 from recommender.serving.settings import ServeSettings  # noqa: E402
 
@@ -162,11 +162,10 @@ def main() -> None:
     (tmp / "bare_app.py").write_text(BARE_APP)
 
     full_port, bare_port = (int(p) for p in args.ports.split(","))
-    env = {"MOVIEREC_REDIS_URL": args.redis_url, "MOVIEREC_REDIS_PREFIX": "bench-serve",
-           "MOVIEREC_REGISTRY_DIR": str(tmp / "registry"),
-           "MOVIEREC_SERVE_EXPERIMENTS_FILE": str(tmp / "experiments.json"),
-           "MOVIEREC_KAFKA_BOOTSTRAP": args.kafka_bootstrap, "MOVIEREC_SERVED_TOPIC": "movierec.served.bench",
-           "MOVIEREC_SERVE_WORKER_CLASS": args.worker_class, "MOVIEREC_SERVE_THREADS": str(args.threads)}
+    env = staged_env(redis_url=args.redis_url, prefix="bench-serve", root=tmp,
+                     kafka_bootstrap=args.kafka_bootstrap, served_topic="movierec.served.bench",
+                     MOVIEREC_SERVE_WORKER_CLASS=args.worker_class,
+                     MOVIEREC_SERVE_THREADS=str(args.threads))
     if args.shed_ms is not None:
         env["MOVIEREC_SERVE_SHED_MS"] = str(args.shed_ms)
     shed_ms = float(env.get("MOVIEREC_SERVE_SHED_MS",

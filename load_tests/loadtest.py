@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from load_tests import run
-from load_tests.server import ServiceError, ServiceProcess
+from load_tests.server import ServiceError, ServiceProcess, staged_env
 from load_tests.stage import StageSpec, stage
 
 
@@ -45,16 +45,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="what one locust process can drive here (see the module doc)")
     args = parser.parse_args(argv)
 
-    registry = args.out / "registry"
+    registry = args.out / "registry"  # where staged_env points the service
     shutil.rmtree(registry, ignore_errors=True)
     spec = StageSpec(users=args.world_users, movies=args.world_movies)
     staged = stage(spec, redis_url=args.redis_url, prefix=args.prefix, registry_dir=registry,
                    progress=lambda s: print(f"loadtest: stage {s}", flush=True))
-    env = {"MOVIEREC_REDIS_URL": args.redis_url, "MOVIEREC_REDIS_PREFIX": args.prefix,
-           "MOVIEREC_REGISTRY_DIR": str(registry),
-           "MOVIEREC_SERVE_EXPERIMENTS_FILE": str(args.out / "experiments.json"),
-           "MOVIEREC_KAFKA_BOOTSTRAP": args.kafka_bootstrap,
-           "MOVIEREC_SERVED_TOPIC": "movierec.served.loadtest"}
+    env = staged_env(redis_url=args.redis_url, prefix=args.prefix, root=args.out,
+                     kafka_bootstrap=args.kafka_bootstrap, served_topic="movierec.served.loadtest")
     service = ServiceProcess(port=args.port, env=env, log=args.out / "serve.log", workers=args.workers)
     try:
         service.start()

@@ -17,6 +17,18 @@ from pathlib import Path
 READY_TIMEOUT_S = 90.0
 
 
+def staged_env(*, redis_url: str, prefix: str, root: Path, kafka_bootstrap: str,
+               served_topic: str, **extra: str) -> dict[str, str]:
+    """MOVIEREC_* overrides for a service on what ``stage.stage`` wrote: the features under
+    ``prefix`` in Redis, the registry in ``root/registry``, the experiment file in ``root``;
+    served records to ``served_topic``. ``extra``: more variables, as given."""
+    return {"MOVIEREC_REDIS_URL": redis_url, "MOVIEREC_REDIS_PREFIX": prefix,
+            "MOVIEREC_REGISTRY_DIR": str(root / "registry"),
+            "MOVIEREC_SERVE_EXPERIMENTS_FILE": str(root / "experiments.json"),
+            "MOVIEREC_KAFKA_BOOTSTRAP": kafka_bootstrap, "MOVIEREC_SERVED_TOPIC": served_topic,
+            **extra}
+
+
 class ServiceError(RuntimeError):
     """The service did not start or did not become ready."""
 

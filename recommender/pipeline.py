@@ -178,8 +178,11 @@ class Pipeline:
             full, runtime = build_trainset_with_runtimes(
                 inputs.events, as_of=end, profiles=inputs.profiles, runtimes=inputs.runtimes,
                 rating_scale=s.rating_scale)
+            from_api = int(np.count_nonzero(~np.isnan(given_runtimes(full.item_ids, inputs.runtimes))))
+            runtimes = {"stored_as": RUNTIME_ARRAY, "from_api": from_api,
+                        "estimated": full.n_items - from_api}
             for c in candidates:
-                self._train_and_register(c, full, runtime, inputs, cut)
+                self._train_and_register(c, full, (runtime, runtimes), inputs, cut)
             promoted = self._gate_and_promote(candidates, champion, promote=promote)
         self.progress("write the comparison report")
         files = write_report([c.row for c in candidates], report_dir)
@@ -245,8 +248,11 @@ class Pipeline:
         result, _ = self._evaluate(name, params, train, truth, profile_for)
         return result.summary()
 
-    def _train_and_register(self, c: Candidate, full: TrainSet, runtime: np.ndarray,
-                            inputs: TrainInputs, cut: datetime) -> None:
+    def _train_and_register(self, c: Candidate, full: TrainSet,
+                            runtimes: tuple[np.ndarray, dict], inputs: TrainInputs,
+                            cut: datetime) -> None:
+        """Fit ``c`` on ``full`` and register it with ``runtimes``: the array training
+        used (stored with the version) and its provenance (for the metadata)."""
         assert self.registry is not None
         self.progress(f"fit {c.name} on all data and register it")
         model: Recommender = model_class(c.name)(**c.params)
@@ -256,14 +262,13 @@ class Pipeline:
         assert c.result is not None
         metrics = {**c.result.summary(), "eval_cut": cut.isoformat(),
                    "eval_users": len(c.result.user_ids)}
-        from_api = int(np.count_nonzero(~np.isnan(given_runtimes(full.item_ids, inputs.runtimes))))
+        runtime, runtime_meta = runtimes
         version = self.registry.register(model, arrays={RUNTIME_ARRAY: runtime}, metadata={
             "code": code_version(REPO_ROOT),
             "packages": package_versions(),
             "data": {**inputs.data, "train_users": full.n_users, "train_items": full.n_items,
                      "interactions": int(full.matrix.nnz),
-                     "runtimes": {"stored_as": RUNTIME_ARRAY, "from_api": from_api,
-                                  "estimated": full.n_items - from_api}},
+                     "runtimes": runtime_meta},
             "training": {"seconds": seconds, "peak_memory_bytes": peak_memory_bytes()},
             "metrics": metrics,
         })

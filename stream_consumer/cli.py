@@ -11,15 +11,14 @@ import click
 from movierec.settings import load
 
 
-def build(settings, *, metrics_port: int | None = None, metrics=None, dlq_sink=None):
-    """Wire the real adapters from settings: (StreamConsumer, Enricher, closers).
-
-    ``metrics`` and ``dlq_sink`` (``dlq_sinks.open_sink``) are made here unless given;
-    a given sink is closed by the closer too."""
+def build(settings, *, metrics_port: int | None = None):
+    """Wire the real adapters from settings: (StreamConsumer, Enricher, closer). The
+    runner's ``dlq`` is the dead-letter sink ``MOVIEREC_DLQ_SINK`` asks for."""
     from kafka import KafkaConsumer
     from prometheus_client import start_http_server
 
     from stream_consumer.consumer import StreamConsumer
+    from stream_consumer.dlq_sinks import open_sink
     from stream_consumer.drift_monitor import DriftMonitor
     from stream_consumer.enrich import Enricher
     from stream_consumer.event_store import EventStore
@@ -30,20 +29,28 @@ def build(settings, *, metrics_port: int | None = None, metrics=None, dlq_sink=N
     keys = Keys(settings.redis_prefix)
     features = RedisFeatureStore.connect(settings.redis_url, keys, timeout_s=settings.redis_timeout_s,
                                          recent_history=settings.recent_history)
-    metrics = ConsumerMetrics.create() if metrics is None else metrics
-    sink = open_dlq_sink(settings, metrics) if dlq_sink is None else dlq_sink
+    metrics = ConsumerMetrics.create()
+    sink = open_sink(settings, lambda reason: metrics.dlq_fallbacks.labels(reason).inc())
     try:
-        consumer = _kafka_consumer(KafkaConsumer, settings)
-    except BaseException:
-        if dlq_sink is None:  # ours: close it; a given one is the caller's
-            sink.close()
+        consumer = KafkaConsumer(
+            settings.kafka_topic, bootstrap_servers=settings.kafka_bootstrap,
+            group_id=settings.consumer_group, client_id="movierec-consumer",
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            # 1 MiB a partition a fetch (~12k lines) bounds how far partitions drift apart in
+            # event time while a backlog drains (the drift monitor's allowed lateness).
+            max_poll_records=settings.consumer_batch_max, max_partition_fetch_bytes=1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+            # a killed member's partitions move on after 6 s (the broker's minimum), not 10 s
+            session_timeout_ms=6000, heartbeat_interval_ms=2000,
+        )
+    except BaseException:  # e.g. no broker: do not leave the dead-letter producer behind
+        sink.close()
         raise
     enricher = Enricher(features.client, keys, settings.user_api_url)
     port = settings.metrics_port if metrics_port is None else metrics_port
     server = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)[0] if port else None
     runner = StreamConsumer(
-        consumer, features, EventStore(settings.store_dir, settings.kafka_topic),
-        dlq_send=lambda value, key: sink.send(value), dlq_flush=sink.flush,
+        consumer, features, EventStore(settings.store_dir, settings.kafka_topic), dlq=sink,
         metrics=metrics, topic=settings.kafka_topic, rating_scale=settings.rating_scale,
         batch_max=settings.consumer_batch_max, poll_ms=settings.consumer_poll_ms,
         runtime_slack_min=settings.runtime_slack_min,
@@ -68,28 +75,6 @@ def build(settings, *, metrics_port: int | None = None, metrics=None, dlq_sink=N
     return runner, enricher, close
 
 
-def _kafka_consumer(kafka_consumer, settings):
-    """The group member on ``settings.kafka_topic`` (``kafka_consumer``: the class)."""
-    return kafka_consumer(
-        settings.kafka_topic, bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.consumer_group, client_id="movierec-consumer",
-        enable_auto_commit=False, auto_offset_reset="earliest",
-        # 1 MiB a partition a fetch (~12k lines) bounds how far partitions drift apart in
-        # event time while a backlog drains (the drift monitor's allowed lateness).
-        max_poll_records=settings.consumer_batch_max, max_partition_fetch_bytes=1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-        # a killed member's partitions move on after 6 s (the broker's minimum), not 10 s
-        session_timeout_ms=6000, heartbeat_interval_ms=2000,
-    )
-
-
-def open_dlq_sink(settings, metrics):
-    """The dead-letter sink of ``settings``, its fallbacks counted in ``metrics``."""
-    from stream_consumer.dlq_sinks import open_sink
-
-    return open_sink(settings, lambda reason: metrics.dlq_fallbacks.labels(reason).inc())
-
-
 @click.command("consume")
 @click.option("--max-lines", type=int, help="Stop after this many lines.")
 @click.option("--idle-exit", type=float, help="Stop after this many seconds without lines.")
@@ -97,18 +82,10 @@ def open_dlq_sink(settings, metrics):
 def consume(max_lines: int | None, idle_exit: float | None, metrics_port: int | None) -> None:
     """Consume the event log into Redis features, the event store and the DLQ."""
     from stream_consumer.dlq_sinks import DeadLetterRefused
-    from stream_consumer.metrics import ConsumerMetrics
     from stream_consumer.settings import ConsumerSettings
 
     settings = load(ConsumerSettings)
-    metrics = ConsumerMetrics.create()
-    sink = open_dlq_sink(settings, metrics)
-    try:
-        runner, enricher, close = build(settings, metrics_port=metrics_port, metrics=metrics,
-                                        dlq_sink=sink)
-    except BaseException:  # e.g. no broker for the consumer: do not leave the producer behind
-        sink.close()
-        raise
+    runner, enricher, close = build(settings, metrics_port=metrics_port)
     worker = threading.Thread(target=enricher.run, name="enricher", daemon=True) if settings.enrich else None
     if worker is not None:
         worker.start()
@@ -118,7 +95,7 @@ def consume(max_lines: int | None, idle_exit: float | None, metrics_port: int | 
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     click.echo(f"consuming {settings.kafka_topic} @ {settings.kafka_bootstrap} as "
-               f"{settings.consumer_group}; rejects to {sink.where}", err=True)
+               f"{settings.consumer_group}; rejects to {runner.dlq.where}", err=True)
     try:
         lines = runner.run(max_lines=max_lines, idle_exit_s=idle_exit)
     except DeadLetterRefused as exc:  # MOVIEREC_DLQ_SINK=kafka: stop, batch uncommitted

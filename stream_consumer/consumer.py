@@ -1,7 +1,7 @@
 """The consumer loop: Kafka batch -> parse, check -> Redis, event store, DLQ -> commit.
 
 At-least-once: offsets are committed only once a batch's effects are durable in Redis,
-in the event store and (for rejected lines) in the dead-letter topic. A crash before
+in the event store and (for rejected lines) in the dead-letter sink. A crash before
 the commit means the batch comes again; every effect is idempotent (features merge,
 the event store deduplicates by offset), so nothing is lost and nothing counts twice.
 
@@ -25,6 +25,7 @@ from kafka.errors import KafkaError
 
 from movierec.wire import LineParser, Rejection
 from stream_consumer.dlq import dead_letter
+from stream_consumer.dlq_sinks import DeadLetterSink
 from stream_consumer.drift_monitor import DriftMonitor
 from stream_consumer.drift_report import metric_values
 from stream_consumer.event_store import EventColumns, EventStore, EventStoreError
@@ -53,11 +54,10 @@ class BatchResult:
 
 class StreamConsumer:
     """One member of the consumer group. ``consumer`` is a kafka-python KafkaConsumer
-    already subscribed; ``dlq_send(value, key)`` and ``dlq_flush()`` wrap a producer."""
+    already subscribed; ``dlq`` a dead-letter sink (``dlq_sinks``: send, then flush)."""
 
     def __init__(self, consumer, features: RedisFeatureStore, events: EventStore | None, *,
-                 dlq_send: Callable[[bytes, bytes | None], None], dlq_flush: Callable[[], None],
-                 metrics: ConsumerMetrics, topic: str, rating_scale: int = 5,
+                 dlq: DeadLetterSink, metrics: ConsumerMetrics, topic: str, rating_scale: int = 5,
                  batch_max: int = 5000, poll_ms: int = 500, runtime_slack_min: int = 10,
                  future_tolerance_h: float = 6.0, runtime_of: Callable[[str], int | None] | None = None,
                  known_user: Callable[[int], bool] | None = None,
@@ -66,7 +66,7 @@ class StreamConsumer:
         self.consumer = consumer
         self.features = features
         self.events = events
-        self.dlq_send, self.dlq_flush = dlq_send, dlq_flush
+        self.dlq = dlq
         self.metrics = metrics
         self.topic = topic
         self.batch_max, self.poll_ms = batch_max, poll_ms
@@ -125,8 +125,8 @@ class StreamConsumer:
         if dead:
             def send_dead() -> None:
                 for value in dead:
-                    self.dlq_send(value, None)
-                self.dlq_flush()
+                    self.dlq.send(value)
+                self.dlq.flush()
             self._durably("dead-letter topic", send_dead)
         if self.drift is not None:  # only once the batch is durable: never counted twice
             self.drift.observe_batch(accepted, result.rejected)

@@ -177,12 +177,25 @@ class EventStore:
         writes its lineage record between the two, so a listing during which the set of
         records changed is simply taken again.
         """
+        return self._between_compactions(self._list_files, "listing its files")
+
+    def _between_compactions(self, action: Callable[[], T], what: str) -> T:
+        """``action()``, taken again while the set of compaction records changed during it
+        (a compaction ran meanwhile): a result or an ``EventStoreError`` of an attempt no
+        compaction overlapped stands. Compactions write their record before deleting
+        their sources, so a retry sees both the record and the outputs."""
         for _ in range(_RETRIES):
             records = self._record_names()
-            infos = self._list_files()
+            try:
+                result = action()
+            except EventStoreError:
+                if self._record_names() == records:
+                    raise
+                continue
             if self._record_names() == records:
-                return infos
-        raise EventStoreError(f"compactions kept changing {self.events_dir} during {_RETRIES} listings")
+                return result
+        raise EventStoreError(f"compactions kept changing {self.events_dir} while {what} "
+                              f"({_RETRIES} tries)")
 
     def _record_names(self) -> list[str]:
         return sorted(p.name for p in self.compactions_dir.glob("*.json"))
@@ -295,18 +308,10 @@ class EventStore:
                 raise EventStoreError(f"{rel}: sha256 {actual[:12]}... differs from {sha[:12]}... (altered)")
 
         # The lineage is read before the files are checked: a compaction that records and
-        # deletes in between leaves a source missing with no record naming it in what was
-        # read. It wrote its record before deleting, so a plan that failed while the set
-        # of records changed is simply resolved again (as ``files`` lists again).
-        for _ in range(_RETRIES):
-            records = self._record_names()
-            try:
-                return resolve_plan(snap.files, self._lineage(), exists, check)
-            except EventStoreError:
-                if self._record_names() == records:
-                    raise
-        raise EventStoreError(f"compactions kept changing {self.events_dir} while snapshot "
-                              f"{snap.id} was resolved ({_RETRIES} tries)")
+        # deletes in between leaves a source missing with no record naming it in what was read.
+        return self._between_compactions(
+            lambda: resolve_plan(snap.files, self._lineage(), exists, check),
+            f"resolving snapshot {snap.id}")
 
     def _lineage(self) -> dict[str, LineageEdge]:
         """Source file -> what replaced it, over every compaction record (later ones win)."""

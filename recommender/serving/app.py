@@ -6,9 +6,9 @@ Every answer is plain text except the JSON of /provenance, /admin and /openapi.j
 ``ServingError`` subclasses become short plain-text answers in ``_on_error``; /recommend
 never answers a 5xx (``handler.RecommendHandler`` degrades instead).
 
-Every request's queue age (how long it waited before a worker took it) is read from the
-kernel at its start (``queue_age``), observed in ``movierec_serve_queue_seconds``, and
-handed to /recommend, which sheds past ``MOVIEREC_SERVE_SHED_MS``.
+Each /recommend request's queue age (how long it waited before a worker took it) is read
+from the kernel (``queue_age``), observed in ``movierec_serve_queue_seconds``, and handed
+to the handler, which sheds past ``MOVIEREC_SERVE_SHED_MS``. Other endpoints skip it.
 """
 
 from __future__ import annotations
@@ -102,13 +102,12 @@ def create_app(settings: ServeSettings, *, services: Services,
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
-        g.queue_s = queue_age(request.environ, metrics)
 
     @app.get("/recommend/<path:raw>")
     @app.get("/recommend", defaults={"raw": ""}, strict_slashes=False)  # and "/recommend/"
     def recommend(raw: str) -> Response:
         user = handler.parse(raw)
-        served = handler.answer(user, g.started, g.queue_s)
+        served = handler.answer(user, g.started, queue_age(request.environ, metrics))
         headers = {"X-Request-Id": served.request_id, "X-Arm": served.arm,
                    "X-Model-Version": served.version or "none", "X-Answer-Path": served.path}
         if served.fallback:

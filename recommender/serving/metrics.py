@@ -72,8 +72,8 @@ class ServingMetrics:
                                "1 while the Redis circuit breaker is open", registry=r,
                                multiprocess_mode="liveall"),
             queue=Histogram("movierec_serve_queue_seconds",
-                            "Time a request waited before a worker picked it up (the kernel's "
-                            "tcpi_last_data_recv; gunicorn only)", registry=r,
+                            "Time a /recommend request waited before a worker picked it up "
+                            "(the kernel's tcpi_last_data_recv; gunicorn only)", registry=r,
                             buckets=QUEUE_BUCKETS_S),
             queue_unknown=Counter("movierec_serve_queue_age_unreadable_total",
                                   "Requests whose client socket gave no TCP_INFO (queue age "

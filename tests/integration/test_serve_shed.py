@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from load_tests.server import ServiceProcess
+from load_tests.server import ServiceProcess, staged_env
 from load_tests.stage import StageSpec, stage
 from simulator.catalog import RATED_R
 from simulator.world import World, WorldSpec
@@ -41,12 +41,10 @@ def one_worker(request, stack: LocalStack, tmp_path_factory: pytest.TempPathFact
     prefix = f"shed{int(time.time() * 1000) % 10**8}"
     staged = stage(SPEC, redis_url=stack.redis_url, prefix=prefix, registry_dir=root / "registry")
     (port,) = free_ports(1)
-    env = {"MOVIEREC_REDIS_URL": stack.redis_url, "MOVIEREC_REDIS_PREFIX": prefix,
-           "MOVIEREC_REGISTRY_DIR": str(root / "registry"),
-           "MOVIEREC_SERVE_EXPERIMENTS_FILE": str(root / "experiments.json"),
-           "MOVIEREC_KAFKA_BOOTSTRAP": stack.bootstrap, "MOVIEREC_SERVED_TOPIC": f"served-{prefix}",
-           "MOVIEREC_SERVE_SHED_MS": str(SHED_MS), "MOVIEREC_SERVE_WORKER_CLASS": request.param,
-           "MOVIEREC_SERVE_THREADS": "1"}
+    env = staged_env(redis_url=stack.redis_url, prefix=prefix, root=root,
+                     kafka_bootstrap=stack.bootstrap, served_topic=f"served-{prefix}",
+                     MOVIEREC_SERVE_SHED_MS=str(SHED_MS),
+                     MOVIEREC_SERVE_WORKER_CLASS=request.param, MOVIEREC_SERVE_THREADS="1")
     service = ServiceProcess(port=port, env=env, log=root / "serve.log", workers=1).start()
     try:
         yield service, staged

@@ -20,7 +20,7 @@ import redis
 from kafka import KafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from load_tests.server import ServiceProcess
+from load_tests.server import ServiceProcess, staged_env
 from load_tests.stage import StageSpec, stage
 from movierec.wire import LineParser
 from recommender.registry import Registry
@@ -53,11 +53,9 @@ def served(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory):
     prefix = f"sv{int(time.time() * 1000) % 10**8}"
     staged = stage(SPEC, redis_url=stack.redis_url, prefix=prefix, registry_dir=root / "registry")
     (port,) = free_ports(1)
-    env = {"MOVIEREC_REDIS_URL": stack.redis_url, "MOVIEREC_REDIS_PREFIX": prefix,
-           "MOVIEREC_REGISTRY_DIR": str(root / "registry"),
-           "MOVIEREC_SERVE_EXPERIMENTS_FILE": str(root / "experiments.json"),
-           "MOVIEREC_KAFKA_BOOTSTRAP": stack.bootstrap, "MOVIEREC_SERVED_TOPIC": f"served-{prefix}",
-           "MOVIEREC_SERVE_ADMIN_TOKEN": TOKEN, "MOVIEREC_SERVE_POLL_S": "0.2"}
+    env = staged_env(redis_url=stack.redis_url, prefix=prefix, root=root,
+                     kafka_bootstrap=stack.bootstrap, served_topic=f"served-{prefix}",
+                     MOVIEREC_SERVE_ADMIN_TOKEN=TOKEN, MOVIEREC_SERVE_POLL_S="0.2")
     service = ServiceProcess(port=port, env=env, log=root / "serve.log", workers=2).start()
     try:
         yield service, staged, prefix, root
@@ -270,7 +268,7 @@ def test_a_corrupt_version_is_rejected_and_the_old_one_keeps_serving(served):
     npy.write_bytes(npy.read_bytes()[: npy.stat().st_size // 2])
     rejected = _counter(service.url, "movierec_serve_model_swaps_total", result="rejected")
     registry.promote(fresh.version, alias="champion", reason="corrupt on purpose")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 15  # each worker polls every 0.2 s; slack for a loaded box
     while _counter(service.url, "movierec_serve_model_swaps_total", result="rejected") < rejected + 2:
         assert time.monotonic() < deadline, "both workers should reject the corrupt version"
         time.sleep(0.1)
