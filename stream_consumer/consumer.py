@@ -23,13 +23,12 @@ from datetime import timedelta
 
 from kafka.errors import KafkaError
 
-from movierec.wire import LineParser, Rejection
-from stream_consumer.dlq import dead_letter
+from movierec.wire import LineParser
+from stream_consumer.batch import BatchFolder
 from stream_consumer.dlq_sinks import DeadLetterSink
 from stream_consumer.drift_monitor import DriftMonitor
 from stream_consumer.drift_report import metric_values
-from stream_consumer.event_store import EventColumns, EventStore, EventStoreError
-from stream_consumer.features import FeatureDelta
+from stream_consumer.event_store import EventStore, EventStoreError
 from stream_consumer.keys import day_of
 from stream_consumer.metrics import ConsumerMetrics
 from stream_consumer.redis_store import FeatureStoreError, RedisFeatureStore
@@ -62,7 +61,7 @@ class StreamConsumer:
                  future_tolerance_h: float = 6.0, runtime_of: Callable[[str], int | None] | None = None,
                  known_user: Callable[[int], bool] | None = None,
                  known_movie: Callable[[str], bool] | None = None,
-                 drift: DriftMonitor | None = None) -> None:
+                 drift: DriftMonitor | None = None, columnar: bool = True) -> None:
         self.consumer = consumer
         self.features = features
         self.events = events
@@ -74,6 +73,7 @@ class StreamConsumer:
         self.validator = Validator(runtime_of=runtime_of or (lambda movie: None),
                                    runtime_slack_min=runtime_slack_min,
                                    future_tolerance=timedelta(hours=future_tolerance_h))
+        self.folder = BatchFolder(self.parser, self.validator, columnar=columnar)
         self.known_user = known_user or (lambda user: True)
         self.known_movie = known_movie or (lambda movie: True)
         self.drift = drift
@@ -84,44 +84,19 @@ class StreamConsumer:
 
     def process(self, batch: dict) -> BatchResult:
         """Make one polled batch durable; the caller commits afterwards."""
-        result = BatchResult()
-        delta, columns = FeatureDelta(), EventColumns()
-        accepted: list = []
-        dead: list[bytes] = []
-        parse, check = self.parser.parse, self.validator.check
-        oldest_ms: int | None = None
-        for records in batch.values():
-            for record in records:
-                raw = record.value if record.value is not None else b""
-                result.lines += 1
-                if oldest_ms is None or record.timestamp < oldest_ms:
-                    oldest_ms = record.timestamp
-                event = parse(raw)
-                if isinstance(event, Rejection):
-                    reason, detail = event.reason.value, event.detail
-                else:
-                    problem = check(event)
-                    if problem is None:
-                        delta.add(event, raw)
-                        columns.add(event, record.partition, record.offset)
-                        accepted.append(event)
-                        result.kinds[event.kind] += 1
-                        continue
-                    reason, detail = problem[0].value, problem[1]
-                result.rejected[reason] += 1
-                dead.append(dead_letter(raw, reason=reason, detail=detail, topic=record.topic,
-                                        partition=record.partition, offset=record.offset,
-                                        timestamp_ms=record.timestamp))
+        folded = self.folder.fold([record for records in batch.values() for record in records])
+        result = BatchResult(lines=folded.lines, rejected=folded.rejected, kinds=folded.kinds)
+        delta, dead, oldest_ms = folded.delta, folded.dead, folded.oldest_ms
         pending_users = [u for u in delta.users if not self.known_user(u)]
         pending_movies = [m for m in delta.movies if not self.known_movie(m)]
         self._durably("redis", lambda: self.features.apply(
             delta, pending_users=pending_users, pending_movies=pending_movies))
         if oldest_ms is not None:
             self.metrics.freshness.observe(max(0.0, time.time() - oldest_ms / 1000))
-        if self.events is not None and len(columns):
-            table = columns.to_table()
+        table = folded.table
+        if self.events is not None and table is not None and table.num_rows:
             self._durably("event store", lambda: self.events.append(table))
-            self.metrics.store_rows.inc(len(columns))
+            self.metrics.store_rows.inc(table.num_rows)
         if dead:
             def send_dead() -> None:
                 for value in dead:
@@ -129,7 +104,7 @@ class StreamConsumer:
                 self.dlq.flush()
             self._durably("dead-letter topic", send_dead)
         if self.drift is not None:  # only once the batch is durable: never counted twice
-            self.drift.observe_batch(accepted, result.rejected)
+            self.drift.observe_batch(folded.accepted, result.rejected)
         for kind, n in result.kinds.items():
             self.metrics.events.labels(kind).inc(n)
         for reason, n in result.rejected.items():

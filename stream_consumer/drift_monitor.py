@@ -144,7 +144,9 @@ class DriftMonitor:
 
     def observe_batch(self, events: Iterable[Event], rejections: Mapping[str, int] | None = None) -> None:
         """Fold one consumer batch: its accepted events in arrival order (``movierec.wire``
-        Watch, Rate, Recommendation, Account) and its rejected lines as reason -> count
+        Watch, Rate, Recommendation, Account, or a watch as a plain ``(time, user_id,
+        movie_id, minute)`` tuple, which the consumer's columnar path passes instead of
+        building a ``Watch``) and its rejected lines as reason -> count
         (wire.Reason values or the consumer's own check names). Rejected lines carry no
         trusted time: they are spread over the buckets of the batch's accepted events in
         proportion to those events (all under the newest bucket if there are none)."""
@@ -162,10 +164,14 @@ class DriftMonitor:
         filed: dict[int, int] = {}
         run = 0  # events filed in ``bucket`` since it was located
         for e in events:
-            try:
-                when = e.time
-            except AttributeError:
-                raise TypeError(f"not an accepted MLiP event: {e!r}") from None
+            kind = type(e)
+            if kind is tuple:
+                when = e[0]
+            else:
+                try:
+                    when = e.time
+                except AttributeError:
+                    raise TypeError(f"not an accepted MLiP event: {e!r}") from None
             if bucket is None or not (lo <= when < hi):
                 if bucket is not None and run:
                     filed[bucket.index] = filed.get(bucket.index, 0) + run
@@ -177,9 +183,12 @@ class DriftMonitor:
                 hi = lo + self.bucket
             run += 1
             counts = bucket.counts
-            if type(e) is Watch:
+            if kind is tuple or kind is Watch:
                 counts.lines["watch"] += 1
-                user, movie, minute = e.user_id, e.movie_id, e.minute
+                if kind is tuple:
+                    _, user, movie, minute = e
+                else:
+                    user, movie, minute = e.user_id, e.movie_id, e.minute
                 if minute == 0:
                     counts.session_starts[movie] += 1
                     if known_user is None:
@@ -197,17 +206,17 @@ class DriftMonitor:
                     session = opened.get(user)
                     if session is not None and session.movie == movie and minute >= session.minutes:
                         session.minutes = minute + 1
-            elif type(e) is Rate:
+            elif kind is Rate:
                 counts.lines["rate"] += 1
                 counts.ratings[e.rating] += 1
-            elif type(e) is Recommendation:
+            elif kind is Recommendation:
                 counts.lines["recommendation"] += 1
                 if known_user is None:
                     counts.user_actions[e.user_id] += 1
                 else:
                     counts.users_checked += 1
                     counts.users_unknown += not known_user(e.user_id)
-            elif type(e) is Account:
+            elif kind is Account:
                 counts.lines["account"] += 1
             else:
                 raise TypeError(f"not an accepted MLiP event: {e!r}")

@@ -164,6 +164,30 @@ class EventColumns:
         return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
+def watch_table(ms: np.ndarray, users: np.ndarray, movies: pa.Array, minutes: np.ndarray,
+                partitions: np.ndarray, offsets: np.ndarray) -> pa.Table:
+    """Watch rows given as columns (the consumer's columnar path) as a ``SCHEMA`` table:
+    the rows ``EventColumns.add`` would build from the same watches. ``ms``: epoch ms."""
+    n = len(ms)
+    kinds = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int8)), _KIND_DICTIONARY)
+    columns = [
+        pa.array(ms, pa.int64()).cast(_TIME_TYPE),
+        kinds,
+        pa.array(users, pa.int64()),
+        movies.cast(pa.string()),
+        pa.array(minutes, pa.int16()),
+        pa.nulls(n, pa.int8()),
+        pa.nulls(n, pa.string()),
+        pa.nulls(n, pa.int16()),
+        pa.nulls(n, _ITEMS_TYPE),
+        pa.nulls(n, pa.string()),
+        pa.nulls(n, pa.int32()),
+        pa.array(partitions, pa.int32()),
+        pa.array(offsets, pa.int64()),
+    ]
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
 def _ms_timestamps(times: list[datetime]) -> pa.Array:
     """Naive datetimes -> timestamp[ms], truncating sub-millisecond digits.
 

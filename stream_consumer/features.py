@@ -12,11 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+import numpy as np
+
 from movierec.wire import Account, Event, Rate, Recommendation, Watch
 from stream_consumer.keys import day_of
 
 _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
+MS_PER_DAY = 86_400_000
 
 
 def epoch_ms(when: datetime) -> int:
@@ -84,6 +87,65 @@ class FeatureDelta:
                 self.new_users[user] = ms
         elif isinstance(event, Recommendation):
             pass  # served lists are the online evaluator's; here only the activity counts
+
+    def add_watches(self, users: np.ndarray, codes: np.ndarray, movies: list[str],
+                    minutes: np.ndarray, ms: np.ndarray, raws: list[bytes]) -> None:
+        """Fold accepted watch events given as columns; the same result as ``add`` of
+        each (the unit tests check it). ``users``, ``minutes``, ``ms`` (epoch ms): one
+        value a row; ``codes``: each row's index into ``movies``; ``raws``: the lines.
+
+        Sorting by (user, movie, day) in numpy and reducing each run leaves one Python
+        step per distinct key instead of one per line: a 20,000-line batch of the
+        benchmark stream holds about 1,500 distinct (user, movie) pairs.
+        """
+        n = len(users)
+        if n == 0:
+            return
+        self.events += n
+        days = ms // MS_PER_DAY
+        order = np.lexsort((days, codes, users))
+        u, c, d, t, m = users[order], codes[order], days[order], ms[order], minutes[order]
+        new_user = np.empty(n, dtype=bool)
+        new_user[0] = True
+        np.not_equal(u[1:], u[:-1], out=new_user[1:])
+        new_pair = new_user.copy()
+        new_pair[1:] |= c[1:] != c[:-1]
+        new_day = new_pair.copy()
+        new_day[1:] |= d[1:] != d[:-1]
+        day_text = {int(x): day_of(_EPOCH + timedelta(days=int(x))) for x in np.unique(days)}
+        progress, recent, viewers = self.progress, self.recent, self.viewers
+        starts = np.flatnonzero(new_pair)
+        for user, code, top, last in zip(u[starts].tolist(), c[starts].tolist(),
+                                         np.maximum.reduceat(m, starts).tolist(),
+                                         np.maximum.reduceat(t, starts).tolist()):
+            key = (user, movies[code])
+            if progress.get(key, -1) < top:
+                progress[key] = top
+            if recent.get(key, -1) < last:
+                recent[key] = last
+        starts = np.flatnonzero(new_user)
+        first_seen, last_seen = self.first_seen, self.last_seen
+        for user, first, last in zip(u[starts].tolist(), np.minimum.reduceat(t, starts).tolist(),
+                                     np.maximum.reduceat(t, starts).tolist()):
+            if first_seen.get(user, first + 1) > first:
+                first_seen[user] = first
+            if last_seen.get(user, -1) < last:
+                last_seen[user] = last
+        starts = np.flatnonzero(new_day)
+        for user, code, day in zip(u[starts].tolist(), c[starts].tolist(), d[starts].tolist()):
+            movie, text = movies[code], day_text[day]
+            seen = viewers.get((movie, text))
+            if seen is None:
+                seen = viewers[(movie, text)] = set()
+                self.movies.add(movie)
+            seen.add(user)
+        if len(day_text) == 1:
+            (text,) = day_text.values()
+            self.identities.setdefault(("watch", text), []).extend(raws)
+        else:
+            for day, text in day_text.items():
+                picked = np.flatnonzero(days == day).tolist()
+                self.identities.setdefault(("watch", text), []).extend([raws[i] for i in picked])
 
     @property
     def users(self) -> set[int]:
