@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +34,7 @@ from stream_consumer.features import FeatureDelta, epoch_ms
 from stream_consumer.validate import Validator
 
 _EPOCH = datetime(1970, 1, 1)
+_PARTITION, _OFFSET, _TIMESTAMP = attrgetter("partition"), attrgetter("offset"), attrgetter("timestamp")
 
 
 @dataclass
@@ -62,7 +64,7 @@ class BatchFolder:
         out = Folded(lines=len(records))
         if not records:
             return out
-        out.oldest_ms = min(r.timestamp for r in records)
+        out.oldest_ms = min(map(_TIMESTAMP, records))
         values = [r.value if r.value is not None else b"" for r in records]
         fast = parse_watches(values) if self.columnar else None
         if fast is None or len(fast) == 0:
@@ -103,8 +105,7 @@ class BatchFolder:
     # -- columnar ----------------------------------------------------------------------
 
     def _columnar(self, records: list, values: list[bytes], fast: WatchColumns, out: Folded) -> None:
-        n = len(records)
-        is_fast = np.zeros(n, dtype=bool)
+        is_fast = np.zeros(len(records), dtype=bool)
         is_fast[fast.rows] = True
         slow_rows = np.flatnonzero(~is_fast).tolist()
         parse = self.parser.parse
@@ -113,37 +114,23 @@ class BatchFolder:
         encoded = fast.movies.dictionary_encode()
         movies = encoded.dictionary.to_pylist()
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        fast_ok = fast.minutes <= self.validator.runtime_limits(movies)[codes]
-        problems = {i: self.validator.problem(e) for i, e in events.items()}
+        fast_ok, problems = self._decide(values, fast, movies, codes, events)
 
-        # Every parsed event, in arrival order: its time and whether it passes ``problem``.
-        slow_at = np.fromiter(events, dtype=np.int64, count=len(events))
-        at = np.concatenate([fast.rows, slow_at])
-        ms = np.concatenate([fast.ms, np.array([epoch_ms(e.time) for e in events.values()], dtype=np.int64)])
-        ok = np.concatenate([fast_ok, np.array([p is None for p in problems.values()], dtype=bool)])
-        order = np.argsort(at, kind="stable")
-        at, ms, ok = at[order], ms[order], ok[order]
-        if not self.validator.none_ahead(ms, ok):
-            # Some event may be ahead of the clock: decide every one exactly, in order.
-            check = self.validator.check
-            fast_index = {row: k for k, row in enumerate(fast.rows.tolist())}
-            for row in at.tolist():
-                event = events.get(row)
-                if event is None:
-                    event = events[row] = parse(values[row])
-                problems[row] = check(event)
-                if row in fast_index:
-                    fast_ok[fast_index[row]] = problems[row] is None
-        else:
-            self._settle(at, ms, ok, events, values)
-            for k in np.flatnonzero(~fast_ok).tolist():  # rare: build the event for its detail
-                row = int(fast.rows[k])
-                events[row] = parse(values[row])
-                problems[row] = self.validator.problem(events[row])
+        # Accepted fast watches, folded as columns first (into an empty delta: fastest).
+        good = fast.take(fast_ok)
+        good_codes = codes[fast_ok]
+        rows = good.rows
+        row_list = rows.tolist()
+        out.delta.add_watches(good.users, good_codes, movies, good.minutes, good.ms,
+                              [values[i] for i in row_list])
+        partitions = np.fromiter(map(_PARTITION, records), dtype=np.int32, count=len(records))
+        offsets = np.fromiter(map(_OFFSET, records), dtype=np.int64, count=len(records))
+        table = watch_table(good.ms, good.users, good.movies, good.minutes, partitions[rows], offsets[rows])
+        if len(good):
+            out.kinds["watch"] += len(good)
 
-        # Effects of the lines the fast path did not accept, in arrival order.
+        # Then the lines the fast path did not accept, in arrival order.
         columns = EventColumns()
-        columns_at: list[int] = []
         accepted_at: list[int] = []
         slow_accepted: list[Event] = []
         for row in sorted(set(slow_rows) | set(fast.rows[~fast_ok].tolist())):
@@ -151,26 +138,45 @@ class BatchFolder:
             problem = event if isinstance(event, Rejection) else problems[row]
             self._file(records[row], values[row], event, problem, columns, out)
             if problem is None:
-                columns_at.append(row)
                 accepted_at.append(row)
                 slow_accepted.append(event)
-
-        # Accepted fast watches: folded as columns.
-        good = fast.take(fast_ok)
-        good_codes = codes[fast_ok]
-        rows = good.rows.tolist()
-        out.delta.add_watches(good.users, good_codes, movies, good.minutes, good.ms,
-                              [values[i] for i in rows])
-        partitions = np.fromiter((records[i].partition for i in rows), dtype=np.int32, count=len(rows))
-        offsets = np.fromiter((records[i].offset for i in rows), dtype=np.int64, count=len(rows))
-        table = watch_table(good.ms, good.users, good.movies, good.minutes, partitions, offsets)
         if len(columns):
             table = pa.concat_tables([table, columns.to_table()])
-            table = table.take(pa.array(np.argsort(np.array(rows + columns_at), kind="stable")))
+            table = table.take(pa.array(np.argsort(np.array(row_list + accepted_at), kind="stable")))
         out.table = table
-        if len(good):
-            out.kinds["watch"] += len(good)
         out.accepted = _in_order(good, movies, good_codes, accepted_at, slow_accepted)
+
+    def _decide(self, values: list[bytes], fast: WatchColumns, movies: list[str], codes: np.ndarray,
+                events: dict[int, Event]) -> tuple[np.ndarray, dict]:
+        """The checks: which fast rows pass (a mask) and each other event's problem
+        (None when accepted). Adds the fast rows it had to parse to ``events``."""
+        parse = self.parser.parse
+        fast_ok = fast.minutes <= self.validator.runtime_limits(movies)[codes]
+        problems = {i: self.validator.problem(e) for i, e in events.items()}
+        # Every parsed event, in arrival order: its time and whether it passes ``problem``.
+        at = np.concatenate([fast.rows, np.fromiter(events, dtype=np.int64, count=len(events))])
+        ms = np.concatenate([fast.ms, np.array([epoch_ms(e.time) for e in events.values()], dtype=np.int64)])
+        ok = np.concatenate([fast_ok, np.array([p is None for p in problems.values()], dtype=bool)])
+        order = np.argsort(at, kind="stable")
+        at, ms, ok = at[order], ms[order], ok[order]
+        if self.validator.none_ahead(ms, ok):
+            self._settle(at, ms, ok, events, values)
+            for k in np.flatnonzero(~fast_ok).tolist():  # rare: build the event for its detail
+                row = int(fast.rows[k])
+                events[row] = parse(values[row])
+                problems[row] = self.validator.problem(events[row])
+            return fast_ok, problems
+        # Some event may be ahead of the clock: decide every one exactly, in order.
+        check = self.validator.check
+        fast_index = {row: k for k, row in enumerate(fast.rows.tolist())}
+        for row in at.tolist():
+            event = events.get(row)
+            if event is None:
+                event = events[row] = parse(values[row])
+            problems[row] = check(event)
+            if row in fast_index:
+                fast_ok[fast_index[row]] = problems[row] is None
+        return fast_ok, problems
 
     def _settle(self, at: np.ndarray, ms: np.ndarray, ok: np.ndarray, events: dict, values: list[bytes]) -> None:
         """Set the clock as ``check`` would have: the exact latest accepted time (the

@@ -9,6 +9,16 @@ Nothing a line contains can stop the loop: the parser never raises, the checks o
 reject. A dead dependency stops progress, not the process: a failed Redis write, event
 store write or DLQ send is retried with backoff and the batch is not committed until it
 succeeds (or the process is told to stop, and the batch comes again later).
+
+Writing overlaps reading: while a writer thread makes batch N durable, the main thread
+polls and folds batch N+1 (kafka-python's decoding and the fold are CPU; the writes are
+mostly waiting on Redis and the disk). One batch at most is in flight: batch N's offsets
+are committed (explicitly, not "the current positions", which are past N+1 by then)
+once N is durable and before N+1 is handed over, so at-least-once holds as before. If a
+rebalance moved a partition meanwhile, its new owner starts from the previous commit and
+folds batch N again: a duplicate, which every effect absorbs, never a loss (the offsets
+committed are always of durable lines). No rebalance listener: kafka-python 3 runs a
+synchronous listener inside its event loop, where a commit cannot run.
 """
 
 from __future__ import annotations
@@ -18,13 +28,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from kafka.errors import KafkaError
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
 
 from movierec.wire import LineParser
-from stream_consumer.batch import BatchFolder
+from stream_consumer.batch import BatchFolder, Folded
 from stream_consumer.dlq_sinks import DeadLetterSink
 from stream_consumer.drift_monitor import DriftMonitor
 from stream_consumer.drift_report import metric_values
@@ -79,12 +91,13 @@ class StreamConsumer:
         self.drift = drift
         self.stop = threading.Event()
         self.lines = 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consumer-writer")
+        self._pending: tuple[Future, dict, float] | None = None  # (write, offsets, started)
 
     # -- one batch -----------------------------------------------------------------------
 
-    def process(self, batch: dict) -> BatchResult:
-        """Make one polled batch durable; the caller commits afterwards."""
-        folded = self.folder.fold([record for records in batch.values() for record in records])
+    def _write(self, folded: Folded) -> BatchResult:
+        """Make one folded batch durable (the writer thread); the caller commits after."""
         result = BatchResult(lines=folded.lines, rejected=folded.rejected, kinds=folded.kinds)
         delta, dead, oldest_ms = folded.delta, folded.dead, folded.oldest_ms
         pending_users = [u for u in delta.users if not self.known_user(u)]
@@ -130,16 +143,35 @@ class StreamConsumer:
     # -- the loop ------------------------------------------------------------------------
 
     def step(self) -> int:
-        """Poll, process and commit one batch; the number of lines handled."""
+        """Poll and fold one batch, then hand it to the writer once the batch before it
+        is durable and committed; the number of lines polled."""
         batch = self.consumer.poll(timeout_ms=self.poll_ms, max_records=self.batch_max)
         if not batch:
+            self._settle()
             return 0
         started = time.perf_counter()
-        result = self.process(batch)
-        self.consumer.commit()  # the positions of everything polled: all of it is durable
+        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1)
+                   for tp, records in batch.items() if records}
+        folded = self.folder.fold([record for records in batch.values() for record in records])
+        self._settle()
+        self._pending = (self._writer.submit(self._write, folded), offsets, started)
+        self.lines += folded.lines
+        return folded.lines
+
+    def _settle(self) -> None:
+        """Wait for the batch in flight, then commit its offsets. Raises what the write
+        raised (Stopped: the batch stays uncommitted and comes again)."""
+        if self._pending is None:
+            return
+        write, offsets, started = self._pending
+        self._pending = None
+        write.result()
+        try:
+            self.consumer.commit(offsets)
+        except CommitFailedError as exc:  # the group moved on: the batch comes again, idempotent
+            self.metrics.commit_failures.inc()
+            log.warning("commit failed, the batch will be redelivered: %s", exc)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self.lines += result.lines
-        return result.lines
 
     def update_lag(self) -> None:
         assigned = list(self.consumer.assignment())
@@ -181,8 +213,11 @@ class StreamConsumer:
                 if now - last_pop >= popularity_every_s:
                     self._refresh_quietly()
                     last_pop = now
+            self._settle()
         except Stopped as exc:
             log.warning("stopping with a batch not committed (it will come again): %s", exc)
+        finally:
+            self._writer.shutdown(wait=True)
         self._refresh_quietly()
         return self.lines
 

@@ -113,32 +113,33 @@ class FeatureDelta:
         new_day = new_pair.copy()
         new_day[1:] |= d[1:] != d[:-1]
         day_text = {int(x): day_of(_EPOCH + timedelta(days=int(x))) for x in np.unique(days)}
-        progress, recent, viewers = self.progress, self.recent, self.viewers
         starts = np.flatnonzero(new_pair)
-        for user, code, top, last in zip(u[starts].tolist(), c[starts].tolist(),
-                                         np.maximum.reduceat(m, starts).tolist(),
-                                         np.maximum.reduceat(t, starts).tolist()):
-            key = (user, movies[code])
-            if progress.get(key, -1) < top:
-                progress[key] = top
-            if recent.get(key, -1) < last:
-                recent[key] = last
+        names = [movies[code] for code in c[starts].tolist()]
+        pairs = list(zip(u[starts].tolist(), names))
+        _merge(self.progress, pairs, np.maximum.reduceat(m, starts).tolist(), max)
+        _merge(self.recent, pairs, np.maximum.reduceat(t, starts).tolist(), max)
         starts = np.flatnonzero(new_user)
-        first_seen, last_seen = self.first_seen, self.last_seen
-        for user, first, last in zip(u[starts].tolist(), np.minimum.reduceat(t, starts).tolist(),
-                                     np.maximum.reduceat(t, starts).tolist()):
-            if first_seen.get(user, first + 1) > first:
-                first_seen[user] = first
-            if last_seen.get(user, -1) < last:
-                last_seen[user] = last
+        people = u[starts].tolist()
+        _merge(self.first_seen, people, np.minimum.reduceat(t, starts).tolist(), min)
+        _merge(self.last_seen, people, np.maximum.reduceat(t, starts).tolist(), max)
+        # Viewers: the distinct (user, movie, day) triples, regrouped by (movie, day).
         starts = np.flatnonzero(new_day)
-        for user, code, day in zip(u[starts].tolist(), c[starts].tolist(), d[starts].tolist()):
-            movie, text = movies[code], day_text[day]
-            seen = viewers.get((movie, text))
+        tu, tc, td = u[starts], c[starts], d[starts]
+        regroup = np.lexsort((td, tc))
+        tu, tc, td = tu[regroup], tc[regroup], td[regroup]
+        edge = np.empty(len(tc), dtype=bool)
+        edge[0] = True
+        edge[1:] = (tc[1:] != tc[:-1]) | (td[1:] != td[:-1])
+        starts = np.flatnonzero(edge).tolist()
+        viewers, users_in = self.viewers, tu.tolist()
+        for at, stop, code, day in zip(starts, starts[1:] + [len(users_in)], tc[starts].tolist(), td[starts].tolist()):
+            key = (movies[code], day_text[day])
+            seen = viewers.get(key)
             if seen is None:
-                seen = viewers[(movie, text)] = set()
-                self.movies.add(movie)
-            seen.add(user)
+                viewers[key] = set(users_in[at:stop])
+                self.movies.add(key[0])
+            else:
+                seen.update(users_in[at:stop])
         if len(day_text) == 1:
             (text,) = day_text.values()
             self.identities.setdefault(("watch", text), []).extend(raws)
@@ -150,3 +151,14 @@ class FeatureDelta:
     @property
     def users(self) -> set[int]:
         return set(self.last_seen)
+
+
+def _merge(target: dict, keys: list, values: list, better) -> None:
+    """target[k] = better(target[k], v) for each pair; a plain update when ``target`` is
+    empty (the usual case: a batch's watches are folded first), which runs in C."""
+    if not target:
+        target.update(zip(keys, values))
+        return
+    for key, value in zip(keys, values):
+        old = target.get(key)
+        target[key] = value if old is None else better(old, value)

@@ -19,6 +19,7 @@ class ConsumerMetrics:
     lag: Gauge
     freshness: Histogram
     redis_retries: Counter
+    commit_failures: Counter
     store_rows: Counter
     drift_statistic: Gauge
     drift_alarm: Gauge
@@ -44,6 +45,9 @@ class ConsumerMetrics:
                                 registry=r, buckets=FRESHNESS_BUCKETS_S),
             redis_retries=Counter("movierec_consumer_redis_retries_total",
                                   "Batches retried because Redis failed", registry=r),
+            commit_failures=Counter("movierec_consumer_commit_failures_total",
+                                    "Durable batches whose offset commit the group refused "
+                                    "(a rebalance); they are redelivered", registry=r),
             store_rows=Counter("movierec_consumer_store_rows_total",
                                "Rows written to the event store", registry=r),
             drift_statistic=Gauge("movierec_drift_statistic",
