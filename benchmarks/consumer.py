@@ -4,13 +4,16 @@ Target (issue #4): >= 50,000 lines/s (one or two processes) draining >= 5M lines
 >= 80% of the raw kafka-python consume rate of the same topic, measured in the same run.
 
 Each run: backfill ``--lines`` lines (full-scale world) into a fresh 4-partition topic;
-measure raw kafka-python consumption (poll loop, no processing) as the baseline; then
-for each process count, start that many `movierec consume` members in a fresh group and
-time until the group's committed offsets reach the end of every partition.
+measure raw kafka-python consumption (poll loop, no processing) as the baseline, timed
+from its first batch; then for each process count, start that many `movierec consume`
+members in a fresh group and time from the group's first commit until its committed
+offsets reach the end of every partition (start-up and group join are reported apart).
+``--repeats`` alternates the runs and reports medians; each run's Redis keys and event
+store are deleted afterwards. ``MOVIEREC_CONSUMER_BATCH_MAX`` reaches the members.
 
 Needs `movierec infra up`. Writes Redis keys under a bench prefix and a temporary store.
 
-    python benchmarks/consumer.py [--lines 5000000] [--processes 1,2] [--json out.json]
+    python benchmarks/consumer.py [--lines 5000000] [--processes 1,2] [--repeats 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime
 
+import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from movierec.kafka_admin import ensure_topic
@@ -62,7 +68,11 @@ def raw_rate(bootstrap: str, topic: str, n: int) -> float:
     return got / (time.perf_counter() - started)
 
 
-def group_rate(bootstrap: str, topic: str, n: int, processes: int, redis_url: str) -> float:
+def group_rate(bootstrap: str, topic: str, n: int, processes: int, redis_url: str) -> dict:
+    """Drain the topic with a fresh group of ``processes`` members. ``lines_per_s`` is
+    the steady rate, timed like the raw baseline: from the first committed batch to the
+    last (lines committed meanwhile); ``start_s`` is the time to that first commit
+    (interpreter start, imports, group join), reported apart."""
     group = f"bench-{time.time_ns()}"
     store = tempfile.mkdtemp(prefix="bench-store-")
     env = {**os.environ, "MOVIEREC_KAFKA_BOOTSTRAP": bootstrap, "MOVIEREC_KAFKA_TOPIC": topic,
@@ -74,35 +84,72 @@ def group_rate(bootstrap: str, topic: str, n: int, processes: int, redis_url: st
     members = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(processes)]
     watcher = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     parts = [TopicPartition(topic, p) for p in range(4)]
+    first_at = first_lines = None
     try:
-        while sum(watcher.committed(tp) or 0 for tp in parts) < n:
-            time.sleep(0.2)
-        seconds = time.perf_counter() - started
+        while True:
+            done = sum(watcher.committed(tp) or 0 for tp in parts)
+            now = time.perf_counter()
+            if first_at is None and done:
+                first_at, first_lines = now, done
+            if done >= n:
+                break
+            time.sleep(0.1)
     finally:
         watcher.close()
         for member in members:
             member.wait(timeout=120)
-    return n / seconds
+        _clean(redis_url, group, store)
+    return {"lines_per_s": (n - first_lines) / (now - first_at), "start_s": first_at - started,
+            "total_s": now - started}
+
+
+def _clean(redis_url: str, prefix: str, store: str) -> None:
+    """Drop the run's Redis keys and event store (not timed)."""
+    client = redis.Redis.from_url(redis_url)
+    batch = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=10_000):
+        batch.append(key)
+        if len(batch) == 10_000:
+            client.unlink(*batch)
+            batch.clear()
+    if batch:
+        client.unlink(*batch)
+    client.close()
+    shutil.rmtree(store, ignore_errors=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=5_000_000)
     ap.add_argument("--processes", default="1,2")
+    ap.add_argument("--repeats", type=int, default=1, help="Runs of raw and each group, alternated.")
     ap.add_argument("--json")
     args = ap.parse_args()
     bootstrap = load(KafkaSettings).kafka_bootstrap
     redis_url = load(RedisSettings).redis_url
     topic = f"bench-consumer-{time.time_ns()}"
     produce(bootstrap, topic, args.lines)
-    result = {"lines": args.lines, "raw_kafka_python_lines_per_s": round(raw_rate(bootstrap, topic, args.lines))}
-    print(f"raw kafka-python: {result['raw_kafka_python_lines_per_s']:,} lines/s", flush=True)
-    for n in map(int, args.processes.split(",")):
-        rate = group_rate(bootstrap, topic, args.lines, n, redis_url)
-        result[f"consumer_{n}p_lines_per_s"] = round(rate)
-        result[f"ratio_{n}p_to_raw"] = round(rate / result["raw_kafka_python_lines_per_s"], 3)
-        print(f"{n} consumer process(es): {rate:,.0f} lines/s "
-              f"({result[f'ratio_{n}p_to_raw']:.2f} of raw)", flush=True)
+    counts = [int(p) for p in args.processes.split(",")]
+    raw: list[float] = []
+    runs: dict[int, list[dict]] = {p: [] for p in counts}
+    for repeat in range(args.repeats):
+        raw.append(raw_rate(bootstrap, topic, args.lines))
+        print(f"[{repeat + 1}/{args.repeats}] raw kafka-python: {raw[-1]:,.0f} lines/s", flush=True)
+        for p in counts:
+            run = group_rate(bootstrap, topic, args.lines, p, redis_url)
+            runs[p].append({**run, "ratio": run["lines_per_s"] / raw[-1]})
+            print(f"[{repeat + 1}/{args.repeats}] {p} process(es): {run['lines_per_s']:,.0f} lines/s "
+                  f"({runs[p][-1]['ratio']:.2f} of raw; first commit after {run['start_s']:.1f} s, "
+                  f"all in {run['total_s']:.1f} s)", flush=True)
+    result = {"lines": args.lines, "repeats": args.repeats,
+              "batch_max": os.environ.get("MOVIEREC_CONSUMER_BATCH_MAX", "default"),
+              "raw_kafka_python_lines_per_s": round(statistics.median(raw)), "raw_runs": [round(r) for r in raw]}
+    for p in counts:
+        result[f"consumer_{p}p_lines_per_s"] = round(statistics.median(r["lines_per_s"] for r in runs[p]))
+        result[f"ratio_{p}p_to_raw"] = round(statistics.median(r["ratio"] for r in runs[p]), 3)
+        result[f"consumer_{p}p_runs"] = [{k: round(v, 3) for k, v in r.items()} for r in runs[p]]
+        print(f"median {p} process(es): {result[f'consumer_{p}p_lines_per_s']:,} lines/s, "
+              f"{result[f'ratio_{p}p_to_raw']:.2f} of raw", flush=True)
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

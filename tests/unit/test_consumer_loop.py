@@ -1,0 +1,126 @@
+"""The consumer loop with fake adapters: what is committed, when, and what is not.
+
+The writer thread makes batch N durable while batch N+1 is polled and folded; these
+tests pin the ordering that keeps delivery at-least-once: N's offsets are committed
+only after N's writes returned, before N+1's writes start, and never when a write did
+not happen.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import namedtuple
+
+import pytest
+from kafka.errors import CommitFailedError
+from kafka.structs import TopicPartition
+
+from stream_consumer.consumer import StreamConsumer
+from stream_consumer.metrics import ConsumerMetrics
+from stream_consumer.redis_store import FeatureStoreError
+
+Record = namedtuple("Record", "topic partition offset timestamp value")
+TP0, TP1 = TopicPartition("t", 0), TopicPartition("t", 1)
+
+
+def _batch(tp: TopicPartition, first: int, n: int) -> dict:
+    return {tp: [Record("t", tp.partition, first + i, 1_000,
+                        f"2025-03-01T12:00:{i % 60:02d},{i},GET /data/m/up+2009/{i}.mpg".encode())
+                 for i in range(n)]}
+
+
+class FakeKafka:
+    def __init__(self, batches: list[dict], log: list, fail_commit: bool = False) -> None:
+        self.batches, self.log, self.fail_commit = list(batches), log, fail_commit
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict:
+        self.log.append(("poll", len(self.batches)))
+        return self.batches.pop(0) if self.batches else {}
+
+    def commit(self, offsets: dict) -> None:
+        self.log.append(("commit", {tp.partition: meta.offset for tp, meta in offsets.items()}))
+        if self.fail_commit:
+            raise CommitFailedError("the group rebalanced")
+
+
+class FakeStore:
+    """Records each batch's write; fails the first ``failures`` writes."""
+
+    def __init__(self, log: list, failures: int = 0, gate: threading.Event | None = None) -> None:
+        self.log, self.failures, self.gate = log, failures, gate
+
+    def apply(self, delta, *, pending_users=(), pending_movies=()) -> None:
+        if self.gate is not None:
+            self.gate.wait(5)
+        if self.failures:
+            self.failures -= 1
+            raise FeatureStoreError("redis is down")
+        self.log.append(("write", delta.events))
+
+    def refresh_popularity(self, days: list[str]) -> int:
+        return 0
+
+
+class NoDLQ:
+    where = "nowhere"
+
+    def send(self, value: bytes) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def _runner(batches: list[dict], log: list, store: FakeStore, **kafka) -> StreamConsumer:
+    return StreamConsumer(FakeKafka(batches, log, **kafka), store, None, dlq=NoDLQ(),
+                          metrics=ConsumerMetrics.create(), topic="t")
+
+
+def test_each_batch_is_committed_after_its_write_and_before_the_next_write() -> None:
+    log: list = []
+    runner = _runner([_batch(TP0, 0, 5), _batch(TP1, 100, 3), _batch(TP0, 5, 2)], log, FakeStore(log))
+    assert runner.run(idle_exit_s=0.2) == 10
+    writes_and_commits = [entry for entry in log if entry[0] != "poll"]
+    assert writes_and_commits == [("write", 5), ("commit", {0: 5}), ("write", 3), ("commit", {1: 103}),
+                                  ("write", 2), ("commit", {0: 7})]
+    # the next batch was polled while the previous one was in flight
+    assert log.index(("poll", 2)) < log.index(("commit", {0: 5}))
+
+
+def test_a_write_that_never_succeeds_is_never_committed() -> None:
+    log: list = []
+    runner = _runner([_batch(TP0, 0, 4)], log, FakeStore(log, failures=10**9))
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (runner.run(), done.set()))
+    thread.start()
+    while runner.metrics.redis_retries._value.get() < 2:  # retried, uncommitted
+        thread.join(0.05)
+    runner.stop.set()
+    thread.join(10)
+    assert done.is_set()
+    assert not [entry for entry in log if entry[0] == "commit"]
+
+
+def test_a_write_retried_until_redis_is_back_is_committed_once() -> None:
+    log: list = []
+    runner = _runner([_batch(TP0, 0, 4)], log, FakeStore(log, failures=2))
+    runner.run(idle_exit_s=0.5)
+    assert [entry for entry in log if entry[0] != "poll"] == [("write", 4), ("commit", {0: 4})]
+    assert runner.metrics.redis_retries._value.get() == 2
+
+
+def test_a_refused_commit_is_counted_and_the_loop_goes_on() -> None:
+    log: list = []
+    runner = _runner([_batch(TP0, 0, 2), _batch(TP0, 2, 2)], log, FakeStore(log), fail_commit=True)
+    assert runner.run(idle_exit_s=0.2) == 4
+    assert runner.metrics.commit_failures._value.get() == 2
+
+
+def test_a_bug_in_a_write_surfaces_instead_of_being_retried() -> None:
+    class Broken(FakeStore):
+        def apply(self, delta, **kwargs) -> None:
+            raise TypeError("a bug")
+
+    log: list = []
+    runner = _runner([_batch(TP0, 0, 2)], log, Broken(log))
+    with pytest.raises(TypeError):
+        runner.run(idle_exit_s=0.2)
+    assert not [entry for entry in log if entry[0] == "commit"]
