@@ -12,7 +12,7 @@ from movierec.settings import KafkaSettings, RedisSettings, StoreSettings, WireS
 @dataclass(frozen=True)
 class ConsumerSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings):
     consumer_group: str = setting("movierec-consumer", "Kafka consumer group of the feature pipeline")
-    consumer_batch_max: int = setting(5000, "Most lines handled per batch", min=1, max=100_000)
+    consumer_batch_max: int = setting(20_000, "Most lines handled per batch", min=1, max=100_000)
     consumer_poll_ms: int = setting(500, "Longest wait for a batch, ms", min=1, max=60_000)
     dlq_topic: str = setting("", "Dead-letter topic for rejected lines (default: <topic>.dlq)")
     dlq_sink: str = setting(
