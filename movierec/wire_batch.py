@@ -29,12 +29,13 @@ import pyarrow.compute as pc
 # end (Feb 30) pass it and are caught after parsing. The year is 1000-2999: the parser
 # takes years 1-9999, the rest go to it. Movie ids: ``wire.is_movie_id`` restricted to
 # ASCII, at most 256 characters. User ids: at most 18 digits (int64). Minutes: up to 4
-# digits, leading zeros allowed as in the parser. Trailing CR/LF is stripped there too.
+# digits, leading zeros allowed as in the parser. Up to 8 trailing CR/LF are stripped, as
+# there; bounded so that a matching line stays far below the parser's 8192-byte limit.
 WATCH_PATTERN = (
     rb"^[12][0-9]{3}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
     rb"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?"
     rb",[0-9]{1,18}"
-    rb",GET /data/m/[a-z0-9._-][a-z0-9+._-]{0,250}\+[0-9]{4}/[0-9]{1,4}\.mpg[\r\n]*$"
+    rb",GET /data/m/[a-z0-9._-][a-z0-9+._-]{0,250}\+[0-9]{4}/[0-9]{1,4}\.mpg[\r\n]{0,8}$"
 )
 _WATCH_PREFIX = len("GET /data/m/")
 _MPG = len(".mpg")

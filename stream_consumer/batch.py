@@ -5,7 +5,9 @@ delta for Redis, the event-store table, the dead letters, the accepted events fo
 drift monitor, and counts. The consumer (stream_consumer.consumer) then writes them.
 
 Two paths give the same effects (tests/unit/test_batch.py checks them against each
-other on generated streams with every kind of bad line):
+other on generated streams with every kind of bad line); only the order of entries in
+the delta's dicts and identity lists differs, which no merge depends on (maxima,
+latest-by-time, sets and HyperLogLogs are order-free):
 - line by line: ``LineParser.parse``, ``Validator.check``, ``FeatureDelta.add``,
   ``EventColumns.add``: about 10 us a line, over half of it building ``Watch`` and
   ``datetime`` objects;
@@ -39,8 +41,10 @@ _PARTITION, _OFFSET, _TIMESTAMP = attrgetter("partition"), attrgetter("offset"),
 
 @dataclass
 class Folded:
-    """A batch's effects. ``accepted``: events in arrival order (for drift);
-    ``dead``: dead-letter records; ``oldest_ms``: the oldest Kafka timestamp."""
+    """A batch's effects. ``accepted``: events in arrival order for the drift monitor
+    (canonical watches as ``(time, user_id, movie_id, minute)`` tuples on the columnar
+    path); ``table``: the event-store rows, None when none was accepted; ``dead``:
+    dead-letter records; ``oldest_ms``: the oldest Kafka timestamp."""
 
     lines: int = 0
     delta: FeatureDelta = field(default_factory=FeatureDelta)
@@ -143,7 +147,7 @@ class BatchFolder:
         if len(columns):
             table = pa.concat_tables([table, columns.to_table()])
             table = table.take(pa.array(np.argsort(np.array(row_list + accepted_at), kind="stable")))
-        out.table = table
+        out.table = table if table.num_rows else None
         out.accepted = _in_order(good, movies, good_codes, accepted_at, slow_accepted)
 
     def _decide(self, values: list[bytes], fast: WatchColumns, movies: list[str], codes: np.ndarray,

@@ -26,13 +26,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import timedelta
 
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import (CommitFailedError, IllegalGenerationError, KafkaError,
+                          RebalanceInProgressError, UnknownMemberIdError)
 from kafka.structs import OffsetAndMetadata
 
 from movierec.wire import LineParser
@@ -51,16 +50,14 @@ log = logging.getLogger(__name__)
 TRANSIENT = (FeatureStoreError, EventStoreError, KafkaError, OSError)
 """Failures of a dependency (Redis, disk, Kafka): retried until they pass."""
 
+REFUSED_COMMIT = (CommitFailedError, RebalanceInProgressError, IllegalGenerationError,
+                  UnknownMemberIdError)
+"""The group would not take a commit (it is rebalancing or moved on): the durable batch is
+not committed and comes again, which every effect absorbs."""
+
 
 class Stopped(Exception):
     """The process was told to stop while a batch was not yet durable."""
-
-
-@dataclass
-class BatchResult:
-    lines: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    kinds: Counter = field(default_factory=Counter)
 
 
 class StreamConsumer:
@@ -69,7 +66,7 @@ class StreamConsumer:
 
     def __init__(self, consumer, features: RedisFeatureStore, events: EventStore | None, *,
                  dlq: DeadLetterSink, metrics: ConsumerMetrics, topic: str, rating_scale: int = 5,
-                 batch_max: int = 5000, poll_ms: int = 500, runtime_slack_min: int = 10,
+                 batch_max: int = 20_000, poll_ms: int = 500, runtime_slack_min: int = 10,
                  future_tolerance_h: float = 6.0, runtime_of: Callable[[str], int | None] | None = None,
                  known_user: Callable[[int], bool] | None = None,
                  known_movie: Callable[[str], bool] | None = None,
@@ -91,14 +88,13 @@ class StreamConsumer:
         self.drift = drift
         self.stop = threading.Event()
         self.lines = 0
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consumer-writer")
+        self._writer: ThreadPoolExecutor | None = None  # while run() runs
         self._pending: tuple[Future, dict, float] | None = None  # (write, offsets, started)
 
     # -- one batch -----------------------------------------------------------------------
 
-    def _write(self, folded: Folded) -> BatchResult:
+    def _write(self, folded: Folded) -> None:
         """Make one folded batch durable (the writer thread); the caller commits after."""
-        result = BatchResult(lines=folded.lines, rejected=folded.rejected, kinds=folded.kinds)
         delta, dead, oldest_ms = folded.delta, folded.dead, folded.oldest_ms
         pending_users = [u for u in delta.users if not self.known_user(u)]
         pending_movies = [m for m in delta.movies if not self.known_movie(m)]
@@ -117,12 +113,11 @@ class StreamConsumer:
                 self.dlq.flush()
             self._durably("dead-letter topic", send_dead)
         if self.drift is not None:  # only once the batch is durable: never counted twice
-            self.drift.observe_batch(folded.accepted, result.rejected)
-        for kind, n in result.kinds.items():
+            self.drift.observe_batch(folded.accepted, folded.rejected)
+        for kind, n in folded.kinds.items():
             self.metrics.events.labels(kind).inc(n)
-        for reason, n in result.rejected.items():
+        for reason, n in folded.rejected.items():
             self.metrics.rejects.labels(reason).inc(n)
-        return result
 
     def _durably(self, what: str, action: Callable[[], object]) -> None:
         """Run ``action`` until it succeeds; back off between tries; give up only on stop."""
@@ -144,7 +139,7 @@ class StreamConsumer:
 
     def step(self) -> int:
         """Poll and fold one batch, then hand it to the writer once the batch before it
-        is durable and committed; the number of lines polled."""
+        is durable and committed; the number of lines polled. Runs inside ``run``."""
         batch = self.consumer.poll(timeout_ms=self.poll_ms, max_records=self.batch_max)
         if not batch:
             self._settle()
@@ -168,7 +163,7 @@ class StreamConsumer:
         write.result()
         try:
             self.consumer.commit(offsets)
-        except CommitFailedError as exc:  # the group moved on: the batch comes again, idempotent
+        except REFUSED_COMMIT as exc:
             self.metrics.commit_failures.inc()
             log.warning("commit failed, the batch will be redelivered: %s", exc)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -194,8 +189,10 @@ class StreamConsumer:
 
     def run(self, *, max_lines: int | None = None, idle_exit_s: float | None = None,
             lag_every_s: float = 5.0, popularity_every_s: float = 60.0) -> int:
-        """Consume until stopped, ``max_lines`` handled, or ``idle_exit_s`` without lines."""
+        """Consume until stopped, ``max_lines`` polled, or ``idle_exit_s`` without lines;
+        the number of lines polled (all committed, unless a stop cut a write short)."""
         last_lines = last_lag = last_pop = time.monotonic()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consumer-writer")
         try:
             while not self.stop.is_set():
                 got = self.step()
@@ -216,10 +213,26 @@ class StreamConsumer:
             self._settle()
         except Stopped as exc:
             log.warning("stopping with a batch not committed (it will come again): %s", exc)
+        except BaseException:
+            self.stop.set()  # a write still retrying gives up (Stopped) instead of hanging us
+            raise
         finally:
+            self._abandon()
             self._writer.shutdown(wait=True)
+            self._writer = None
         self._refresh_quietly()
         return self.lines
+
+    def _abandon(self) -> None:
+        """Leaving with a write in flight (an error elsewhere): wait for it, log how it
+        ended, commit nothing."""
+        if self._pending is None:
+            return
+        write = self._pending[0]
+        self._pending = None
+        exc = write.exception()
+        if exc is not None:
+            log.warning("leaving with a batch not committed (it will come again): %s", exc)
 
     def _refresh_quietly(self) -> None:
         try:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from movierec.wire import MAX_ITEMS, Event, Recommendation, Watch
+from stream_consumer.features import epoch_ms
 
 
 class Check(enum.StrEnum):
@@ -99,9 +100,9 @@ class Validator:
         before[0] = np.iinfo(np.int64).min
         np.maximum.accumulate(accepted[:-1], out=before[1:])
         if self.clock is not None:
-            np.maximum(before, _epoch_ms(self.clock), out=before)
+            np.maximum(before, epoch_ms(self.clock), out=before)
         seen = before > np.iinfo(np.int64).min
-        limit = before[seen] + (self.tolerance // _MS) - 1
+        limit = before[seen] + (self.tolerance // timedelta(milliseconds=1)) - 1
         return not bool(np.any(ms[seen] > limit))
 
     def settle(self, latest: datetime | None) -> None:
@@ -111,10 +112,3 @@ class Validator:
         if latest is not None and (self.clock is None or latest > self.clock):
             self.clock = latest
 
-
-_EPOCH = datetime(1970, 1, 1)
-_MS = timedelta(milliseconds=1)
-
-
-def _epoch_ms(when: datetime) -> int:
-    return (when - _EPOCH) // _MS

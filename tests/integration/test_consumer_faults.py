@@ -179,8 +179,16 @@ def test_a_member_joins_mid_stream_and_one_leaves(stack: LocalStack, unique: str
     settings = _consumer_settings(stack, unique, tmp_path, topic)
     first, _, close_first = build(settings)
     second, _, close_second = build(settings)
-    a = threading.Thread(target=first.run, kwargs={"idle_exit_s": 60}, daemon=True)
-    b = threading.Thread(target=second.run, kwargs={"idle_exit_s": 10}, daemon=True)
+    errors: list[BaseException] = []
+
+    def member(runner, idle_exit_s: float) -> None:
+        try:
+            runner.run(idle_exit_s=idle_exit_s)
+        except BaseException as exc:  # noqa: BLE001 - a member must survive the rebalances
+            errors.append(exc)
+
+    a = threading.Thread(target=member, args=(first, 60), daemon=True)
+    b = threading.Thread(target=member, args=(second, 10), daemon=True)
     try:
         a.start()
         while first.lines < 30_000:
@@ -199,6 +207,7 @@ def test_a_member_joins_mid_stream_and_one_leaves(stack: LocalStack, unique: str
         a.join(timeout=30)
         b.join(timeout=30)
         close_second()
+    assert errors == []
     assert first.lines > 30_000 and second.lines > 20_000
     _assert_recomputable(stack, redis_client, unique, topic, settings.store_dir)
 

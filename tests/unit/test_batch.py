@@ -116,3 +116,20 @@ def test_columnar_batches_equal_line_by_line(seed: int, every: int, burst: int, 
     assert "minute_beyond_runtime" in rejected and "bad_encoding" in rejected
     if every:
         assert "future_timestamp" in rejected
+
+
+def test_batches_the_fast_path_matches_but_the_checks_or_the_parser_reject_agree() -> None:
+    """Canonical watches all past their film's runtime (no row accepted), and a canonical
+    line with 9,000 newlines after it (too long for the parser): both paths agree."""
+    lines = [f"2025-03-01T12:00:{i:02d},{i},GET /data/m/up+2009/{50 + i}.mpg".encode() for i in range(20)]
+    lines.append(lines[0] + b"\n" * 9_000)
+    records = [Record("t", 0, i, 5, line) for i, line in enumerate(lines)]
+    results = []
+    for columnar in (True, False):
+        folder = BatchFolder(LineParser(), Validator(runtime_of={"up+2009": 30}.get), columnar=columnar)
+        folded = folder.fold(records)
+        results.append((folded.table, folded.dead, folded.rejected, folded.accepted, folder.validator.clock))
+    assert results[0] == results[1]
+    table, dead, rejected, accepted, clock = results[0]
+    assert table is None and accepted == [] and clock is None and len(dead) == 21
+    assert rejected == {"minute_beyond_runtime": 20, "too_long": 1}

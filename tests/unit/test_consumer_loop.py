@@ -9,10 +9,11 @@ not happen.
 from __future__ import annotations
 
 import threading
+import time
 from collections import namedtuple
 
 import pytest
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import TopicPartition
 
 from stream_consumer.consumer import StreamConsumer
@@ -30,28 +31,31 @@ def _batch(tp: TopicPartition, first: int, n: int) -> dict:
 
 
 class FakeKafka:
-    def __init__(self, batches: list[dict], log: list, fail_commit: bool = False) -> None:
-        self.batches, self.log, self.fail_commit = list(batches), log, fail_commit
+    def __init__(self, batches: list[dict], log: list, refuse: type[Exception] | None = None,
+                 poll_error_after: int | None = None) -> None:
+        self.batches, self.log, self.refuse = list(batches), log, refuse
+        self.poll_error_after, self.polls = poll_error_after, 0
 
     def poll(self, timeout_ms: int, max_records: int) -> dict:
         self.log.append(("poll", len(self.batches)))
+        self.polls += 1
+        if self.poll_error_after is not None and self.polls > self.poll_error_after:
+            raise RuntimeError("the broker connection broke in a way we do not retry")
         return self.batches.pop(0) if self.batches else {}
 
     def commit(self, offsets: dict) -> None:
         self.log.append(("commit", {tp.partition: meta.offset for tp, meta in offsets.items()}))
-        if self.fail_commit:
-            raise CommitFailedError("the group rebalanced")
+        if self.refuse is not None:
+            raise self.refuse("the group is rebalancing")
 
 
 class FakeStore:
     """Records each batch's write; fails the first ``failures`` writes."""
 
-    def __init__(self, log: list, failures: int = 0, gate: threading.Event | None = None) -> None:
-        self.log, self.failures, self.gate = log, failures, gate
+    def __init__(self, log: list, failures: int = 0) -> None:
+        self.log, self.failures = log, failures
 
     def apply(self, delta, *, pending_users=(), pending_movies=()) -> None:
-        if self.gate is not None:
-            self.gate.wait(5)
         if self.failures:
             self.failures -= 1
             raise FeatureStoreError("redis is down")
@@ -69,7 +73,7 @@ class NoDLQ:
     def close(self) -> None: ...
 
 
-def _runner(batches: list[dict], log: list, store: FakeStore, **kafka) -> StreamConsumer:
+def _runner(batches: list[dict], log: list, store: FakeStore, **kafka: object) -> StreamConsumer:
     return StreamConsumer(FakeKafka(batches, log, **kafka), store, None, dlq=NoDLQ(),
                           metrics=ConsumerMetrics.create(), topic="t")
 
@@ -91,7 +95,9 @@ def test_a_write_that_never_succeeds_is_never_committed() -> None:
     done = threading.Event()
     thread = threading.Thread(target=lambda: (runner.run(), done.set()))
     thread.start()
+    deadline = time.monotonic() + 10
     while runner.metrics.redis_retries._value.get() < 2:  # retried, uncommitted
+        assert time.monotonic() < deadline
         thread.join(0.05)
     runner.stop.set()
     thread.join(10)
@@ -107,11 +113,38 @@ def test_a_write_retried_until_redis_is_back_is_committed_once() -> None:
     assert runner.metrics.redis_retries._value.get() == 2
 
 
-def test_a_refused_commit_is_counted_and_the_loop_goes_on() -> None:
+@pytest.mark.parametrize("refusal", [CommitFailedError, RebalanceInProgressError])
+def test_a_refused_commit_is_counted_and_the_loop_goes_on(refusal: type[Exception]) -> None:
     log: list = []
-    runner = _runner([_batch(TP0, 0, 2), _batch(TP0, 2, 2)], log, FakeStore(log), fail_commit=True)
-    assert runner.run(idle_exit_s=0.2) == 4
+    runner = _runner([_batch(TP0, 0, 2), _batch(TP0, 2, 3)], log, FakeStore(log), refuse=refusal)
+    assert runner.run(idle_exit_s=0.2) == 5
     assert runner.metrics.commit_failures._value.get() == 2
+    assert [entry for entry in log if entry[0] == "write"] == [("write", 2), ("write", 3)]
+
+
+def test_an_error_in_the_main_thread_during_a_retried_write_ends_run_without_a_commit() -> None:
+    """Redis is down (the write retries) when polling fails: run() raises the error
+    promptly instead of waiting forever for the write, and commits nothing."""
+    log: list = []
+    runner = StreamConsumer(FakeKafka([_batch(TP0, 0, 4)], log, poll_error_after=1),
+                            FakeStore(log, failures=10**9), None, dlq=NoDLQ(),
+                            metrics=ConsumerMetrics.create(), topic="t")
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner.run()
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    hung = thread.is_alive()
+    runner.stop.set()  # lets a hung run() end, so a failure does not hang the test session
+    assert not hung
+    assert len(raised) == 1 and isinstance(raised[0], RuntimeError)
+    assert not [entry for entry in log if entry[0] in ("commit", "write")]
 
 
 def test_a_bug_in_a_write_surfaces_instead_of_being_retried() -> None:

@@ -19,6 +19,8 @@ EDGES = [
     (CANONICAL, True),
     (CANONICAL + b"\r\n", True),
     (CANONICAL + b"\n", True),
+    (CANONICAL + b"\r\n" * 4, True),
+    (CANONICAL + b"\n" * 9_000, False),  # too long for the parser: never the fast path's
     (b"2022-10-29T21:54:35.8,42,GET /data/m/up+2009/0.mpg", True),
     (b"2022-10-29T21:54:35.854,42,GET /data/m/up+2009/0.mpg", True),
     (b"2022-02-08T12:02:38.164729,42,GET /data/m/up+2009/0.mpg", True),
