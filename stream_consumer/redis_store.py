@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 # PEXPIREAT of the script's TIME plus the retention: what EXPIRE computes and what it is
 # propagated to the AOF as, without the rewrite (~2k instructions less). Chunks keep
 # each call to a few ms: Redis serves reads too. "The same state" is the same members
-# and values; DUMP bytes matched on Redis 7.0, but from 7.2 one SADD of many members may
-# pick another set encoding than adding them one by one would (same contents).
+# and values: one SADD of many members may size (and so DUMP) a set differently from
+# adding them one by one, with the same contents.
 _MERGE = r"""
 local T, call, gmatch = ARGV, redis.call, string.gmatch
 local now = call('TIME')
