@@ -75,6 +75,28 @@ def build(settings, *, metrics_port: int | None = None):
     return runner, enricher, close
 
 
+GC_THRESHOLDS = (50_000, 20, 100)
+"""Collections of the young generation after 50,000 net container allocations, not 700."""
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the hot path of a long-running consumer.
+
+    A poll of 20,000 records allocates tens of thousands of objects (kafka-python's
+    ConsumerRecords, the fold's tuples), almost all freed by reference counting; with
+    the default threshold of 700 the collector still runs dozens of times a poll and
+    walks every object that survived. Freezing what start-up built (modules, clients,
+    caches) moves it out of the collector's sight, and a higher young threshold makes
+    collections rare. Measured on 1M lines in one process: 19.5 -> 14-16 s of CPU
+    (docs/benchmarks.md). Cycles are still collected, only less often.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 @click.command("consume")
 @click.option("--max-lines", type=int, help="Stop after this many lines.")
 @click.option("--idle-exit", type=float, help="Stop after this many seconds without lines.")
@@ -86,6 +108,7 @@ def consume(max_lines: int | None, idle_exit: float | None, metrics_port: int | 
 
     settings = load(ConsumerSettings)
     runner, enricher, close = build(settings, metrics_port=metrics_port)
+    tune_gc()
     worker = threading.Thread(target=enricher.run, name="enricher", daemon=True) if settings.enrich else None
     if worker is not None:
         worker.start()

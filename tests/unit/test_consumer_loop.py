@@ -157,3 +157,18 @@ def test_a_bug_in_a_write_surfaces_instead_of_being_retried() -> None:
     with pytest.raises(TypeError):
         runner.run(idle_exit_s=0.2)
     assert not [entry for entry in log if entry[0] == "commit"]
+
+
+def test_tune_gc_freezes_start_up_objects_and_raises_the_young_threshold() -> None:
+    import gc
+
+    from stream_consumer.cli import GC_THRESHOLDS, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:  # the rest of the test session keeps the interpreter's defaults
+        gc.unfreeze()
+        gc.set_threshold(*before)
