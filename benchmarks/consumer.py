@@ -19,7 +19,6 @@ Needs `movierec infra up`. Writes Redis keys under a bench prefix and a temporar
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -34,6 +33,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from movierec.kafka_admin import ensure_topic
 from movierec.settings import KafkaSettings, RedisSettings, load
+from report import emit  # benchmarks/report.py: scripts run from this folder
 from simulator.history import HistoryGenerator
 from simulator.producer import open_sink
 from simulator.world import World, WorldSpec
@@ -150,10 +150,7 @@ def main() -> None:
         result[f"consumer_{p}p_runs"] = [{k: round(v, 3) for k, v in r.items()} for r in runs[p]]
         print(f"median {p} process(es): {result[f'consumer_{p}p_lines_per_s']:,} lines/s, "
               f"{result[f'ratio_{p}p_to_raw']:.2f} of raw", flush=True)
-    print(json.dumps(result, indent=2))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

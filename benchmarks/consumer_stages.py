@@ -16,7 +16,6 @@ Reports the median CPU µs a line over ``--repeats`` alternating runs of each pa
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 import zlib
@@ -24,6 +23,7 @@ from collections import namedtuple
 from datetime import datetime
 
 from movierec.wire import LineParser
+from report import emit  # benchmarks/report.py: scripts run from this folder
 from simulator.history import HistoryGenerator
 from simulator.world import World, WorldSpec
 from stream_consumer.batch import BatchFolder
@@ -88,10 +88,7 @@ def main() -> None:
         result[f"{name}_total_us_per_line"] = round(
             statistics.median(r["fold_s"] + r["drift_s"] for r in got) / lines * 1e6, 2)
     result["speedup"] = round(result["line_by_line_total_us_per_line"] / result["columnar_total_us_per_line"], 2)
-    print(json.dumps(result, indent=2))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from operator import attrgetter
 
 import numpy as np
@@ -32,10 +32,9 @@ from movierec.wire import Event, LineParser, Rejection
 from movierec.wire_batch import WatchColumns, parse_watches
 from stream_consumer.dlq import dead_letter
 from stream_consumer.event_columns import EventColumns, watch_table
-from stream_consumer.features import FeatureDelta, epoch_ms
+from stream_consumer.features import EPOCH, FeatureDelta, epoch_ms
 from stream_consumer.validate import Validator
 
-_EPOCH = datetime(1970, 1, 1)
 _PARTITION, _OFFSET, _TIMESTAMP = attrgetter("partition"), attrgetter("offset"), attrgetter("timestamp")
 
 
@@ -72,20 +71,20 @@ class BatchFolder:
         values = [r.value if r.value is not None else b"" for r in records]
         fast = parse_watches(values) if self.columnar else None
         if fast is None or len(fast) == 0:
-            self._line_by_line(records, values, range(len(records)), out)
+            self._line_by_line(records, values, out)
             return out
         self._columnar(records, values, fast, out)
         return out
 
     # -- line by line ------------------------------------------------------------------
 
-    def _line_by_line(self, records: list, values: list[bytes], rows, out: Folded) -> None:
+    def _line_by_line(self, records: list, values: list[bytes], out: Folded) -> None:
         parse, check = self.parser.parse, self.validator.check
         columns = EventColumns()
-        for i in rows:
-            event = parse(values[i])
+        for record, raw in zip(records, values):
+            event = parse(raw)
             problem = event if isinstance(event, Rejection) else check(event)
-            self._file(records[i], values[i], event, problem, columns, out)
+            self._file(record, raw, event, problem, columns, out)
         if len(columns):
             out.table = columns.to_table()
 
@@ -202,7 +201,7 @@ def _in_order(good: WatchColumns, movies: list[str], codes: np.ndarray,
     # A batch spans minutes of event time at one-second stamps: build each distinct
     # time's datetime once.
     distinct, where = np.unique(good.ms, return_inverse=True)
-    stamps = [_EPOCH + timedelta(milliseconds=t) for t in distinct.tolist()]
+    stamps = [EPOCH + timedelta(milliseconds=t) for t in distinct.tolist()]
     names = [movies[c] for c in codes.tolist()]
     watches = list(zip([stamps[w] for w in where.tolist()], good.users.tolist(), names,
                        good.minutes.tolist()))

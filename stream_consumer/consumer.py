@@ -103,7 +103,7 @@ class StreamConsumer:
         if oldest_ms is not None:
             self.metrics.freshness.observe(max(0.0, time.time() - oldest_ms / 1000))
         table = folded.table
-        if self.events is not None and table is not None and table.num_rows:
+        if self.events is not None and table is not None:
             self._durably("event store", lambda: self.events.append(table))
             self.metrics.store_rows.inc(table.num_rows)
         if dead:

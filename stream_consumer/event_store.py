@@ -83,13 +83,13 @@ from stream_consumer.event_manifest import (
     resolve_plan,
     snapshot_provenance,
 )
+from stream_consumer.features import MS_PER_DAY
 
 __all__ = [
     "SCHEMA", "CompactionResult", "EventColumns", "EventStore", "EventStoreError", "FileInfo",
     "Snapshot", "event_row", "snapshot_provenance",
 ]  # fmt: skip
 
-MS_PER_DAY = 86_400_000
 COMPRESSION = "zstd"
 _HASH_CACHE_MAX = 200_000  # files whose sha256 a process remembers (~40 MB at most)
 _RETRIES = 5  # a read races a compaction at most this many times before giving up

@@ -17,7 +17,7 @@ import numpy as np
 from movierec.wire import Account, Event, Rate, Recommendation, Watch
 from stream_consumer.keys import day_of
 
-_EPOCH = datetime(1970, 1, 1)
+EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
 MS_PER_DAY = 86_400_000
 
@@ -25,7 +25,7 @@ MS_PER_DAY = 86_400_000
 def epoch_ms(when: datetime) -> int:
     """Milliseconds since 1970-01-01 of a naive event time (read as if UTC: only
     differences and order matter, and they are the same in every zone)."""
-    return (when - _EPOCH) // _MS
+    return (when - EPOCH) // _MS
 
 
 @dataclass
@@ -112,7 +112,7 @@ class FeatureDelta:
         new_pair[1:] |= c[1:] != c[:-1]
         new_day = new_pair.copy()
         new_day[1:] |= d[1:] != d[:-1]
-        day_text = {int(x): day_of(_EPOCH + timedelta(days=int(x))) for x in np.unique(days)}
+        day_text = {int(x): day_of(EPOCH + timedelta(days=int(x))) for x in np.unique(days)}
         starts = np.flatnonzero(new_pair)
         names = [movies[code] for code in c[starts].tolist()]
         pairs = list(zip(u[starts].tolist(), names))
