@@ -5,7 +5,9 @@ Target (issue #4): >= 50,000 lines/s (one or two processes) draining >= 5M lines
 
 Each run: backfill ``--lines`` lines (full-scale world) into a fresh 4-partition topic;
 measure raw kafka-python consumption (poll loop, no processing) as the baseline, timed
-from its first batch; then for each process count, start that many `movierec consume`
+from its first batch, and the same with movierec's bulk record decoding (the members use
+it unless ``MOVIEREC_CONSUMER_BULK_DECODE=0``), so the consumer's own cost shows apart
+from kafka-python's; then for each process count, start that many `movierec consume`
 members in a fresh group and time from the group's first commit until its committed
 offsets reach the end of every partition (start-up and group join are reported apart).
 ``--repeats`` alternates the runs and reports medians; each run's Redis keys and event
@@ -32,6 +34,7 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from movierec.kafka_admin import ensure_topic
+from movierec.kafka_records import install as install_bulk_decoding
 from movierec.settings import KafkaSettings, RedisSettings, load
 from report import emit  # benchmarks/report.py: scripts run from this folder
 from simulator.history import HistoryGenerator
@@ -52,10 +55,14 @@ def produce(bootstrap: str, topic: str, n: int) -> None:
     sink.close()
 
 
-def raw_rate(bootstrap: str, topic: str, n: int) -> float:
+def raw_rate(bootstrap: str, topic: str, n: int, *, bulk: bool = False) -> float:
+    """Lines/s of one kafka-python consumer polling the topic and doing nothing else,
+    timed from its first batch; ``bulk``: with movierec's bulk record decoding."""
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False, max_poll_records=5000,
                              max_partition_fetch_bytes=1024 * 1024)
+    if bulk and not install_bulk_decoding(consumer):
+        raise SystemExit("bulk decoding does not fit this kafka-python")
     got, started = 0, None
     try:
         while got < n:
@@ -98,12 +105,12 @@ def group_rate(bootstrap: str, topic: str, n: int, processes: int, redis_url: st
         watcher.close()
         for member in members:
             member.wait(timeout=120)
-        _clean(redis_url, group, store)
+        clean_run(redis_url, group, store)
     return {"lines_per_s": (n - first_lines) / (now - first_at), "start_s": first_at - started,
             "total_s": now - started}
 
 
-def _clean(redis_url: str, prefix: str, store: str) -> None:
+def clean_run(redis_url: str, prefix: str, store: str) -> None:
     """Drop the run's Redis keys and event store (not timed)."""
     client = redis.Redis.from_url(redis_url)
     batch = []
@@ -131,25 +138,35 @@ def main() -> None:
     produce(bootstrap, topic, args.lines)
     counts = [int(p) for p in args.processes.split(",")]
     raw: list[float] = []
+    raw_bulk: list[float] = []
     runs: dict[int, list[dict]] = {p: [] for p in counts}
     for repeat in range(args.repeats):
+        tag = f"[{repeat + 1}/{args.repeats}]"
         raw.append(raw_rate(bootstrap, topic, args.lines))
-        print(f"[{repeat + 1}/{args.repeats}] raw kafka-python: {raw[-1]:,.0f} lines/s", flush=True)
+        raw_bulk.append(raw_rate(bootstrap, topic, args.lines, bulk=True))
+        print(f"{tag} raw kafka-python: {raw[-1]:,.0f} lines/s; with bulk decoding: {raw_bulk[-1]:,.0f}",
+              flush=True)
         for p in counts:
             run = group_rate(bootstrap, topic, args.lines, p, redis_url)
-            runs[p].append({**run, "ratio": run["lines_per_s"] / raw[-1]})
-            print(f"[{repeat + 1}/{args.repeats}] {p} process(es): {run['lines_per_s']:,.0f} lines/s "
-                  f"({runs[p][-1]['ratio']:.2f} of raw; first commit after {run['start_s']:.1f} s, "
-                  f"all in {run['total_s']:.1f} s)", flush=True)
+            runs[p].append({**run, "ratio": run["lines_per_s"] / raw[-1],
+                            "ratio_bulk": run["lines_per_s"] / raw_bulk[-1]})
+            print(f"{tag} {p} process(es): {run['lines_per_s']:,.0f} lines/s ({runs[p][-1]['ratio']:.2f} of "
+                  f"raw, {runs[p][-1]['ratio_bulk']:.2f} of raw with bulk decoding; first commit after "
+                  f"{run['start_s']:.1f} s, all in {run['total_s']:.1f} s)", flush=True)
     result = {"lines": args.lines, "repeats": args.repeats,
               "batch_max": os.environ.get("MOVIEREC_CONSUMER_BATCH_MAX", "default"),
-              "raw_kafka_python_lines_per_s": round(statistics.median(raw)), "raw_runs": [round(r) for r in raw]}
+              "bulk_decode": os.environ.get("MOVIEREC_CONSUMER_BULK_DECODE", "default"),
+              "raw_kafka_python_lines_per_s": round(statistics.median(raw)), "raw_runs": [round(r) for r in raw],
+              "raw_bulk_lines_per_s": round(statistics.median(raw_bulk)),
+              "raw_bulk_runs": [round(r) for r in raw_bulk]}
     for p in counts:
         result[f"consumer_{p}p_lines_per_s"] = round(statistics.median(r["lines_per_s"] for r in runs[p]))
         result[f"ratio_{p}p_to_raw"] = round(statistics.median(r["ratio"] for r in runs[p]), 3)
+        result[f"ratio_{p}p_to_raw_bulk"] = round(statistics.median(r["ratio_bulk"] for r in runs[p]), 3)
         result[f"consumer_{p}p_runs"] = [{k: round(v, 3) for k, v in r.items()} for r in runs[p]]
         print(f"median {p} process(es): {result[f'consumer_{p}p_lines_per_s']:,} lines/s, "
-              f"{result[f'ratio_{p}p_to_raw']:.2f} of raw", flush=True)
+              f"{result[f'ratio_{p}p_to_raw']:.2f} of raw, "
+              f"{result[f'ratio_{p}p_to_raw_bulk']:.2f} of raw with bulk decoding", flush=True)
     emit(result, args.json)
 
 

@@ -90,11 +90,14 @@ def read_once(bootstrap: str, topic: str, feed: Callable[[bytes], None], *, clie
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
+    from movierec.kafka_records import install as install_bulk_decoding
+
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, client_id=client_id, group_id=None,
         enable_auto_commit=False, auto_offset_reset="earliest",
         allow_auto_create_topics=False, consumer_timeout_ms=int(idle_s * 1000),
         max_poll_records=5000, max_partition_fetch_bytes=fetch_bytes)
+    install_bulk_decoding(consumer)  # a whole topic: records decoded in bulk, ~5x less CPU
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:

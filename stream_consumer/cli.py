@@ -17,6 +17,7 @@ def build(settings, *, metrics_port: int | None = None):
     from kafka import KafkaConsumer
     from prometheus_client import start_http_server
 
+    from movierec.kafka_records import install as install_bulk_decoding
     from stream_consumer.consumer import StreamConsumer
     from stream_consumer.dlq_sinks import open_sink
     from stream_consumer.drift_monitor import DriftMonitor
@@ -46,6 +47,8 @@ def build(settings, *, metrics_port: int | None = None):
     except BaseException:  # e.g. no broker: do not leave the dead-letter producer behind
         sink.close()
         raise
+    if settings.consumer_bulk_decode:
+        install_bulk_decoding(consumer)
     enricher = Enricher(features.client, keys, settings.user_api_url)
     port = settings.metrics_port if metrics_port is None else metrics_port
     server = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)[0] if port else None

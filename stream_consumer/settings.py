@@ -13,6 +13,8 @@ from movierec.settings import KafkaSettings, RedisSettings, StoreSettings, WireS
 class ConsumerSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings):
     consumer_group: str = setting("movierec-consumer", "Kafka consumer group of the feature pipeline")
     consumer_batch_max: int = setting(20_000, "Most lines handled per batch", min=1, max=100_000)
+    consumer_bulk_decode: bool = setting(
+        True, "Decode Kafka record batches in bulk (movierec.kafka_records), not one record at a time")
     consumer_poll_ms: int = setting(500, "Longest wait for a batch, ms", min=1, max=60_000)
     dlq_topic: str = setting("", "Dead-letter topic for rejected lines (default: <topic>.dlq)")
     dlq_sink: str = setting(

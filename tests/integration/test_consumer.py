@@ -70,6 +70,9 @@ def test_consumer_turns_a_faulty_stream_into_recomputable_state(
     sent, truth = _produce(stack, settings.kafka_topic, world,
                            InjectionPlan(malformed=0.02, duplicate=0.03, reorder=0.03, seed=8))
     runner, _, close = build(settings)
+    # the stream is decoded in bulk (movierec.kafka_records); the reference below reads
+    # it back with kafka-python's own decoding
+    assert runner.consumer._fetcher.PartitionRecords.__name__ == "BulkPartitionRecords"
     try:
         handled = runner.run(max_lines=sent, idle_exit_s=15)
         committed = {p: runner.consumer.committed(TopicPartition(settings.kafka_topic, p))
