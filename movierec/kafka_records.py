@@ -3,29 +3,33 @@
 kafka-python decodes every record in Python, one varint call at a time, then builds a
 ``DefaultRecord``, reads it back through properties and builds a ``ConsumerRecord``: about
 7 µs a record on this box, most of a core at 100k lines/s, and the larger part of what a
-consumer of this topic spends (docs/benchmarks.md, "Stream consumer throughput and freshness").
+consumer of this topic spent (docs/benchmarks.md, "Stream consumer throughput and
+freshness").
 
 ``install(consumer)`` gives one consumer's fetcher a ``PartitionRecords`` whose
 ``_unpack_records`` decodes a message-format-v2 batch in bulk: one Python step a record to
 find where the next one starts (its length is its first varint), numpy for every other
 field of every record at once, and C-level constructors for the ``ConsumerRecord`` tuples:
-about 1.3 µs a record. It yields what kafka-python's own generator yields, record for
-record, and keeps the same bookkeeping (the next fetch offset after every record, the
-leader epoch, control batches skipped, the CRC checked before decompressing);
-tests/unit/test_kafka_records.py checks that on batches kafka-python itself builds.
+about 1.75 µs a record, 4x less (benchmarks/record_decode.py). It yields what
+kafka-python's own generator yields, record for record, and keeps the same bookkeeping
+(the next fetch offset and the fetch metrics after every record, the leader epoch, control
+batches skipped, the CRC checked before decompressing); tests/unit/test_kafka_records.py
+checks that on batches kafka-python builds and on hand-made ones (compaction gaps,
+transactions, corrupt bytes).
 
 What the bulk path does not handle goes kafka-python's way, unchanged:
 - the whole partition fetch, when the consumer has deserializers or reads committed
   transactions only (aborted transactions then need kafka-python's bookkeeping);
-- one batch at a time, when it is a legacy (v0/v1) batch, has record headers, record
-  attributes, a varint over 9 bytes, or any structure the bulk decoder does not expect.
+- one batch at a time, when it is a legacy (v0/v1) batch, has record headers (then the
+  rest of that fetch too), a varint over 9 bytes, or any structure the bulk decoder does
+  not expect.
   That batch is decoded record by record by kafka-python's record classes, so a corrupt
   batch raises kafka-python's own ``CorruptRecordError``.
 
 This reaches into kafka-python's private fetcher (``Fetcher.PartitionRecords``,
-``DefaultRecordBatch._maybe_uncompress``/``_buffer``/``_pos``); pyproject pins the minor
-version it was written against, and ``install`` leaves the consumer as it is, with a
-warning, when those are not there.
+``DefaultRecordBatch._maybe_uncompress``/``_buffer``/``_pos``); pyproject pins the
+kafka-python release it was written against, and ``install`` leaves the consumer as it is,
+with a warning, under any other release or when those are not there.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ _PAD = 10
 
 class _Unexpected(Exception):
     """The batch is not one the bulk decoder handles; decode it record by record."""
+
+
+class _Headers(_Unexpected):
+    """The batch has record headers: a producer that sets them sets them on most records."""
 
 
 def _varints(arr: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,11 +108,12 @@ def _starts(buf: bytes, count: int) -> list[int]:
 def decode(buf: bytes, count: int) -> dict:
     """Fields of the ``count`` records of an uncompressed v2 batch body: ``offset_delta``,
     ``timestamp_delta``, ``key``, ``value``, ``key_size``, ``value_size`` (lists, one item
-    a record, sizes -1 for None) and ``record_bytes`` (their lengths' sum), or raises
-    ``_Unexpected``. Layout (Kafka's DefaultRecord): length, attributes, timestamp delta, offset delta, key length, key,
-    value length, value, header count, headers; every integer a zigzag varint."""
-    if count > len(buf):  # a corrupt count (CRCs off): no list of 2**31 places
-        raise _Unexpected("more records than bytes")
+    a record, sizes -1 for None) and ``length`` (each record's, without its own varint), or
+    raises ``_Unexpected``. Layout (Kafka's DefaultRecord): length, attributes, timestamp
+    delta, offset delta, key length, key, value length, value, header count, headers; every
+    integer a zigzag varint."""
+    if not 0 <= count <= len(buf):  # a corrupt count: kafka-python yields nothing, or
+        raise _Unexpected("a record count out of range")  # no list of 2**31 places
     try:
         starts = _starts(buf, count)
     except IndexError as err:
@@ -123,7 +132,7 @@ def _fields(buf: bytes, starts: list[int]) -> dict:
     if (length < 0).any():  # the first negative length is read at a true start: no record
         raise _Unexpected("negative record length")  # start before it can be out of place
     end = at + length
-    attributes, at = _varints(arr, at)
+    _, at = _varints(arr, at)  # record attributes: unused (kafka-python skips them too)
     ts_delta, at = _varints(arr, at)
     offset_delta, at = _varints(arr, at)
     key_size, at = _varints(arr, at)
@@ -139,8 +148,10 @@ def _fields(buf: bytes, starts: list[int]) -> dict:
     headers, at = _varints(arr, at)
     if (key_size < -1).any() or (value_size < -1).any():
         raise _Unexpected("a size below -1")
-    if attributes.any() or headers.any() or (at != end).any():
-        raise _Unexpected("attributes, headers or a record size the bulk path does not take")
+    if headers.any():
+        raise _Headers("record headers")
+    if (at != end).any():
+        raise _Unexpected("records whose fields do not fill them")
     value_starts = value_at.tolist()
     value_ends = (value_at + np.maximum(value_size, 0)).tolist()
     sizes = value_size.tolist()
@@ -152,7 +163,7 @@ def _fields(buf: bytes, starts: list[int]) -> dict:
         keys = [buf[a:a + s] if s >= 0 else None for a, s in zip(key_at.tolist(), key_sizes)]
     return {"offset_delta": offset_delta.tolist(), "timestamp_delta": ts_delta.tolist(),
             "key": keys, "value": values, "key_size": key_sizes, "value_size": sizes,
-            "record_bytes": int(length.sum())}
+            "length": length.tolist()}
 
 
 def partition_records_class(base: type, consumer_record: type, isolation_level) -> type:
@@ -189,8 +200,14 @@ def partition_records_class(base: type, consumer_record: type, isolation_level) 
                     if rows is None:
                         yield from self._one_by_one(tp, batch)
                     else:
-                        for row in map(new_tuple, repeat(consumer_record), zip(
-                                repeat(topic), repeat(partition), repeat(self.leader_epoch), *rows)):
+                        *columns, lengths = rows
+                        for row, length in zip(map(new_tuple, repeat(consumer_record), zip(
+                                repeat(topic), repeat(partition), repeat(self.leader_epoch), *columns)),
+                                lengths):
+                            # per record, as kafka-python counts: a fetch drained after a
+                            # partial take reports only what was taken
+                            self.records_read += 1
+                            self.bytes_read += length
                             self.next_fetch_offset = row[3] + 1
                             yield row
                     batch = records.next_batch()
@@ -201,15 +218,21 @@ def partition_records_class(base: type, consumer_record: type, isolation_level) 
             except StopIteration:  # would end the generator silently (kafka-python issue 545)
                 raise RuntimeError("StopIteration raised unpacking messageset") from None
 
+        _headers_seen = False
+
         def _bulk(self, batch):
             """The columns of one v2 batch's ConsumerRecords after (topic, partition,
-            leader_epoch), or None to decode it record by record."""
+            leader_epoch), then the records' lengths; or None to decode it record by record
+            (and every later batch of this fetch once one had headers: no wasted tries)."""
+            if self._headers_seen:
+                return None
             batch._maybe_uncompress()
             body = bytes(batch._buffer[batch._pos:])
             count = batch.records_count
             try:
                 fields = decode(body, count)
             except _Unexpected as why:
+                self._headers_seen = isinstance(why, _Headers)
                 log.debug("batch at offset %s decoded record by record: %s", batch.base_offset, why)
                 return None
             base, ts_type = batch.base_offset, batch.timestamp_type
@@ -218,11 +241,9 @@ def partition_records_class(base: type, consumer_record: type, isolation_level) 
             else:
                 first = batch.first_timestamp
                 timestamps = [first + d for d in fields["timestamp_delta"]]
-            self.records_read += count
-            self.bytes_read += fields["record_bytes"]  # as kafka-python counts: without length prefixes
             return ([base + d for d in fields["offset_delta"]], timestamps, repeat(ts_type),
                     fields["key"], fields["value"], map(list, repeat((), count)), repeat(None),
-                    fields["key_size"], fields["value_size"], repeat(-1))
+                    fields["key_size"], fields["value_size"], repeat(-1), fields["length"])
 
         def _one_by_one(self, tp, batch):
             """kafka-python's per-record decoding, for a batch the bulk path does not take."""
@@ -245,17 +266,23 @@ def partition_records_class(base: type, consumer_record: type, isolation_level) 
     return BulkPartitionRecords
 
 
+KNOWN_VERSIONS = ("3.0.12",)
+"""kafka-python releases whose ``PartitionRecords._unpack_records`` this mirrors (read
+against its source); another release keeps its own decoding until checked and added."""
+
+
 def install(consumer) -> bool:
     """Make ``consumer`` (a kafka-python KafkaConsumer) decode record batches in bulk.
     True if it does; False, with a warning, if this kafka-python's fetcher is not the one
     this module knows (the consumer then works as before, only slower)."""
     try:
+        import kafka
         from kafka.consumer.fetcher import ConsumerRecord, Fetcher, IsolationLevel
         from kafka.record.default_records import DefaultRecordBatch
 
         fetcher = consumer._fetcher
         base = fetcher.PartitionRecords
-        known = (base is Fetcher.PartitionRecords and hasattr(base, "_unpack_records")
+        known = (kafka.__version__ in KNOWN_VERSIONS and base is Fetcher.PartitionRecords and hasattr(base, "_unpack_records")
                  and hasattr(DefaultRecordBatch, "_maybe_uncompress")
                  and {"_buffer", "_pos"} <= set(DefaultRecordBatch.__slots__))
     except (ImportError, AttributeError):
