@@ -282,14 +282,15 @@ def install(consumer) -> bool:
 
         fetcher = consumer._fetcher
         base = fetcher.PartitionRecords
-        known = (kafka.__version__ in KNOWN_VERSIONS and base is Fetcher.PartitionRecords and hasattr(base, "_unpack_records")
-                 and hasattr(DefaultRecordBatch, "_maybe_uncompress")
+        version = kafka.__version__
+        known = (version in KNOWN_VERSIONS and base is Fetcher.PartitionRecords
+                 and hasattr(base, "_unpack_records") and hasattr(DefaultRecordBatch, "_maybe_uncompress")
                  and {"_buffer", "_pos"} <= set(DefaultRecordBatch.__slots__))
     except (ImportError, AttributeError):
-        known = False
+        version, known = "?", False
     if not known:
-        log.warning("this kafka-python's fetcher is not the one movierec.kafka_records knows: "
-                    "records are decoded one by one (slower)")
+        log.warning("kafka-python %s: its fetcher is not one movierec.kafka_records knows "
+                    "(%s); records are decoded one by one (slower)", version, ", ".join(KNOWN_VERSIONS))
         return False
     fetcher.PartitionRecords = partition_records_class(base, ConsumerRecord, IsolationLevel)
     return True

@@ -37,7 +37,8 @@ T0 = 1_795_403_167_796
 
 def batch(rows, *, offset=0, magic=2, compression=0) -> bytes:
     """One batch of (timestamp, key, value, headers) rows, as kafka-python writes it."""
-    builder = MemoryRecordsBuilder(magic=magic, compression_type=compression, batch_size=1 << 30, offset=offset)
+    builder = MemoryRecordsBuilder(magic=magic, compression_type=compression, batch_size=1 << 30,
+                                   offset=offset)
     for ts, key, value, headers in rows:
         assert builder.append(ts, key, value, headers) is not None
     builder.close()
@@ -183,7 +184,8 @@ def test_fetch_offset_inside_a_batch_skips_earlier_records():
 
 
 def test_control_batch_is_skipped_and_moves_the_offset():
-    raw = batch(lines(10)) + patch(batch(lines(1, start=10), offset=10), set_bits=0x20) + batch(lines(5, start=11), offset=11)
+    control = patch(batch(lines(1, start=10), offset=10), set_bits=0x20)
+    raw = batch(lines(10)) + control + batch(lines(5, start=11), offset=11)
     trace = same(raw, bulk_only=True, take=4)
     assert [r.offset for r in records_of(trace)] == list(range(10)) + list(range(11, 16))
 
@@ -259,23 +261,29 @@ def test_read_committed_goes_kafka_pythons_way():
     assert len(records_of(same(raw, isolation_level=IsolationLevel.READ_COMMITTED))) == 20
 
 
+def stand_in_consumer(partition_records) -> types.SimpleNamespace:
+    """What ``install`` touches of a KafkaConsumer: its fetcher's PartitionRecords."""
+    return types.SimpleNamespace(_fetcher=types.SimpleNamespace(PartitionRecords=partition_records))
+
+
 def test_install_replaces_the_fetchers_partition_records_only_when_it_knows_them(caplog, monkeypatch):
-    consumer = types.SimpleNamespace(_fetcher=types.SimpleNamespace(PartitionRecords=Fetcher.PartitionRecords))
+    consumer = stand_in_consumer(Fetcher.PartitionRecords)
     assert install(consumer)
     assert issubclass(consumer._fetcher.PartitionRecords, Fetcher.PartitionRecords)
     assert consumer._fetcher.PartitionRecords is not Fetcher.PartitionRecords
     assert records_of(drain(consumer._fetcher.PartitionRecords, batch(lines(3)))) == records_of(
         drain(Fetcher.PartitionRecords, batch(lines(3))))
 
-    consumer = types.SimpleNamespace(_fetcher=types.SimpleNamespace(PartitionRecords=Fetcher.PartitionRecords))
+    consumer = stand_in_consumer(Fetcher.PartitionRecords)
     monkeypatch.setattr(kafka, "__version__", "3.0.13")  # a release nobody has read
     with caplog.at_level("WARNING", logger=kafka_records.__name__):
         assert not install(consumer)
-    assert consumer._fetcher.PartitionRecords is Fetcher.PartitionRecords
+    assert consumer._fetcher.PartitionRecords is Fetcher.PartitionRecords and "3.0.13" in caplog.text
     monkeypatch.undo()
+    caplog.clear()
 
     other = type("Other", (), {})
-    consumer = types.SimpleNamespace(_fetcher=types.SimpleNamespace(PartitionRecords=other))
+    consumer = stand_in_consumer(other)
     with caplog.at_level("WARNING", logger=kafka_records.__name__):
         assert not install(consumer)
     assert consumer._fetcher.PartitionRecords is other and "one by one" in caplog.text
@@ -308,7 +316,8 @@ def test_read_committed_drops_aborted_transactions_as_kafka_python_does():
 
 
 def test_leader_epoch_follows_each_batch():
-    raw = raw_batch(record(0) + record(1), 2, leader_epoch=3) + raw_batch(record(0), 1, base_offset=2, leader_epoch=5)
+    raw = (raw_batch(record(0) + record(1), 2, leader_epoch=3)
+           + raw_batch(record(0), 1, base_offset=2, leader_epoch=5))
     trace = same(raw, bulk_only=True, take=1)
     assert [r.leader_epoch for r in records_of(trace)] == [3, 3, 5]
 
