@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 
 import redis
 from kafka import KafkaConsumer, TopicPartition
@@ -37,19 +36,14 @@ from movierec.kafka_admin import ensure_topic
 from movierec.kafka_records import install as install_bulk_decoding
 from movierec.settings import KafkaSettings, RedisSettings, load
 from report import emit  # benchmarks/report.py: scripts run from this folder
-from simulator.history import HistoryGenerator
+from log_lines import log_lines  # benchmarks/log_lines.py
 from simulator.producer import open_sink
-from simulator.world import World, WorldSpec
 
 
 def produce(bootstrap: str, topic: str, n: int) -> None:
     ensure_topic(bootstrap, topic, 4)
-    world = World.build(WorldSpec())
-    generator = HistoryGenerator(world, start=datetime(2025, 3, 1), days=3, seed=3)
     sink = open_sink("confluent", bootstrap=bootstrap, topic=topic)
-    for i, (line, key) in enumerate(generator.lines()):
-        if i == n:
-            break
+    for line, key in log_lines(n):
         sink.send(line, key)
     sink.flush()
     sink.close()
@@ -82,13 +76,9 @@ def group_rate(bootstrap: str, topic: str, n: int, processes: int, redis_url: st
     (interpreter start, imports, group join), reported apart."""
     group = f"bench-{time.time_ns()}"
     store = tempfile.mkdtemp(prefix="bench-store-")
-    env = {**os.environ, "MOVIEREC_KAFKA_BOOTSTRAP": bootstrap, "MOVIEREC_KAFKA_TOPIC": topic,
-           "MOVIEREC_CONSUMER_GROUP": group, "MOVIEREC_REDIS_URL": redis_url,
-           "MOVIEREC_REDIS_PREFIX": group, "MOVIEREC_STORE_DIR": store,
-           "MOVIEREC_METRICS_PORT": "0", "MOVIEREC_ENRICH": "0"}
-    cmd = [sys.executable, "-m", "movierec", "--log-level", "WARNING", "consume", "--idle-exit", "5"]
     started = time.perf_counter()
-    members = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(processes)]
+    members = [member(bootstrap, topic, group, redis_url, store, "--idle-exit", "5")
+               for _ in range(processes)]
     watcher = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     parts = [TopicPartition(topic, p) for p in range(4)]
     first_at = first_lines = None
@@ -103,11 +93,23 @@ def group_rate(bootstrap: str, topic: str, n: int, processes: int, redis_url: st
             time.sleep(0.1)
     finally:
         watcher.close()
-        for member in members:
-            member.wait(timeout=120)
+        for process in members:
+            process.wait(timeout=120)
         clean_run(redis_url, group, store)
     return {"lines_per_s": (n - first_lines) / (now - first_at), "start_s": first_at - started,
             "total_s": now - started}
+
+
+def member(bootstrap: str, topic: str, group: str, redis_url: str, store: str,
+           *args: str) -> subprocess.Popen:
+    """A `movierec consume` process in ``group`` (keys under the group's name as prefix, the
+    store in ``store``, no metrics port, no enrichment); ``args`` go to `consume`."""
+    env = {**os.environ, "MOVIEREC_KAFKA_BOOTSTRAP": bootstrap, "MOVIEREC_KAFKA_TOPIC": topic,
+           "MOVIEREC_CONSUMER_GROUP": group, "MOVIEREC_REDIS_URL": redis_url,
+           "MOVIEREC_REDIS_PREFIX": group, "MOVIEREC_STORE_DIR": store,
+           "MOVIEREC_METRICS_PORT": "0", "MOVIEREC_ENRICH": "0"}
+    cmd = [sys.executable, "-m", "movierec", "--log-level", "WARNING", "consume", *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
 
 
 def clean_run(redis_url: str, prefix: str, store: str) -> None:

@@ -20,12 +20,10 @@ import statistics
 import time
 import zlib
 from collections import namedtuple
-from datetime import datetime
 
 from movierec.wire import LineParser
 from report import emit  # benchmarks/report.py: scripts run from this folder
-from simulator.history import HistoryGenerator
-from simulator.world import World, WorldSpec
+from log_lines import log_lines  # benchmarks/log_lines.py
 from stream_consumer.batch import BatchFolder
 from stream_consumer.drift_monitor import DriftMonitor
 from stream_consumer.validate import Validator
@@ -34,12 +32,8 @@ Record = namedtuple("Record", "topic partition offset timestamp value")
 
 
 def batches(n: int, size: int) -> list[list[Record]]:
-    world = World.build(WorldSpec())
-    generator = HistoryGenerator(world, start=datetime(2025, 3, 1), days=3, seed=3)
     parts: list[list[Record]] = [[] for _ in range(4)]
-    for i, (line, key) in enumerate(generator.lines()):
-        if i == n:
-            break
+    for line, key in log_lines(n):
         p = zlib.crc32(key) % 4
         parts[p].append(Record("bench", p, len(parts[p]), 0, line))
     out, cursors = [], [0] * 4

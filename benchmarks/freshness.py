@@ -29,39 +29,24 @@ import argparse
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
 
 import numpy as np
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
-from consumer import clean_run  # benchmarks/consumer.py: drops a run's keys and store
+from consumer import clean_run, member  # benchmarks/consumer.py
 from movierec.kafka_admin import ensure_topic
 from movierec.settings import KafkaSettings, RedisSettings, load
 from report import emit
-from simulator.history import HistoryGenerator
+from log_lines import log_lines  # benchmarks/log_lines.py
 from simulator.producer import open_sink
-from simulator.world import World, WorldSpec
 from stream_consumer.keys import Keys
 
 TICK_S = 0.01
 PROBE_BASE = 900_000_000  # probe user ids: far above the world's
-
-
-def history(n: int) -> list[tuple[bytes, bytes]]:
-    world = World.build(WorldSpec())
-    generator = HistoryGenerator(world, start=datetime(2025, 3, 1), days=3, seed=5)
-    out = []
-    for line, key in generator.lines():
-        out.append((line, key))
-        if len(out) == n:
-            return out
-    raise SystemExit(f"the history has only {len(out)} lines")
 
 
 def with_probes(lines: list[tuple[bytes, bytes]], every: int) -> list[tuple[bytes, bytes, int]]:
@@ -140,12 +125,7 @@ def one_run(bootstrap: str, redis_url: str, lines: list, rate: int, duration: fl
     group = topic
     ensure_topic(bootstrap, topic, 4)
     store = tempfile.mkdtemp(prefix="bench-store-")
-    env = {**os.environ, "MOVIEREC_KAFKA_BOOTSTRAP": bootstrap, "MOVIEREC_KAFKA_TOPIC": topic,
-           "MOVIEREC_CONSUMER_GROUP": group, "MOVIEREC_REDIS_URL": redis_url,
-           "MOVIEREC_REDIS_PREFIX": group, "MOVIEREC_STORE_DIR": store,
-           "MOVIEREC_METRICS_PORT": "0", "MOVIEREC_ENRICH": "0"}
-    member = subprocess.Popen([sys.executable, "-m", "movierec", "--log-level", "WARNING", "consume"],
-                              env=env, stdout=subprocess.DEVNULL)
+    consumer = member(bootstrap, topic, group, redis_url, store)
     client = redis.Redis.from_url(redis_url)
     watcher = RedisWatcher(client, Keys(group))
     reader = RawReader(bootstrap, topic)
@@ -181,8 +161,8 @@ def one_run(bootstrap: str, redis_url: str, lines: list, rate: int, duration: fl
         watcher.stop.set()
         watcher.join(timeout=10)
         sink.close()
-        member.terminate()
-        member.wait(timeout=60)
+        consumer.terminate()
+        consumer.wait(timeout=60)
         client.close()
         clean_run(redis_url, group, store)
     lost = [u for u in sent if u not in watcher.seen]
@@ -212,7 +192,7 @@ def main() -> None:
     args = ap.parse_args()
     bootstrap = load(KafkaSettings).kafka_bootstrap
     redis_url = load(RedisSettings).redis_url
-    lines = with_probes(history(int(args.rate * (args.warmup + args.duration))), args.probe_every)
+    lines = with_probes(list(log_lines(int(args.rate * (args.warmup + args.duration)), seed=5)), args.probe_every)
     runs = []
     for repeat in range(args.repeats):
         runs.append(one_run(bootstrap, redis_url, lines, args.rate, args.duration, args.warmup))

@@ -19,7 +19,6 @@ import gc
 import statistics
 import struct
 import time
-from datetime import datetime
 
 from kafka.consumer.fetcher import ConsumerRecord, Fetcher, IsolationLevel
 from kafka.record import MemoryRecords
@@ -28,8 +27,8 @@ from kafka.structs import TopicPartition
 
 from movierec.kafka_records import partition_records_class
 from report import emit  # benchmarks/report.py: scripts run from this folder
-from simulator.history import HistoryGenerator
-from simulator.world import World, WorldSpec
+from log_lines import log_lines  # benchmarks/log_lines.py
+from simulator.world import WorldSpec
 
 FETCH_BYTES = 1024 * 1024
 LZ4 = 3
@@ -37,13 +36,7 @@ LZ4 = 3
 
 def responses(n: int, per_batch: int) -> list[bytes]:
     """Fetch responses (concatenated lz4 batches, about 1 MiB each) holding ``n`` lines."""
-    world = World.build(WorldSpec(seed=3, n_users=100_000, n_movies=5_000))
-    generator = HistoryGenerator(world, start=datetime(2025, 3, 1), days=2, seed=3)
-    lines = []
-    for line, key in generator.lines():
-        lines.append((line, key))
-        if len(lines) == n:
-            break
+    lines = list(log_lines(n, spec=WorldSpec(seed=3, n_users=100_000, n_movies=5_000), days=2))
     out, response = [], b""
     for start in range(0, len(lines), per_batch):
         builder = MemoryRecordsBuilder(magic=2, compression_type=LZ4, batch_size=1 << 30)

@@ -41,6 +41,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+_SUM_SAFE = 2 ** 62
+"""Header values this far from 0 and a decoded delta (under 2**62) add up within int64."""
+
 _PAD = 10
 """Zero bytes after a batch's records, so a varint read past the end needs no bounds check."""
 
@@ -106,9 +109,9 @@ def _starts(buf: bytes, count: int) -> list[int]:
 
 
 def decode(buf: bytes, count: int) -> dict:
-    """Fields of the ``count`` records of an uncompressed v2 batch body: ``offset_delta``,
-    ``timestamp_delta``, ``key``, ``value``, ``key_size``, ``value_size`` (lists, one item
-    a record, sizes -1 for None) and ``length`` (each record's, without its own varint), or
+    """Fields of the ``count`` records of an uncompressed v2 batch body: ``offset_delta``
+    and ``timestamp_delta`` (int64 arrays), ``key``, ``value``, ``key_size``,
+    ``value_size`` (lists; sizes -1 for None) and ``length`` (each record's, without its own varint), or
     raises ``_Unexpected``. Layout (Kafka's DefaultRecord): length, attributes, timestamp
     delta, offset delta, key length, key, value length, value, header count, headers; every
     integer a zigzag varint."""
@@ -161,7 +164,7 @@ def _fields(buf: bytes, starts: list[int]) -> dict:
         keys: list = [None] * count
     else:
         keys = [buf[a:a + s] if s >= 0 else None for a, s in zip(key_at.tolist(), key_sizes)]
-    return {"offset_delta": offset_delta.tolist(), "timestamp_delta": ts_delta.tolist(),
+    return {"offset_delta": offset_delta, "timestamp_delta": ts_delta,
             "key": keys, "value": values, "key_size": key_sizes, "value_size": sizes,
             "length": length.tolist()}
 
@@ -236,12 +239,13 @@ def partition_records_class(base: type, consumer_record: type, isolation_level) 
                 log.debug("batch at offset %s decoded record by record: %s", batch.base_offset, why)
                 return None
             base, ts_type = batch.base_offset, batch.timestamp_type
+            if not (abs(base) < _SUM_SAFE and abs(batch.first_timestamp) < _SUM_SAFE):
+                return None  # deltas are below 2**62: the int64 sums below cannot wrap
             if ts_type == batch.LOG_APPEND_TIME:
                 timestamps = repeat(batch.max_timestamp)
             else:
-                first = batch.first_timestamp
-                timestamps = [first + d for d in fields["timestamp_delta"]]
-            return ([base + d for d in fields["offset_delta"]], timestamps, repeat(ts_type),
+                timestamps = (fields["timestamp_delta"] + batch.first_timestamp).tolist()
+            return ((fields["offset_delta"] + base).tolist(), timestamps, repeat(ts_type),
                     fields["key"], fields["value"], map(list, repeat((), count)), repeat(None),
                     fields["key_size"], fields["value_size"], repeat(-1), fields["length"])
 

@@ -237,7 +237,7 @@ def test_decode_reads_a_known_batch():
     raw = batch([(T0, b"7", b"one", []), (T0 + 300, None, b"two", []), (T0 + 2, b"", None, [])])
     body = raw[DefaultRecordBatch.HEADER_STRUCT.size:]
     fields = decode(body, 3)
-    assert fields["offset_delta"] == [0, 1, 2] and fields["timestamp_delta"] == [0, 300, 2]
+    assert fields["offset_delta"].tolist() == [0, 1, 2] and fields["timestamp_delta"].tolist() == [0, 300, 2]
     assert fields["key"] == [b"7", None, b""] and fields["value"] == [b"one", b"two", None]
     assert fields["key_size"] == [1, -1, 0] and fields["value_size"] == [3, 3, -1]
     with pytest.raises(_Unexpected):
@@ -313,6 +313,15 @@ def test_read_committed_drops_aborted_transactions_as_kafka_python_does():
     assert [r.offset for r in records_of(committed)] == [5, 6, 7]
     uncommitted = same(raw, bulk_only=True, take=3, aborted_transactions=aborted)
     assert [r.offset for r in records_of(uncommitted)] == [0, 1, 2, 3, 5, 6, 7]
+
+
+def test_header_values_near_int64_limits_go_kafka_pythons_way():
+    """A base offset or first timestamp near 2**63 (a corrupt header, CRCs off) would
+    wrap in int64 arithmetic; Python's ints do not."""
+    raw = bytearray(raw_batch(record(0, ts_delta=5) + record(1, ts_delta=-5), 2, base_offset=2 ** 63 - 2))
+    struct.pack_into(">q", raw, 27, 2 ** 63 - 3)  # first timestamp (after base offset .. last offset delta)
+    got = records_of(same(bytes(raw), check_crcs=False))
+    assert [r.offset for r in got] == [2 ** 63 - 2, 2 ** 63 - 1] and got[0].timestamp == 2 ** 63 + 2
 
 
 def test_leader_epoch_follows_each_batch():
