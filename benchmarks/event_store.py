@@ -29,7 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from movierec.wire import Account, Rate, Recommendation, Watch
-from stream_consumer.event_store import SCHEMA, EventColumns, EventStore, event_row
+from stores.event_store import SCHEMA, EventColumns, EventStore, event_row
 
 from report import emit  # benchmarks/report.py: scripts run from this folder
 

@@ -43,7 +43,7 @@ from movierec.settings import KafkaSettings, RedisSettings, load
 from report import emit
 from log_lines import log_lines  # benchmarks/log_lines.py
 from simulator.producer import open_sink
-from stream_consumer.keys import Keys
+from stores.keys import Keys
 
 TICK_S = 0.01
 PROBE_BASE = 900_000_000  # probe user ids: far above the world's

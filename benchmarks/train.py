@@ -63,7 +63,7 @@ from recommender.provenance import peak_memory_bytes
 from simulator.behaviour import BehaviourParams, OrganicSampler, WeightedSampler, organic_choice, ratings, watch_minutes
 from simulator.history import RATE, WATCH, Events
 from simulator.world import World, WorldSpec
-from stream_consumer.event_store import EventStore
+from stores.event_store import EventStore
 
 from report import emit  # benchmarks/report.py: scripts run from this folder
 

@@ -21,7 +21,7 @@ from offline_eval.simulated import compact_sessions, history_table, simulate
 from offline_eval.split import build_truth, temporal_split
 from recommender.dataset import build_trainset
 from recommender.models import model_class
-from recommender.pipeline import split_cut
+from recommender.training.pipeline import split_cut
 from simulator.world import World, WorldSpec
 
 

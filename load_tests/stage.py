@@ -26,17 +26,17 @@ from movierec.wire import Event, LineParser
 from offline_eval.simulated import compact_sessions, history_table
 from recommender.dataset import build_trainset_with_runtimes
 from recommender.models import model_class
-from recommender.pipeline import REPO_ROOT
-from recommender.profiles import Profiles
+from recommender.training.pipeline import REPO_ROOT
+from recommender.models.profiles import Profiles
 from recommender.provenance import code_version, package_versions, peak_memory_bytes
 from recommender.registry import Registry
 from recommender.runtimes import RUNTIME_ARRAY
 from simulator.history import Events, HistoryGenerator
 from simulator.world import World, WorldSpec
 from stream_consumer.enrich import clean_movie, clean_user
-from stream_consumer.features import FeatureDelta
-from stream_consumer.keys import Keys, day_of
-from stream_consumer.redis_store import RedisFeatureStore
+from stores.feature_delta import FeatureDelta
+from stores.keys import Keys, day_of
+from stores.redis_online import RedisFeatureStore
 
 START = datetime(2025, 3, 1)
 BATCH_LINES = 20_000

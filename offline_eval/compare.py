@@ -12,7 +12,7 @@ memory may be the worse choice for a service retrained daily under a latency bud
 - ``metrics`` dict str -> float | None: ``EvalResult.summary()``, names ``<metric>@<k>``
   (``ndcg@20``, ``recall@20``, ``precision@20``, ``map@20``, ``hit_rate@20``,
   ``tail_recall@20``, ``tail_hit_rate@20``, ``coverage@20``, ``novelty@20``,
-  ``popularity@20``), the names ``recommender.gate`` reads.
+  ``popularity@20``), the names ``recommender.training.gate`` reads.
 - ``train_seconds`` float: wall time of ``fit``.
 - ``infer_p50_ms``, ``infer_p95_ms``, ``infer_p99_ms`` float: single-request latency of
   ``recommend`` in process (see ``evaluate``); ``throughput_users_s`` float: users per
@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from offline_eval.evaluate import EvalResult
-from offline_eval.metrics import EvalError
+from offline_eval.ranking_metrics import EvalError
 from offline_eval.plot import Panel, format_value, small_multiples
 
 SCHEMA_VERSION = 1
@@ -169,7 +169,7 @@ def _markdown(rows: list[dict], k: int) -> str:
         f"Accuracy at k = {k} on the held-out period; costs measured in the same run.\n\n"
         + comparison_table(rows)
         + "\n- Accuracy columns are means over test users with at least one relevant item "
-          "(`offline_eval.metrics`); tail columns count only relevant items outside the "
+          "(`offline_eval.ranking_metrics`); tail columns count only relevant items outside the "
           "20% most popular.\n"
           "- Coverage: share of the catalog recommended to anyone. Novelty: mean "
           "-log2(share of training users who saw the item), in bits. Popularity pct: mean training "

@@ -4,7 +4,7 @@ An evaluation tool that says so (architecture rule 2): it may read the simulator
 truth. Two uses:
 
 - ``history_table`` turns a simulated history straight into the rows a correct consumer
-  would have stored (``stream_consumer.event_columns.SCHEMA``), skipping the text lines and
+  would have stored (``stores.event_columns.SCHEMA``), skipping the text lines and
   Kafka. Model tests and the training benchmark need millions of rows in seconds; the
   line -> parse -> store path is covered by the consumer's own tests, and a test here checks
   this shortcut against it on a sample. With ``compact=True`` each viewing session keeps
@@ -25,7 +25,7 @@ import pyarrow as pa
 from simulator.history import ACCOUNT, RATE, WATCH, Events, HistoryGenerator
 from simulator.oracle import list_value
 from simulator.world import World
-from stream_consumer.event_columns import KINDS, SCHEMA
+from stores.event_columns import KINDS, SCHEMA
 
 _KIND_CODE = np.full(3, -1, np.int8)
 _KIND_CODE[WATCH], _KIND_CODE[RATE], _KIND_CODE[ACCOUNT] = (

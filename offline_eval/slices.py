@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from offline_eval.metrics import (EvalError, flatten, hit_rate_at_k, judge_flat, mean_over_users,
+from offline_eval.ranking_metrics import (EvalError, flatten, hit_rate_at_k, judge_flat, mean_over_users,
                                   recall_at_k)
-from recommender.profiles import AGE_EDGES, AGE_GROUPS, GENDERS, Profiles
+from recommender.models.profiles import AGE_EDGES, AGE_GROUPS, GENDERS, Profiles
 
 UNKNOWN = "?"
 ACTIVITY_EDGES: tuple[int, ...] = (1, 5, 20, 50)

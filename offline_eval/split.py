@@ -46,9 +46,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from offline_eval.metrics import EvalError
+from offline_eval.ranking_metrics import EvalError
 from recommender.dataset import Events, aggregate, cut_ms, event_ms, item_runtimes
-from recommender.ids import positions
+from recommender.models.ids import positions
 from recommender.models.base import TrainSet
 
 

@@ -3,7 +3,7 @@
 ``evaluate_online`` is the whole evaluation as one call (the demo runs it in-process):
 probe the broker, fold the served-records topic into each user's arm, join the event
 log's recommendation, watch and rate lines per arm, and build the report. The click
-command ``online`` (registered under ``movierec eval`` by ``movierec.cli``) only parses
+command ``online`` (registered under ``movierec eval`` by ``ops.cli``) only parses
 options, prints the table and writes the files asked for.
 """
 

@@ -23,7 +23,7 @@ from online_eval.stats import ALPHA, ProportionTest, two_proportion_test, wilson
 from recommender.versions import model_name
 
 BASELINE_MODEL = "popularity"
-"""Model name of the baseline (``recommender.pipeline.BASELINE``; not imported, that
+"""Model name of the baseline (``recommender.training.pipeline.BASELINE``; not imported, that
 module brings the training stack with it)."""
 
 

@@ -3,7 +3,7 @@
 Users answer in their own words, e.g. "I really like The Shawshank Redemtion, forrest
 gump, Pulp Fiction" or "Not a fan of Cats". ``TitleMatcher.match`` returns the catalog
 indices named in such a text, tolerating typos; ``profile_items`` turns a user's two
-answers into the ``liked``/``disliked`` of a ``recommender.profiles.Profile``.
+answers into the ``liked``/``disliked`` of a ``recommender.models.profiles.Profile``.
 
 How a text is read:
 

@@ -12,28 +12,8 @@ Two steps, both pure and vectorised (40M rows run in seconds; nothing loops per 
    entries out as a CSR matrix whose rows are user ids ascending and columns movie ids
    ascending, so the same rows always give the same matrix.
 
-The confidence of an entry (implicit feedback in the sense of Hu, Koren & Volinsky,
-"Collaborative Filtering for Implicit Feedback Datasets", 2008: the matrix holds how sure
-we are that the user likes the movie, the model adds its own ``1 + alpha * value``)::
-
-    value = fraction * rating_factor * recency                    (float32, always > 0)
-
-- ``fraction = min(1, (max_minute + 1) / runtime)``: how much of the film the user
-  watched (minutes are 0-based, so minute k means k + 1 minutes). Watching to the end is
-  the strongest implicit signal the log has; stopping after two minutes is a weak one,
-  but still more than nothing (the user chose the film). A movie only rated, never seen
-  in the log (watched before the log window, or elsewhere), gets ``rated_only_fraction``
-  (default 0.5): the rating shows the user knows it, the log cannot say how much of it
-  they saw.
-- ``rating_factor``: linear in the stars from ``rating_low`` (0.25) at 1 star to
-  ``rating_high`` (1.75) at the top of the scale (5 or 10), so the middle of the scale is
-  1.0, the same as an unrated entry (``unrated_factor``). Explicit feedback corrects the
-  implicit one, but a 1-star film stays a (weak) positive: the user did choose to watch it,
-  and in a one-class model a zero would mean "never seen", which is false.
-- ``recency = max(recency_floor, 0.5 ** (age_days / half_life_days))`` with a 30-day
-  half-life and a floor of 0.1: recent sessions say more about the user's taste now, but
-  the floor keeps old tastes from vanishing (the model still needs them to know the user).
-  ``age`` is measured from the entry's latest event to ``as_of``.
+The confidence of an entry is ``recommender.confidence.confidence`` (its docstring has the
+formula and why).
 
 Runtimes: the movie API's where given and valid, else estimated from the rows
 (``recommender.runtimes``, which also says how serving gets the same ones).
@@ -52,12 +32,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from recommender.confidence import ConfidenceParams, confidence
 from recommender.models.base import TrainSet
-from recommender.profiles import Profiles
+from recommender.models.profiles import Profiles
 from recommender.runtimes import item_runtimes
 
 if TYPE_CHECKING:
-    from stream_consumer.event_store import EventStore, Snapshot
+    from stores.event_store import EventStore, Snapshot
 
 Events = pa.Table | pd.DataFrame
 """Event rows: an Arrow table or a pandas frame with at least ``EVENT_COLUMNS``."""
@@ -68,39 +49,11 @@ EVENT_COLUMNS: tuple[str, ...] = ("time", "kind", "user_id", "movie_id", "minute
 _KIND_CODES = pa.array(["watch", "rate"])  # code 0: watch, 1: rate; other kinds: -1
 _EPOCH = datetime(1970, 1, 1)
 _RATING_SHIFT = 128  # latest-rating key = ms * 128 + stars: one max picks time, then stars
-_SECONDS_PER_DAY = 86_400.0
 
 
 class DatasetError(Exception):
     """Event rows cannot be turned into a training set (missing columns or values, a
     rating off the scale, an aware time, bad parameters)."""
-
-
-@dataclass(frozen=True)
-class ConfidenceParams:
-    """Parameters of ``confidence`` (see the module docstring for the formula and why)."""
-
-    rated_only_fraction: float = 0.5  # fraction credited to a movie rated but never watched
-    rating_low: float = 0.25  # rating factor at 1 star
-    rating_high: float = 1.75  # rating factor at the top of the scale
-    unrated_factor: float = 1.0  # rating factor without a rating
-    half_life_days: float = 30.0  # recency halves every this many days (math.inf: no decay)
-    recency_floor: float = 0.1  # recency never drops below this
-    runtime_quantile: float = 0.95  # quantile of per-user minutes watched used as runtime
-    min_runtime: float = 20.0  # minutes; floor of an estimated runtime
-
-    def __post_init__(self) -> None:
-        positive = ("rated_only_fraction", "rating_low", "unrated_factor", "half_life_days",
-                    "min_runtime")  # fmt: skip
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise DatasetError(f"ConfidenceParams.{name} must be > 0, got {getattr(self, name)}")
-        if not self.rating_high >= self.rating_low:
-            raise DatasetError("ConfidenceParams.rating_high must be >= rating_low")
-        if not 0 < self.recency_floor <= 1:
-            raise DatasetError("ConfidenceParams.recency_floor must be in (0, 1]")
-        if not 0 < self.runtime_quantile <= 1:
-            raise DatasetError("ConfidenceParams.runtime_quantile must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -327,30 +280,6 @@ def _empty_interactions() -> Interactions:
     return Interactions(np.zeros(0, np.int64), np.zeros(0, dtype=object), np.zeros(0, np.int32),
                         np.zeros(0, np.int32), np.zeros(0, np.int16), np.zeros(0, np.int8),
                         np.zeros(0, np.int64))  # fmt: skip
-
-
-# -- confidence ---------------------------------------------------------------------------
-
-
-def confidence(max_minute: np.ndarray, rating: np.ndarray, age_s: np.ndarray, runtime: np.ndarray,
-               *, params: ConfidenceParams = ConfidenceParams(), rating_scale: int = 5) -> np.ndarray:  # fmt: skip
-    """float32 confidence (> 0) per entry, all arrays aligned (n,): ``max_minute`` as in
-    ``Interactions`` (-1: never watched), ``rating`` stars (-1: unrated), ``age_s``
-    seconds since the latest event (>= 0), ``runtime`` minutes (> 0)."""
-    if rating_scale < 2:
-        raise DatasetError(f"rating_scale must be at least 2, got {rating_scale}")
-    runtime = np.asarray(runtime, dtype=np.float32)
-    if not (runtime > 0).all():
-        raise DatasetError("runtimes must be > 0 minutes")
-    watched = max_minute >= 0
-    seen = np.minimum(np.float32(1), (max_minute.astype(np.float32) + 1) / runtime)
-    fraction = np.where(watched, seen, np.float32(params.rated_only_fraction))
-    slope = (params.rating_high - params.rating_low) / (rating_scale - 1)
-    stars = params.rating_low + slope * (rating.astype(np.float32) - 1)
-    factor = np.where(rating >= 1, stars, np.float32(params.unrated_factor))
-    age_days = np.asarray(age_s, dtype=np.float32) / np.float32(_SECONDS_PER_DAY)
-    recency = np.maximum(np.float32(params.recency_floor), np.exp2(-age_days / np.float32(params.half_life_days)))
-    return (fraction * factor * recency).astype(np.float32)
 
 
 # -- the training set ---------------------------------------------------------------------

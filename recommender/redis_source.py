@@ -3,7 +3,7 @@
 Training needs demographics (segment popularity, cold start, evaluation slices) and
 runtimes (the watched fraction of the confidence). The consumer keeps both in Redis, as
 the API gave them after cleaning (``stream_consumer.enrich``); this adapter reads them in
-pipelined chunks. The key layout comes from ``stream_consumer.keys.Keys``.
+pipelined chunks. The key layout comes from ``stores.keys.Keys``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import redis
 
-from recommender.profiles import Profiles, profile_fields
-from stream_consumer.keys import Keys
+from recommender.models.profiles import Profiles, profile_fields
+from stores.keys import Keys
 
 CHUNK = 2000
 """Keys per pipeline round trip: big enough to amortise the trip, small enough that one

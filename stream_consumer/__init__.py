@@ -1,1 +1,2 @@
-"""Kafka consumption, validation, online features in Redis and the event store."""
+"""The consumer: Kafka lines in, validation and dead letters, enrichment and drift; it
+writes the shared stores (``stores``) and nothing reads from it."""

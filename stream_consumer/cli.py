@@ -22,10 +22,10 @@ def build(settings, *, metrics_port: int | None = None):
     from stream_consumer.dlq_sinks import open_sink
     from stream_consumer.drift_monitor import DriftMonitor
     from stream_consumer.enrich import Enricher
-    from stream_consumer.event_store import EventStore
-    from stream_consumer.keys import Keys
-    from stream_consumer.metrics import ConsumerMetrics
-    from stream_consumer.redis_store import RedisFeatureStore
+    from stores.event_store import EventStore
+    from stores.keys import Keys
+    from stream_consumer.consumer_metrics import ConsumerMetrics
+    from stores.redis_online import RedisFeatureStore
 
     keys = Keys(settings.redis_prefix)
     features = RedisFeatureStore.connect(settings.redis_url, keys, timeout_s=settings.redis_timeout_s,
@@ -154,7 +154,7 @@ def drift_report(reference, current, hours: float, as_json: bool) -> None:
     from datetime import timedelta
 
     from stream_consumer.drift_report import report_from_frames
-    from stream_consumer.event_store import EventStore, EventStoreError
+    from stores.event_store import EventStore, EventStoreError
     from stream_consumer.settings import ConsumerSettings
 
     settings = load(ConsumerSettings)

@@ -39,10 +39,10 @@ from stream_consumer.batch import BatchFolder, Folded
 from stream_consumer.dlq_sinks import DeadLetterSink
 from stream_consumer.drift_monitor import DriftMonitor
 from stream_consumer.drift_report import metric_values
-from stream_consumer.event_store import EventStore, EventStoreError
-from stream_consumer.keys import day_of
-from stream_consumer.metrics import ConsumerMetrics
-from stream_consumer.redis_store import FeatureStoreError, RedisFeatureStore
+from stores.event_store import EventStore, EventStoreError
+from stores.keys import day_of
+from stream_consumer.consumer_metrics import ConsumerMetrics
+from stores.redis_online import FeatureStoreError, RedisFeatureStore
 from stream_consumer.validate import Validator
 
 log = logging.getLogger(__name__)

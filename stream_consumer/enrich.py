@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import redis
 
-from stream_consumer.keys import Keys
+from stores.keys import Keys
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from movierec.wire import MAX_ITEMS, Event, Recommendation, Watch
-from stream_consumer.features import epoch_ms
+from stores.feature_delta import epoch_ms
 
 
 class Check(enum.StrEnum):

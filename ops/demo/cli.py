@@ -9,7 +9,7 @@ import time
 
 import click
 
-from movierec.cli import friendly_errors
+from ops.cli import friendly_errors
 from ops.demo.stages import DemoError
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)

@@ -27,7 +27,7 @@ from ops.demo import stages as stages_mod
 from ops.demo.stages import DemoError, Stages
 from ops.settings import StackSettings
 from recommender.serving.settings import ServeSettings
-from recommender.settings import TrainSettings
+from recommender.training.settings import TrainSettings
 from simulator.api import ApiSettings
 from simulator.settings import SimSettings
 from stream_consumer.settings import ConsumerSettings

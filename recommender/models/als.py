@@ -38,7 +38,7 @@ from recommender.models.base import History, ModelError, Recommender, TrainSet, 
 from recommender.models.foldin import (batch_inputs, fold_in, gram, hu_confidence,
                                        never_recommend, pseudo_history, take)
 from recommender.models.popularity import interaction_counts
-from recommender.profiles import N_SEGMENTS, Profile, segment_onehot
+from recommender.models.profiles import N_SEGMENTS, Profile, segment_onehot
 
 BATCH_ROWS = 4096
 """Users per call of the top-k kernel in ``recommend_batch``."""

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from recommender.profiles import Profile, Profiles
+from recommender.models.profiles import Profile, Profiles
 
 MODEL_JSON = "model.json"
 

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommender.models.base import History, ModelError, banned_items
-from recommender.profiles import Profile
+from recommender.models.profiles import Profile
 
 
 def pseudo_history(items: tuple[int, ...] | np.ndarray, weight: float) -> History:

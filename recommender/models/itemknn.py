@@ -31,7 +31,7 @@ from recommender.models.base import History, ModelError, Recommender, TrainSet, 
 from recommender.models.foldin import batch_inputs, never_recommend, pseudo_history, take
 from recommender.models.popularity import (interaction_counts, ranking, seen_mask,
                                            top_unseen)
-from recommender.profiles import Profile
+from recommender.models.profiles import Profile
 
 KINDS = ("bm25", "cosine")
 BATCH_ROWS = 256

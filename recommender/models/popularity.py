@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from recommender.models.base import History, ModelError, Recommender, TrainSet, top_n
 from recommender.models.foldin import batch_inputs, never_recommend, take
-from recommender.profiles import N_SEGMENTS, Profile, segment_onehot
+from recommender.models.profiles import N_SEGMENTS, Profile, segment_onehot
 
 SECONDS_PER_DAY = 86_400.0
 BATCH_ROWS = 1024

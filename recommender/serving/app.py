@@ -28,7 +28,7 @@ from werkzeug.exceptions import HTTPException
 
 from recommender.serving.experiments import Experiment, ExperimentStore
 from recommender.serving.handler import FALLBACK_REASONS, Features, Models, RecommendHandler, Sink
-from recommender.serving.metrics import ServingMetrics, exposition_registry
+from recommender.serving.serving_metrics import ServingMetrics, exposition_registry
 from recommender.serving.queue_age import read_queue_age_s
 from recommender.serving.settings import ServeSettings
 from recommender.serving.state import (BadRequest, FeaturesUnavailable, ModelUnavailable,

@@ -31,9 +31,9 @@ import numpy as np
 
 from movierec import wire
 from recommender.coldstart import profile_items
-from recommender.dataset import ConfidenceParams, DatasetError, confidence
+from recommender.confidence import ConfidenceError, ConfidenceParams, confidence
 from recommender.models.base import History
-from recommender.profiles import Profile, profile_fields
+from recommender.models.profiles import Profile, profile_fields
 from recommender.serving.state import BadRequest, ModelUnavailable, UserState
 
 PATH_MODEL = "model"
@@ -137,7 +137,7 @@ def history_of(state: UserState, index: Mapping[str, int], runtimes: np.ndarray,
     try:
         weights = confidence(table[:, 1], table[:, 2], age_s, runtimes[items], params=params,
                              rating_scale=rating_scale)
-    except (DatasetError, IndexError) as exc:
+    except (ConfidenceError, IndexError) as exc:
         raise ModelUnavailable(f"cannot weigh the history: {exc}") from exc
     return History(items, weights)
 

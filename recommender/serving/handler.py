@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from recommender.serving.core import (PATH_POPULAR, Answer, clock_ms, format_answer,
                                       needs_minor_filter, parse_user_id)
-from recommender.serving.metrics import ServingMetrics
+from recommender.serving.serving_metrics import ServingMetrics
 from recommender.serving.state import FeaturesUnavailable, ServingError, UserState
 from recommender.serving.telemetry import ServedRecord, new_request_id
 

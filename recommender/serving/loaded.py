@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from recommender.coldstart import TitleMatcher
-from recommender.dataset import ConfidenceParams
+from recommender.confidence import ConfidenceParams
 from recommender.models.base import History, Recommender
 from recommender.redis_source import runtimes as runtimes_of
 from recommender.registry import Registry

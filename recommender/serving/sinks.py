@@ -16,7 +16,7 @@ import redis
 
 from movierec.kafka_admin import ensure_topic, unreachable
 from recommender.serving.telemetry import PROVENANCE_PER_USER, ServedRecord, TelemetryError
-from stream_consumer.keys import Keys
+from stores.keys import Keys
 
 log = logging.getLogger(__name__)
 

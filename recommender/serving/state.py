@@ -1,7 +1,7 @@
 """What serving knows about one user at request time, and the serving errors.
 
 ``UserState`` is plain data decoded from the online feature store (layout:
-``stream_consumer.keys``); the hot path builds it from one pipelined Redis round trip and
+``stores.keys``); the hot path builds it from one pipelined Redis round trip and
 the pure core turns it into a model history, a profile and the banned items.
 """
 

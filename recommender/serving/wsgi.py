@@ -13,21 +13,21 @@ import redis
 from flask import Flask
 
 from movierec.settings import load
-from recommender.dataset import ConfidenceParams
+from recommender.confidence import ConfidenceParams
 from recommender.redis_source import read_movies
 from recommender.registry import Registry
 from recommender.serving.app import Services, create_app
 from recommender.serving.breaker import CircuitBreaker
 from recommender.serving.experiments import ExperimentStore
-from recommender.serving.features import OnlineFeatures
+from recommender.serving.online_reads import OnlineFeatures
 from recommender.serving.loaded import ServingModel
-from recommender.serving.metrics import ServingMetrics
-from recommender.serving.provenance import ProvenanceLookup
+from recommender.serving.serving_metrics import ServingMetrics
+from recommender.serving.provenance_lookup import ProvenanceLookup
 from recommender.serving.settings import ServeSettings
 from recommender.serving.sinks import KafkaSink, RedisProvenanceSink
 from recommender.serving.telemetry import Lanes, Telemetry
 from recommender.serving.watcher import ModelWatcher
-from stream_consumer.keys import Keys
+from stores.keys import Keys
 
 BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 """Set to 1 for the server: a threaded BLAS under busy request threads stalls (the p99 of

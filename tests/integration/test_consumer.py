@@ -22,9 +22,9 @@ from simulator.producer import open_sink
 from simulator.world import World, WorldSpec
 from stream_consumer.cli import build
 from stream_consumer.dlq import read_dead_letter
-from stream_consumer.event_store import EventStore
-from stream_consumer.keys import Keys, day_of
-from stream_consumer.redis_store import RedisFeatureStore
+from stores.event_store import EventStore
+from stores.keys import Keys, day_of
+from stores.redis_online import RedisFeatureStore
 from stream_consumer.settings import ConsumerSettings
 from tests.integration.conftest import LocalStack
 from tests.integration.test_feature_store import _apply, dump
@@ -115,7 +115,7 @@ def test_a_popularity_shift_raises_the_drift_alarm(stack: LocalStack, unique: st
     """Live monitor, its gauge, and `movierec drift report` on the event store agree."""
     from click.testing import CliRunner
 
-    from movierec.cli import main
+    from ops.cli import main
     from stream_consumer.drift_monitor import DriftMonitor
 
     settings = _settings(stack, unique, tmp_path, consumer_batch_max=5000)

@@ -23,7 +23,7 @@ from movierec.settings import load
 from movierec.wire import LineParser, Rejection
 from stream_consumer.cli import build, consume
 from stream_consumer.dlq import read_dead_letters
-from stream_consumer.keys import Keys
+from stores.keys import Keys
 from stream_consumer.settings import ConsumerSettings
 from tests.integration.conftest import LocalStack
 

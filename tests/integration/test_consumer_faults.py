@@ -23,9 +23,9 @@ from simulator.producer import open_sink
 from simulator.world import World, WorldSpec
 from stream_consumer.cli import build
 from stream_consumer.dlq import read_dead_letter
-from stream_consumer.event_store import EventStore
-from stream_consumer.keys import Keys, day_of
-from stream_consumer.redis_store import RedisFeatureStore
+from stores.event_store import EventStore
+from stores.keys import Keys, day_of
+from stores.redis_online import RedisFeatureStore
 from tests.integration.conftest import LocalStack
 from tests.integration.test_consumer import _read_topic
 from tests.integration.test_feature_store import _apply, dump

@@ -11,7 +11,7 @@ from movierec.settings import load
 from simulator.api import ApiSettings, make_server
 from simulator.world import World, WorldSpec
 from stream_consumer.enrich import ApiError, Enricher
-from stream_consumer.keys import Keys
+from stores.keys import Keys
 from tests.conftest import free_ports
 from tests.integration.conftest import LocalStack
 

@@ -11,9 +11,9 @@ import redis
 from movierec.wire import LineParser
 from simulator.history import HistoryGenerator
 from simulator.world import World, WorldSpec
-from stream_consumer.features import FeatureDelta, epoch_ms
-from stream_consumer.keys import Keys
-from stream_consumer.redis_store import FeatureStoreError, RedisFeatureStore
+from stores.feature_delta import FeatureDelta, epoch_ms
+from stores.keys import Keys
+from stores.redis_online import FeatureStoreError, RedisFeatureStore
 from tests.integration.conftest import LocalStack
 
 

@@ -19,10 +19,10 @@ import pytest
 import redis
 
 from movierec.wire import Account, Rate, Recommendation, Watch
-from stream_consumer import redis_store
-from stream_consumer.features import FeatureDelta
-from stream_consumer.keys import Keys
-from stream_consumer.redis_store import RedisFeatureStore
+from stores import redis_online as redis_store
+from stores.feature_delta import FeatureDelta
+from stores.keys import Keys
+from stores.redis_online import RedisFeatureStore
 from tests.integration.conftest import LocalStack
 
 # The merge as it was before the rewrite, verbatim.

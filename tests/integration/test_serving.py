@@ -26,9 +26,9 @@ from movierec.wire import LineParser
 from recommender.registry import Registry
 from simulator.catalog import CONTENT_RATINGS, RATED_R
 from simulator.world import World, WorldSpec
-from stream_consumer.features import FeatureDelta
-from stream_consumer.keys import Keys
-from stream_consumer.redis_store import RedisFeatureStore
+from stores.feature_delta import FeatureDelta
+from stores.keys import Keys
+from stores.redis_online import RedisFeatureStore
 from tests.conftest import free_ports
 from tests.integration.conftest import LocalStack
 

@@ -19,14 +19,14 @@ from movierec.kafka_admin import ensure_topic
 from movierec.wire import LineParser
 from recommender.redis_source import read_movies
 from recommender.serving.breaker import CLOSED, OPEN, CircuitBreaker
-from recommender.serving.features import OnlineFeatures
-from recommender.serving.provenance import ProvenanceLookup
+from recommender.serving.online_reads import OnlineFeatures
+from recommender.serving.provenance_lookup import ProvenanceLookup
 from recommender.serving.state import BadRequest, FeaturesUnavailable, UserState
 from recommender.serving.sinks import KafkaSink, RedisProvenanceSink
 from recommender.serving.telemetry import Lanes, ServedRecord, Telemetry, new_request_id
-from stream_consumer.features import FeatureDelta, epoch_ms
-from stream_consumer.keys import Keys
-from stream_consumer.redis_store import RedisFeatureStore
+from stores.feature_delta import FeatureDelta, epoch_ms
+from stores.keys import Keys
+from stores.redis_online import RedisFeatureStore
 from tests.conftest import free_ports
 from tests.integration.conftest import LocalStack
 

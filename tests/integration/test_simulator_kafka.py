@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from kafka import KafkaConsumer, KafkaProducer
 
-from movierec.cli import main
+from ops.cli import main
 from movierec.kafka_admin import ensure_topic
 from movierec.wire import LineParser, Rejection
 from simulator.backfill import backfill

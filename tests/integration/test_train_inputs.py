@@ -8,12 +8,12 @@ import pytest
 
 from movierec.settings import load
 from movierec.wire import Rate, Watch
-from recommender.inputs import load_inputs
-from recommender.pipeline import PipelineError
-from recommender.settings import TrainSettings
-from stream_consumer.event_columns import EventColumns
-from stream_consumer.event_store import EventStore
-from stream_consumer.keys import Keys
+from recommender.training.inputs import load_inputs
+from recommender.training.pipeline import PipelineError
+from recommender.training.settings import TrainSettings
+from stores.event_columns import EventColumns
+from stores.event_store import EventStore
+from stores.keys import Keys
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from simulator.inject import InjectionPlan, Injector
 from simulator.world import World, WorldSpec
 from stream_consumer.batch import BatchFolder
 from stream_consumer.drift_monitor import DriftMonitor
-from stream_consumer.features import epoch_ms
+from stores.feature_delta import epoch_ms
 from stream_consumer.validate import Validator
 
 Record = namedtuple("Record", "topic partition offset timestamp value")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from movierec.cli import main
+from ops.cli import main
 from tests.conftest import free_ports
 
 LINES = b"""2024-02-27T18:45:18,1,GET /data/m/the+matrix+1999/1.mpg

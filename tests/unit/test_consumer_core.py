@@ -11,8 +11,8 @@ import pytest
 from movierec.wire import LineParser, Recommendation, Watch
 from stream_consumer.dlq import dead_letter, read_dead_letter
 from stream_consumer.enrich import clean_movie, clean_user
-from stream_consumer.features import FeatureDelta, epoch_ms
-from stream_consumer.keys import Keys, day_of
+from stores.feature_delta import FeatureDelta, epoch_ms
+from stores.keys import Keys, day_of
 from stream_consumer.validate import Check, Validator
 
 T = datetime(2025, 3, 1, 12, 0)

@@ -17,8 +17,8 @@ from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import TopicPartition
 
 from stream_consumer.consumer import StreamConsumer
-from stream_consumer.metrics import ConsumerMetrics
-from stream_consumer.redis_store import FeatureStoreError
+from stream_consumer.consumer_metrics import ConsumerMetrics
+from stores.redis_online import FeatureStoreError
 
 Record = namedtuple("Record", "topic partition offset timestamp value")
 TP0, TP1 = TopicPartition("t", 0), TopicPartition("t", 1)

@@ -12,20 +12,19 @@ import pyarrow as pa
 import pytest
 
 from movierec.wire import Account, Rate, Recommendation, Watch
+from recommender.confidence import ConfidenceError, ConfidenceParams, confidence
 from recommender.dataset import (
-    ConfidenceParams,
     DatasetError,
     _dense_codes,
     _groups,
     aggregate,
     build_trainset,
     build_trainset_with_runtimes,
-    confidence,
     item_runtimes,
     read_events,
 )
-from stream_consumer.event_columns import SCHEMA, EventColumns, to_frame
-from stream_consumer.event_store import EventStore
+from stores.event_columns import SCHEMA, EventColumns, to_frame
+from stores.event_store import EventStore
 
 T0 = datetime(2024, 3, 1, 12, 0, 0)
 DAY_S = 86_400.0
@@ -269,7 +268,7 @@ def test_bad_inputs_are_refused():
         build_trainset(log, as_of=datetime(2024, 3, 2, tzinfo=timezone.utc))
     with pytest.raises(DatasetError, match="above the rating scale"):
         build_trainset(table_of([Rate(at(0), 1, "m+2000", 7)]), as_of=at(1), rating_scale=5)
-    with pytest.raises(DatasetError, match="recency_floor"):
+    with pytest.raises(ConfidenceError, match="recency_floor"):
         ConfidenceParams(recency_floor=0)
     with pytest.raises(DatasetError, match="DataFrame"):
         aggregate([Watch(at(0), 1, "m+2000", 0)])  # type: ignore[arg-type]

@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from movierec.wire import Account, Rate, Recommendation, Watch
-from stream_consumer.event_columns import KINDS
-from stream_consumer.event_manifest import (
+from stores.event_columns import KINDS
+from stores.event_manifest import (
     FileInfo,
     LineageEdge,
     file_name,
@@ -33,7 +33,7 @@ from stream_consumer.event_manifest import (
     merge_intervals,
     resolve_plan,
 )
-from stream_consumer.event_store import (
+from stores.event_store import (
     SCHEMA,
     EventColumns,
     EventStore,
@@ -684,7 +684,7 @@ WRITER = textwrap.dedent(
     import sys
     from datetime import datetime, timedelta
     from movierec.wire import Watch
-    from stream_consumer.event_store import EventColumns, EventStore
+    from stores.event_store import EventColumns, EventStore
 
     store = EventStore(sys.argv[1], "movielog15")
     start = datetime(2024, 2, 27, 23, 0)

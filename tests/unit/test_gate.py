@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from recommender.gate import GateConfig, GateDecision, decide
+from recommender.training.gate import GateConfig, GateDecision, decide
 
 CFG = GateConfig(metric="ndcg@20", min_lift_over_baseline=0.05, max_regression=0.02)
 

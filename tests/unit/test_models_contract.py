@@ -22,7 +22,7 @@ from recommender.models import model_class
 from recommender.models.base import History, ModelError, Recommender, TrainSet
 from recommender.models.itemknn import fill_rows, top_positive_rows
 from recommender.models.popularity import top_unseen
-from recommender.profiles import Profile, Profiles
+from recommender.models.profiles import Profile, Profiles
 
 BLOCK_A = np.arange(10)
 BLOCK_B = np.arange(10, 20)

@@ -16,10 +16,10 @@ import scipy.sparse as sp
 from offline_eval.compare import (COST_HEADERS, comparison_table, normalise_row, read_rows,
                                   row_from_result, write_report)
 from offline_eval.evaluate import compare_paired, evaluate
-from offline_eval.metrics import EvalError
+from offline_eval.ranking_metrics import EvalError
 from offline_eval.plot import BAR_W, MAX_LABEL_CHARS, Panel, format_value, small_multiples
 from recommender.models.base import History, Recommender, TrainSet, top_n
-from recommender.profiles import Profile, Profiles
+from recommender.models.profiles import Profile, Profiles
 
 N_ITEMS = 8
 SVG = "{http://www.w3.org/2000/svg}"

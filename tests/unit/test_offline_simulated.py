@@ -15,7 +15,7 @@ from offline_eval.simulated import compact_sessions, history_table, oracle_value
 from simulator.history import WATCH, HistoryGenerator
 from simulator.oracle import best_list
 from simulator.world import World, WorldSpec
-from stream_consumer.event_columns import SCHEMA, EventColumns
+from stores.event_columns import SCHEMA, EventColumns
 
 START = datetime(2025, 3, 1)
 

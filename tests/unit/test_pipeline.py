@@ -20,14 +20,14 @@ from offline_eval.simulated import compact_sessions, history_table, oracle_value
 from offline_eval.split import temporal_split
 from recommender.dataset import aggregate, build_trainset, build_trainset_with_runtimes, cut_ms
 from recommender.models import model_class
-from recommender.pipeline import Pipeline, PipelineError, TrainInputs, split_cut
-from recommender.profiles import Profiles
+from recommender.training.pipeline import Pipeline, PipelineError, TrainInputs, split_cut
+from recommender.models.profiles import Profiles
 from recommender.registry import Registry
 from recommender.runtimes import RUNTIME_ARRAY
 from recommender.serving.core import history_of
 from recommender.serving.loaded import ServingModel
 from recommender.serving.state import UserState
-from recommender.settings import TrainSettings
+from recommender.training.settings import TrainSettings
 from simulator.world import World, WorldSpec
 
 START = datetime(2025, 3, 1)

@@ -1,6 +1,6 @@
 """README.md checked against the code, so it cannot drift silently (issue #7).
 
-- The configuration table lists every variable of ``movierec.cli.all_settings()`` with
+- The configuration table lists every variable of ``ops.cli.all_settings()`` with
   its default as written there (an empty default as ``""``), and nothing else.
 - Every ``movierec`` command line the README shows, in code blocks and in inline code,
   names an existing command path of the click tree, with options that exist on it; the
@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 import pytest
 
-from movierec.cli import all_settings, main
+from ops.cli import all_settings, main
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

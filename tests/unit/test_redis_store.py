@@ -7,9 +7,9 @@ from datetime import datetime
 import redis
 
 from movierec.wire import Rate, Watch
-from stream_consumer.features import FeatureDelta, epoch_ms
-from stream_consumer.keys import Keys
-from stream_consumer.redis_store import RedisFeatureStore, merge_records
+from stores.feature_delta import FeatureDelta, epoch_ms
+from stores.keys import Keys
+from stores.redis_online import RedisFeatureStore, merge_records
 
 T0 = datetime(2025, 3, 1, 10, 0)
 T1 = datetime(2025, 3, 1, 10, 5)

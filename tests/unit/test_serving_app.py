@@ -16,7 +16,7 @@ from recommender.serving.app import Services, create_app
 from recommender.serving.core import PATH_MODEL, PATH_POPULAR, Answer
 from recommender.serving.experiments import ExperimentStore
 from recommender.serving.handler import RecommendHandler
-from recommender.serving.metrics import ServingMetrics
+from recommender.serving.serving_metrics import ServingMetrics
 from recommender.serving.settings import ServeSettings
 from recommender.serving.state import FeaturesUnavailable, ModelUnavailable, UserState
 from tests.unit.test_queue_age import linux_only, queued_socket

@@ -16,7 +16,7 @@ import pytest
 
 from movierec.wire import parse_answer
 from recommender.coldstart import TitleMatcher
-from recommender.dataset import ConfidenceParams, confidence
+from recommender.confidence import ConfidenceParams, confidence
 from recommender.serving.core import (PATHS, Answer, format_answer, history_of,
                                       needs_minor_filter, parse_user_id, profile_age,
                                       profile_of, unsafe_for_minors)

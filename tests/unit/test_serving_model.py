@@ -24,7 +24,7 @@ import pytest
 from recommender.models import model_class
 from recommender.models.als import ALSRecommender
 from recommender.models.base import History, Recommender, TrainSet, top_n
-from recommender.profiles import Profile
+from recommender.models.profiles import Profile
 from recommender.registry import ModelVersion, Registry, artifact_digest
 from recommender.serving.core import (PATH_COLDSTART_DEMOGRAPHIC, PATH_COLDSTART_PROFILE,
                                       PATH_MODEL, PATH_POPULAR, history_of,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from movierec.cli import main
+from ops.cli import main
 from movierec.wire import Account, LineParser, Rate, Watch
 from simulator.backfill import backfill
 from simulator.history import HistoryGenerator

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pytest
 
 from movierec.wire import Rate, Watch
-from offline_eval.metrics import EvalError
+from offline_eval.ranking_metrics import EvalError
 from offline_eval.split import RelevanceParams, Truth, build_truth, temporal_split
 from recommender.dataset import build_trainset
-from stream_consumer.event_columns import EventColumns, to_frame
+from stores.event_columns import EventColumns, to_frame
 
 CUT = datetime(2024, 3, 10)
 

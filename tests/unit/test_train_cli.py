@@ -9,10 +9,10 @@ from datetime import datetime
 import pytest
 from click.testing import CliRunner
 
-from movierec.cli import main
+from ops.cli import main
 from offline_eval.simulated import compact_sessions, history_table, simulate
 from simulator.world import World, WorldSpec
-from stream_consumer.event_store import EventStore
+from stores.event_store import EventStore
 
 START = datetime(2025, 3, 1)
 

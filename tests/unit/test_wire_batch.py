@@ -11,7 +11,7 @@ from movierec.wire import LineParser, Watch
 from movierec.wire_batch import as_binary_array, parse_watches
 from simulator.history import HistoryGenerator
 from simulator.world import World, WorldSpec
-from stream_consumer.features import epoch_ms
+from stores.feature_delta import epoch_ms
 
 CANONICAL = b"2025-03-01T12:00:05,42,GET /data/m/the+matrix+1999/17.mpg"
 # (line, whether the fast path must take it)

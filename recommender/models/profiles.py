@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from recommender.ids import positions
+from recommender.models.ids import positions
 
 AGE_EDGES: tuple[int, ...] = (18, 25, 35, 45, 55, 65)
 """Upper-exclusive edges of the age groups: <18, 18-24, 25-34, 35-44, 45-54, 55-64, 65+."""

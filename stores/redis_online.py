@@ -3,7 +3,7 @@
 One pipelined round trip a batch. Hash fields are merged by a Lua script (max, min, or
 "latest rating by event time, then the higher score"), everything else with Redis's
 own idempotent commands: ZADD GT/LT, SADD, PFADD. Day-bucketed keys expire after
-``retention_days``. The key layout is stream_consumer.keys.
+``retention_days``. The key layout is stores.keys.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from collections.abc import Iterable
 
 import redis
 
-from stream_consumer.features import FeatureDelta
-from stream_consumer.keys import Keys
+from stores.feature_delta import FeatureDelta
+from stores.keys import Keys
 
 log = logging.getLogger(__name__)
 
 # One call merges a chunk of a batch. Keys are built from templates (ARGV[1..11] and
-# [15..16], prefixes and suffixes taken from stream_consumer.keys so the layout has one
+# [15..16], prefixes and suffixes taken from stores.keys so the layout has one
 # home); the updates come as text blobs (ARGV[17..21], built by merge_records), one record
 # a line, fields split by tabs (accepted lines hold neither tabs nor newlines).
 #

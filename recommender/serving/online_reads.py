@@ -1,8 +1,8 @@
 """The online features on the request path: one user's state from Redis in one round
 trip, behind a circuit breaker.
 
-The consumer writes the features (``stream_consumer.redis_store``; key layout in
-``stream_consumer.keys``); this adapter only reads them.
+The consumer writes the features (``stores.redis_online``; key layout in
+``stores.keys``); this adapter only reads them.
 
 One round trip, one command. The read is a small Lua script (``_READ``) run by EVALSHA:
 it does HGETALL progress, HGETALL ratings, ZRANGE recent WITHSCORES and HGETALL profile
@@ -42,7 +42,7 @@ from redis.retry import Retry
 
 from recommender.serving.breaker import CircuitBreaker
 from recommender.serving.state import FeaturesUnavailable, UserState
-from stream_consumer.keys import Keys
+from stores.keys import Keys
 
 POOL_SIZE = 8
 """Connections per process: one per request thread is enough (a sync gunicorn worker

@@ -15,7 +15,7 @@ One run, given the watch and rate rows of an event-store snapshot (``TrainInputs
    configuration earned on the split.
 4. **Register** each with full provenance (code, packages, data snapshot, params, timings,
    sizes, metrics) and the runtimes its confidences used (``recommender.runtimes``: serving
-   weighs histories with them), **gate** it (``recommender.gate``) and record the decision, then
+   weighs histories with them), **gate** it (``recommender.training.gate``) and record the decision, then
    **promote** the best passing model to ``champion``.
 
 The champion the gate compares with is the champion's *configuration* (model name and
@@ -41,14 +41,14 @@ from offline_eval.evaluate import EvalResult, compare_paired, evaluate
 from offline_eval.split import build_truth, temporal_split
 from recommender.coldstart import TitleMatcher, profile_items
 from recommender.dataset import build_trainset, build_trainset_with_runtimes, event_ms
-from recommender.gate import GateConfig, decide
+from recommender.training.gate import GateConfig, decide
 from recommender.models import model_class
 from recommender.models.base import Recommender, TrainSet
-from recommender.profiles import Profile, Profiles
+from recommender.models.profiles import Profile, Profiles
 from recommender.provenance import code_version, package_versions, peak_memory_bytes
 from recommender.registry import Registry, RegistryError
 from recommender.runtimes import RUNTIME_ARRAY, given_runtimes
-from recommender.settings import TrainSettings
+from recommender.training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 

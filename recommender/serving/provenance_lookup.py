@@ -15,7 +15,7 @@ import redis
 
 from recommender.serving.state import BadRequest, FeaturesUnavailable
 from recommender.serving.telemetry import REQUEST_ID, ServedRecord
-from stream_consumer.keys import Keys
+from stores.keys import Keys
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from movierec.wire import Account, Rate, Recommendation, Watch
-from stream_consumer.event_manifest import EventStoreError
+from stores.event_manifest import EventStoreError
 
 KINDS: tuple[str, ...] = ("watch", "rate", "recommendation", "account")
 """The ``kind`` dictionary, in code order: code 0 is "watch", and so on."""

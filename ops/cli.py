@@ -1,4 +1,5 @@
-"""The ``movierec`` command: thin subcommands over the project's packages.
+"""The ``movierec`` command: thin subcommands over the project's packages (the roof of
+the dependency rule: it may import every package, and none imports it).
 
 Each subcommand loads its process's settings, calls into a package, and turns the
 package's error type into a one-line message and exit status 1.
@@ -136,7 +137,7 @@ def settings_classes() -> list[type]:
     from ops.demo.settings import DemoSettings
     from ops.settings import StackSettings
     from recommender.serving.settings import ServeSettings
-    from recommender.settings import TrainSettings
+    from recommender.training.settings import TrainSettings
     from simulator.api import ApiSettings
     from simulator.settings import SimSettings
     from stream_consumer.settings import ConsumerSettings
@@ -198,12 +199,16 @@ def wire_check(source, show: int) -> None:
         click.echo(f"  {reason:20s} {count:>10,}")
 
 
+@main.group("eval")
+def eval_group() -> None:
+    """Evaluate models: offline on a temporal split, online from the served log."""
+
+
 def _register_components() -> None:
-    from offline_eval.cli import eval_group
     from online_eval.cli import online
     from ops.demo.cli import demo
-    from recommender.cli import models, train
     from recommender.serving.cli import experiment, serve
+    from recommender.training.cli import models, offline, train
     from simulator.cli import sim
     from stream_consumer.cli import consume, drift
 
@@ -212,14 +217,11 @@ def _register_components() -> None:
     main.add_command(drift)
     main.add_command(train)
     main.add_command(models)
+    eval_group.add_command(offline)
     eval_group.add_command(online)
-    main.add_command(eval_group)
     main.add_command(serve)
     main.add_command(experiment)
     main.add_command(demo)
 
 
 _register_components()
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

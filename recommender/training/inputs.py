@@ -10,13 +10,13 @@ import pyarrow.compute as pc
 import redis
 
 from recommender.dataset import read_events
-from recommender.pipeline import PipelineError, TrainInputs
-from recommender.profiles import Profiles
+from recommender.training.pipeline import PipelineError, TrainInputs
+from recommender.models.profiles import Profiles
 from recommender.redis_source import read_movies, read_profiles, runtimes
-from recommender.settings import TrainSettings
-from stream_consumer.event_manifest import EventStoreError, snapshot_provenance
-from stream_consumer.event_store import EventStore
-from stream_consumer.keys import Keys
+from recommender.training.settings import TrainSettings
+from stores.event_manifest import EventStoreError, snapshot_provenance
+from stores.event_store import EventStore
+from stores.keys import Keys
 
 log = logging.getLogger(__name__)
 

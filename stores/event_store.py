@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from movierec.durable import TMP_PREFIX, fsync_path, make_dirs, write_atomic
-from stream_consumer.event_columns import (
+from stores.event_columns import (
     SCHEMA,
     EventColumns,
     check_batch,
@@ -65,7 +65,7 @@ from stream_consumer.event_columns import (
     normalise,
     to_frame,
 )
-from stream_consumer.event_manifest import (
+from stores.event_manifest import (
     EventStoreError,
     FileInfo,
     LineageEdge,
@@ -83,7 +83,7 @@ from stream_consumer.event_manifest import (
     resolve_plan,
     snapshot_provenance,
 )
-from stream_consumer.features import MS_PER_DAY
+from stores.feature_delta import MS_PER_DAY
 
 __all__ = [
     "SCHEMA", "CompactionResult", "EventColumns", "EventStore", "EventStoreError", "FileInfo",

@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 import numpy as np
 
 from movierec.wire import Account, Event, Rate, Recommendation, Watch
-from stream_consumer.keys import day_of
+from stores.keys import day_of
 
 EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)

@@ -1,5 +1,5 @@
-"""``movierec train`` and ``movierec models …``: thin commands over the pipeline and the
-registry. ``movierec eval offline`` lives in ``offline_eval.cli``."""
+"""``movierec train``, ``movierec eval offline`` and ``movierec models …``: thin commands
+over the training pipeline and the registry."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def _settings(**overrides):
-    from recommender.settings import TrainSettings
+    from recommender.training.settings import TrainSettings
 
     try:
         return load(TrainSettings, **{k: v for k, v in overrides.items() if v is not None})
@@ -29,9 +29,9 @@ def run_pipeline(*, register: bool, promote: bool, models: str | None, snapshot:
     from tqdm import tqdm
 
     from recommender.dataset import DatasetError
-    from recommender.inputs import load_inputs
+    from recommender.training.inputs import load_inputs
     from recommender.models import ModelError
-    from recommender.pipeline import Pipeline, PipelineError
+    from recommender.training.pipeline import Pipeline, PipelineError
     from recommender.registry import Registry, RegistryError
 
     settings = _settings(train_models=models, train_profiles=profiles)
@@ -90,6 +90,22 @@ def train(models, snapshot, profiles, promote, report_dir) -> None:
     them with provenance, gate them and promote the best."""
     run_pipeline(register=True, promote=promote, models=models, snapshot=snapshot,
                  profiles=profiles, report_dir=report_dir)
+
+
+@click.command("offline")
+@click.option("--models", help="Candidates, comma-separated (default MOVIEREC_TRAIN_MODELS).")
+@click.option("--snapshot", help="Evaluate on this saved snapshot id (default: snapshot the store now).")
+@click.option("--profiles", type=click.Choice(["redis", "none"]),
+              help="Where profiles come from (default MOVIEREC_TRAIN_PROFILES).")
+@click.option("--report-dir", type=click.Path(path_type=Path),
+              help="Folder for comparison.md/.json/.svg (default: under MOVIEREC_REPORTS_DIR).")
+def offline(models, snapshot, profiles, report_dir) -> None:
+    """Fit each candidate before the cut, measure it after: accuracy, slices, training
+    time, latency, throughput and size, as markdown, JSON and an SVG plot. Registers
+    nothing."""
+    report = run_pipeline(register=False, promote=False, models=models, snapshot=snapshot,
+                          profiles=profiles, report_dir=report_dir)
+    click.echo(report.report_files["md"].read_text())
 
 
 # -- models ------------------------------------------------------------------------------

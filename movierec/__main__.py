@@ -1,3 +1,0 @@
-from movierec.cli import main
-
-main()
