@@ -45,7 +45,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,7 @@ dtype and shape of each version array), ``size`` (merged over any caller-given s
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,63}$")
 _ARRAY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _CHUNK = 1 << 20
+_ID_ATTEMPTS = 60  # seconds past the creation time a colliding version id may move
 
 
 class RegistryError(Exception):
@@ -187,30 +188,40 @@ class Registry:
                 np.savez(tmp / VERSION_ARRAYS, **extra)
                 names = sorted([*names, VERSION_ARRAYS])
             digest = artifact_digest(tmp, names)
-            version = version_id(model.name, created, digest)
             size = {"disk_bytes": sum((tmp / n).stat().st_size for n in names),
                     "memory_bytes": model.memory_bytes(),
                     **metadata.get("size", {})}
-            meta = {**metadata, "version": version, "name": model.name,
-                    "created": created.isoformat(timespec="seconds"),
-                    "hyperparameters": dict(model.params), "size": size,
-                    "metrics": dict(metadata.get("metrics", {})), "gate": None,
-                    "arrays": {k: {"dtype": str(a.dtype), "shape": list(a.shape)}
-                               for k, a in extra.items()},
-                    "artifact": {"sha256": digest,
-                                 "files": {n: (tmp / n).stat().st_size for n in names}}}
-            self._write_meta(tmp, meta)
             for name in names:
                 fsync_path(tmp / name)
-            fsync_path(tmp)
-            target = self.models_dir / version
-            try:
-                if target.exists():
-                    raise FileExistsError(target)
-                os.rename(tmp, target)
-            except OSError as exc:
-                raise RegistryError(f"version {version} exists (the same model registered "
-                                    f"twice within a second?): {exc}") from exc
+            # The id holds the creation second and the artifact digest, so the same
+            # artifact registered twice within a second (a retrained deterministic model,
+            # two runs on one snapshot) would collide: the later one takes the next free
+            # second instead. rename(2) refuses a non-empty target, so two processes
+            # racing for one id cannot overwrite each other either.
+            for _ in range(_ID_ATTEMPTS):
+                version = version_id(model.name, created, digest)
+                meta = {**metadata, "version": version, "name": model.name,
+                        "created": created.isoformat(timespec="seconds"),
+                        "hyperparameters": dict(model.params), "size": size,
+                        "metrics": dict(metadata.get("metrics", {})), "gate": None,
+                        "arrays": {k: {"dtype": str(a.dtype), "shape": list(a.shape)}
+                                   for k, a in extra.items()},
+                        "artifact": {"sha256": digest,
+                                     "files": {n: (tmp / n).stat().st_size for n in names}}}
+                self._write_meta(tmp, meta)
+                fsync_path(tmp)
+                target = self.models_dir / version
+                try:
+                    if not target.exists():
+                        os.rename(tmp, target)
+                        break
+                except OSError:
+                    if not target.exists():
+                        raise
+                created += timedelta(seconds=1)
+            else:
+                raise RegistryError(f"no free version id for {model.name} near {created:%Y%m%dT%H%M%S} "
+                                    f"after {_ID_ATTEMPTS} tries")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

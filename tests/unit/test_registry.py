@@ -351,3 +351,26 @@ def test_bad_version_arrays_are_refused_before_anything_is_written(tmp_path, arr
     reg = registry(tmp_path)
     with pytest.raises(RegistryError, match="version array"):
         reg.register(trained(1), metadata=metadata(), arrays=arrays)
+    assert reg.versions() == [] and leftovers(reg.root) == []
+
+
+def test_the_same_artifact_registered_twice_in_one_second_gets_the_next_second(tmp_path, monkeypatch):
+    """A deterministic model retrained on the same snapshot has the same digest; within
+    one second its id would collide, so the later version takes the next free second."""
+    from datetime import UTC, datetime
+
+    import recommender.registry as registry_module
+
+    frozen = datetime(2026, 12, 7, 2, 19, 17, tzinfo=UTC)
+    monkeypatch.setattr(registry_module, "_now", lambda: frozen)
+    reg = registry(tmp_path)
+    first = reg.register(trained(1), metadata=metadata())
+    second = reg.register(trained(1), metadata=metadata())
+    third = reg.register(trained(1), metadata=metadata())
+    assert first.meta["artifact"]["sha256"] == second.meta["artifact"]["sha256"]
+    assert [v.version[5:20] for v in (first, second, third)] == [
+        "20261207T021917", "20261207T021918", "20261207T021919"]
+    assert second.meta["created"] == "2026-12-07T02:19:18+00:00"
+    assert {v.version for v in reg.versions()} == {first.version, second.version, third.version}
+    assert reg.get(second.version).meta["version"] == second.version
+    assert leftovers(reg.root) == []
