@@ -2,7 +2,7 @@
 serving benchmark and the serving integration tests run against.
 
 No Kafka on purpose: the simulated history's lines go through the consumer's own parser
-and ``FeatureDelta`` into the consumer's own ``RedisFeatureStore``, so Redis holds exactly
+and ``FeatureDelta`` into the online store (``RedisOnlineStore``), so Redis holds exactly
 what ``movierec consume`` would write, in seconds instead of minutes. Profiles and movie
 metadata are written as the enricher writes them (``clean_user``/``clean_movie``). Two
 models are trained on the same history and registered with full provenance: ALS as
@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import redis
 
 from movierec.wire import Event, LineParser
 from offline_eval.simulated import compact_sessions, history_table
@@ -36,7 +35,7 @@ from simulator.world import World, WorldSpec
 from stream_consumer.enrich import clean_movie, clean_user
 from stores.feature_delta import FeatureDelta
 from stores.keys import Keys, day_of
-from stores.redis_online import RedisFeatureStore
+from stores.redis_online import RedisOnlineStore
 
 START = datetime(2025, 3, 1)
 BATCH_LINES = 20_000
@@ -72,9 +71,7 @@ class Staged:
         return cls(**json.loads(path.read_text()))
 
 
-def _write_features(client: redis.Redis, keys: Keys, generator: HistoryGenerator,
-                    events: Events) -> int:
-    store = RedisFeatureStore(client, keys)
+def _write_features(store: RedisOnlineStore, generator: HistoryGenerator, events: Events) -> int:
     parser = LineParser()
     delta, count = FeatureDelta(), 0
     for line, _key in generator.format(events):
@@ -83,29 +80,23 @@ def _write_features(client: redis.Redis, keys: Keys, generator: HistoryGenerator
             delta.add(event, line)
             count += 1
         if count and count % BATCH_LINES == 0:
-            store.apply(delta)
+            store.write(delta)
             delta = FeatureDelta()
-    store.apply(delta)
+    store.write(delta)
     end = START + timedelta(days=generator.end_s / 86400.0)
     store.refresh_popularity([day_of(end - timedelta(days=age)) for age in range(14)])
     return count
 
 
-def _write_metadata(client: redis.Redis, keys: Keys, world: World, users: np.ndarray) -> None:
-    pipe = client.pipeline(transaction=False)
-    for i, user in enumerate(users.tolist()):
-        record = clean_user(world.user_record(user) or {})
-        if record:
-            pipe.hset(keys.user_profile(user), mapping=record)
-        if i % 5000 == 4999:
-            pipe.execute()
-    for i, movie in enumerate(world.catalog.ids):
-        record = clean_movie(world.movie_record(movie) or {})
-        if record:
-            pipe.hset(keys.movie_meta(movie), mapping=record)
-        if i % 5000 == 4999:
-            pipe.execute()
-    pipe.execute()
+def _write_metadata(store: RedisOnlineStore, world: World, users: np.ndarray) -> None:
+    """Profiles and movie metadata as the enrichment worker would store them, 5,000 a
+    round trip."""
+    profiles = {str(u): clean_user(world.user_record(u) or {}) for u in users.tolist()}
+    movies = {m: clean_movie(world.movie_record(m) or {}) for m in world.catalog.ids}
+    for kind, records in (("user", profiles), ("movie", movies)):
+        kept = [(item, fields) for item, fields in records.items() if fields]
+        for i in range(0, len(kept), 5000):
+            store.write_records(kind, dict(kept[i:i + 5000]))
 
 
 def _train_and_register(registry: Registry, world: World, events: Events, spec: StageSpec,
@@ -143,16 +134,15 @@ def stage(spec: StageSpec, *, redis_url: str, prefix: str, registry_dir: Path,
     generator = HistoryGenerator(world, start=START, days=spec.days, seed=spec.seed)
     events = compact_sessions(Events.concat(list(generator.events())))
     end = START + timedelta(days=spec.days)
-    client = redis.Redis.from_url(redis_url, socket_timeout=30)
-    keys = Keys(prefix)
+    store = RedisOnlineStore.connect(redis_url, Keys(prefix), timeout_s=30)
     try:
         progress(f"features: {len(events):,} events into Redis")
-        lines = _write_features(client, keys, generator, events)
+        lines = _write_features(store, generator, events)
         users = np.unique(events.user[events.movie >= 0])
         progress("profiles and movie metadata")
-        _write_metadata(client, keys, world, np.arange(world.n_users))
+        _write_metadata(store, world, np.arange(world.n_users))
     finally:
-        client.close()
+        store.close()
     progress("train and register als + popularity")
     versions = _train_and_register(Registry(registry_dir), world, events, spec, end)
     counts = np.bincount(events.user[events.movie >= 0])

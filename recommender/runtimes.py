@@ -18,7 +18,7 @@ serving does not have, so the pipeline stores the runtimes training used with th
 version (``RUNTIME_ARRAY``, float32 per model item, ``Registry.register(arrays=...)``).
 Serving takes the stored training runtimes, all of them; only a version registered before
 runtimes were stored falls back to the movie metadata's runtime where valid (the rule of
-``recommender.redis_source.runtimes``, which also filtered training's API runtimes), else
+``api_runtimes``, which also filtered training's API runtimes), else
 a flat default.
 """
 
@@ -85,7 +85,7 @@ def serving_runtimes(item_ids: Sequence[str], metadata: Mapping[str, int],
     runtime the metadata learned after training (the enricher fetches new films' metadata
     in the background) would weigh the history otherwise than training did. Only for a
     version stored without them: ``metadata`` (movie id -> minutes, already filtered by
-    ``recommender.redis_source.runtimes``) where present, else ``default``.
+    ``api_runtimes``) where present, else ``default``.
     ``ValueError`` if ``trained`` is not (n_items,) finite values > 0: a version whose
     stored runtimes are broken is refused rather than served with other weights than it
     was trained on."""
@@ -100,3 +100,14 @@ def serving_runtimes(item_ids: Sequence[str], metadata: Mapping[str, int],
         return stored.copy()
     known = np.array([metadata.get(m, math.nan) for m in item_ids], dtype=np.float32)
     return np.where(np.isnan(known), np.float32(default), known).astype(np.float32)
+
+
+def api_runtimes(movies: Mapping[str, Mapping[str, str]]) -> dict[str, int]:
+    """movie id -> runtime in minutes from stored movie metadata (``OnlineStore.movies``),
+    for movies whose ``runtime`` is a positive integer (digits only)."""
+    out = {}
+    for movie, fields in movies.items():
+        value = fields.get("runtime", "")
+        if value.isdigit() and int(value) > 0:
+            out[movie] = int(value)
+    return out

@@ -1,162 +1,104 @@
-"""The online feature store in Redis: merges a batch's FeatureDelta, answers reads.
+"""The online store in Redis: the one adapter that writes and reads it (``stores.online``).
 
-One pipelined round trip a batch. Hash fields are merged by a Lua script (max, min, or
-"latest rating by event time, then the higher score"), everything else with Redis's
-own idempotent commands: ZADD GT/LT, SADD, PFADD. Day-bucketed keys expire after
-``retention_days``. The key layout is stores.keys.
+Writes are idempotent merges (the ``MERGE`` script, ZADD GT/LT, SADD, PFADD, SET PX), so a
+redelivered batch converges to the same state; day-bucketed keys expire after
+``retention_days``. The request-path read is one EVALSHA (``READ_USER``); bulk reads are
+pipelined in chunks. Key layout: ``stores.keys``; scripts: ``stores.redis_scripts``;
+encoding and decoding: ``stores.redis_codec``.
+
+Every method raises ``OnlineStoreError`` when Redis does not answer or refuses (a timeout,
+a refused connection, an error reply); nothing else escapes for those causes.
 """
 
 from __future__ import annotations
 
-import logging
 import math
+import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from stores.feature_delta import FeatureDelta
 from stores.keys import Keys
+from stores.online import Kind, OnlineStoreError, ServedLine, UserState
+from stores.redis_codec import decode_state, merge_records, served_lines, text
+from stores.redis_scripts import MERGE, PROVENANCE_CHUNK, READ_USER, WRITE_SERVED
 
-log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-# One call merges a chunk of a batch. Keys are built from templates (ARGV[1..11] and
-# [15..16], prefixes and suffixes taken from stores.keys so the layout has one
-# home); the updates come as text blobs (ARGV[17..21], built by merge_records), one record
-# a line, fields split by tabs (accepted lines hold neither tabs nor newlines).
-#
-# Why it is written this way (callgrind instruction counts on Redis 7.0 with the AOF on,
-# docs/benchmarks.md): the cost is the commands a record needs (a read ~3.5k, a write
-# ~10k of which ~6k is its AOF propagation, ZADD ~15k) and the strings Lua makes while
-# parsing (~4k a record). So: one record per (user, movie) carries both the progress
-# minute and the recent-history time; the recent ZSET is trimmed only when ZADD added a
-# member (with a fixed limit only then can it grow past it; after recent_history is
-# lowered, a history shrinks at its next new movie, not at its next touch); first/last
-# activity is one HSET; each day's active-movie set gets one SADD and one expiry per
-# chunk, not one per movie-day. Numbers are compared as digit strings, longer first,
-# then by bytes: they are non-negative without leading zeros (Python's str of an int, or
-# what this script wrote), and tonumber (strtod) costs ~1.7k instructions; equal-length
-# digit strings order the same under any collation Lua's comparison may use. Expiry is
-# PEXPIREAT of the script's TIME plus the retention: what EXPIRE computes and what it is
-# propagated to the AOF as, without the rewrite (~2k instructions less). Chunks keep
-# each call to a few ms: Redis serves reads too. "The same state" is the same members
-# and values: one SADD of many members may size (and so DUMP) a set differently from
-# adding them one by one, with the same contents.
-_MERGE = r"""
-local T, call, gmatch = ARGV, redis.call, string.gmatch
-local now = call('TIME')
-local expire_at = string.format('%.0f', now[1] * 1000 + math.floor(now[2] / 1000) + tonumber(T[14]) * 1000)
-local trim = T[13]
-local function sadd(k, members)  -- unpack takes fewer than 8000 values
-  for i = 1, #members, 1000 do call('SADD', k, unpack(members, i, math.min(i + 999, #members))) end
-end
-for u, m, v, ms in gmatch(T[17], "(%d+)\t([^\t\n]+)\t(%d*)\t(%d*)\n") do
-  if v ~= '' then
-    local k = T[1] .. u .. T[2]
-    local cur = call('HGET', k, m)
-    if not cur or #v > #cur or (#v == #cur and v > cur) then call('HSET', k, m, v) end
-  end
-  if ms ~= '' then
-    local k = T[5] .. u .. T[6]
-    if call('ZADD', k, 'GT', ms, m) > 0 then call('ZREMRANGEBYRANK', k, '0', trim) end
-  end
-end
-for u, m, ms, s in gmatch(T[18], "(%d+)\t([^\t\n]+)\t(%d+)\t(%d+)\n") do
-  local k = T[3] .. u .. T[4]
-  local cur = call('HGET', k, m)
-  local better = not cur
-  if cur then
-    local cm, cs = string.match(cur, '^(%d+):(%d+)$')
-    better = tonumber(ms) > tonumber(cm) or (tonumber(ms) == tonumber(cm) and tonumber(s) > tonumber(cs))
-  end
-  if better then call('HSET', k, m, ms .. ':' .. s) end
-end
-for u, first, last in gmatch(T[19], "(%d+)\t(%d+)\t(%d+)\n") do
-  local k = T[7] .. u .. T[8]
-  local f, l = call('HGET', k, 'first'), call('HGET', k, 'last')
-  local setf = not f or #first < #f or (#first == #f and first < f)
-  local setl = not l or #last > #l or (#last == #l and last > l)
-  if setf and setl then call('HSET', k, 'first', first, 'last', last)
-  elseif setf then call('HSET', k, 'first', first)
-  elseif setl then call('HSET', k, 'last', last) end
-end
-local day_movies, days = {}, {}
-for m, d, users in gmatch(T[20], "([^\t\n]+)\t(%d+)\t([%d,]+)\n") do
-  local k = T[9] .. m .. T[10] .. d .. T[11]
-  if string.find(users, ',', 1, true) then
-    local us = {}
-    for u in gmatch(users, "%d+") do us[#us + 1] = u end
-    sadd(k, us)
-  else
-    call('SADD', k, users)
-  end
-  call('PEXPIREAT', k, expire_at)
-  local movies = day_movies[d]
-  if not movies then movies = {}; day_movies[d] = movies; days[#days + 1] = d end
-  movies[#movies + 1] = m
-end
-for _, d in ipairs(days) do
-  local k = T[15] .. d .. T[16]
-  sadd(k, day_movies[d])
-  call('PEXPIREAT', k, expire_at)
-end
-for u, ms in gmatch(T[21], "(%d+)\t(%d+)\n") do
-  call('ZADD', T[12], 'LT', ms, u)
-end
-return 1
-"""
 _PFADD_CHUNK = 2000
-_CHUNK = 1000  # records of each kind per script call
+_CHUNK = 1000  # records of each kind per MERGE call
+BULK_CHUNK = 2000
+"""Keys per pipelined round trip of a bulk read: big enough to amortise the trip, small
+enough that one reply stays well under a megabyte."""
+PROVENANCE_PER_USER = 200
+"""Newest served records kept per user in the by-user index."""
+_REDIS_ERRORS = (redis.RedisError, OSError)
 
 
-def merge_records(delta: FeatureDelta) -> list[list[str]]:
-    """The script's five blobs for a batch, one text line a record: (user, movie) pairs
-    with progress minute and recent time, ratings, first/last activity, viewers by
-    (movie, day), sign-ups. Pure; apply() joins and chunks them."""
-    progress, recent = delta.progress, delta.recent
-    if min(progress.values(), default=0) < 0 or min(recent.values(), default=0) < 0:
-        # Times before 1970 (negative ms) are not merged: the script's (%d+) never took them.
-        progress = {key: v for key, v in progress.items() if v >= 0}
-        recent = {key: ms for key, ms in recent.items() if ms >= 0}
-    # Either field of a pair may be empty. Progress order first, so a user's progress hash
-    # gets its fields in delta order (the hash's listpack keeps insertion order).
-    pairs = [f"{u}\t{m}\t{v}\t{recent.get((u, m), '')}\n" for (u, m), v in progress.items()]
-    pairs += [f"{u}\t{m}\t\t{ms}\n" for (u, m), ms in recent.items() if (u, m) not in progress]
-    first = delta.first_seen
-    return [
-        pairs,
-        [f"{u}\t{m}\t{ms}\t{s}\n" for (u, m), (ms, s) in delta.ratings.items()],
-        [f"{u}\t{first[u]}\t{ms}\n" for u, ms in delta.last_seen.items()],
-        [f"{m}\t{d}\t{','.join(map(str, users))}\n" for (m, d), users in delta.viewers.items()],
-        [f"{u}\t{ms}\n" for u, ms in delta.new_users.items()],
-    ]
+def _call(what: str, action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except _REDIS_ERRORS as exc:
+        raise OnlineStoreError(f"redis {what} failed: {type(exc).__name__}: {exc}") from None
 
 
-class FeatureStoreError(RuntimeError):
-    """Redis did not take or give the features (down, slow, refused)."""
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
-class RedisFeatureStore:
+class RedisOnlineStore:
+    """``stores.online.OnlineStore`` on one Redis client (see the module docstring)."""
+
     def __init__(self, client: redis.Redis, keys: Keys, *, recent_history: int = 50,
-                 retention_days: int = 30) -> None:
+                 retention_days: int = 30, provenance_ttl_s: float = 7 * 86400.0) -> None:
+        if not provenance_ttl_s > 0:
+            raise ValueError(f"provenance_ttl_s must be > 0, got {provenance_ttl_s}")
         self.client = client
         self.keys = keys
         self.recent_history = recent_history
         self.retention_s = retention_days * 86400
-        self._merge = client.register_script(_MERGE)
-        self._head = self._templates()  # constant: built once, not per batch
+        self.provenance_ttl_ms = max(1, round(provenance_ttl_s * 1000))
+        # EVALSHA; after a Redis restart (script cache empty) each script loads once again.
+        self._merge = client.register_script(MERGE)
+        self._read = client.register_script(READ_USER)
+        self._served = client.register_script(WRITE_SERVED)
+        self._merge_head = self._merge_templates()  # constant: built once, not per batch
+        mark = "\x00"  # key templates from Keys itself, so the layout keeps one home
+        self._served_head = [*keys.served(mark).split(mark), *keys.served_by_user(mark).split(mark),
+                             str(self.provenance_ttl_ms), str(PROVENANCE_PER_USER)]
 
     @classmethod
-    def connect(cls, url: str, keys: Keys, *, timeout_s: float = 2.0, **kwargs) -> RedisFeatureStore:
-        client = redis.Redis.from_url(url, socket_timeout=timeout_s,
-                                      socket_connect_timeout=timeout_s, health_check_interval=30)
+    def connect(cls, url: str, keys: Keys, *, timeout_s: float = 2.0, pool_size: int | None = None,
+                **kwargs: Any) -> RedisOnlineStore:
+        """A store on a new client with socket and connect timeouts of ``timeout_s``.
+
+        ``pool_size=None``: a client for background work (the consumer, training, tools),
+        with redis-py's default retries and a health check every 30 s. ``pool_size=N``: a
+        client for the request path, a blocking pool of N connections (a thread waits at
+        most ``timeout_s`` for one) and no retries (a retry doubles the worst case, and
+        the caller has a fallback). Either connects lazily, and re-opens its connections
+        in a forked child (redis-py checks the pid)."""
+        if pool_size is None:
+            client = redis.Redis.from_url(url, socket_timeout=timeout_s,
+                                          socket_connect_timeout=timeout_s, health_check_interval=30)
+        else:
+            pool = redis.BlockingConnectionPool.from_url(
+                url, max_connections=pool_size, timeout=timeout_s, socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+            client = redis.Redis(connection_pool=pool)
         return cls(client, keys, **kwargs)
 
-    # -- writes ----------------------------------------------------------------------
+    # -- written by the consumer -----------------------------------------------------------
 
-    def _templates(self) -> list[str]:
-        """ARGV[1..16]: key templates as (prefix, suffix[, suffix]) pieces, from Keys
-        itself, the recent-history trim rank and the retention in seconds."""
+    def _merge_templates(self) -> list[str]:
+        """ARGV[1..16] of ``MERGE``: key templates as (prefix, suffix[, suffix]) pieces, from
+        Keys itself, the recent-history trim rank and the retention in seconds."""
         k, a, b = self.keys, "\x00", "\x01"
         pieces: list[str] = []
         for one in (k.user_progress, k.user_ratings, k.user_recent, k.user_activity):
@@ -167,12 +109,12 @@ class RedisFeatureStore:
         pieces += [str(-self.recent_history - 1), str(self.retention_s)]  # 13, 14
         return pieces + k.active_movies(a).split(a)         # 15, 16
 
-    def apply(self, delta: FeatureDelta, *, pending_users: Iterable[int] = (),
+    def write(self, delta: FeatureDelta, *, pending_users: Iterable[int] = (),
               pending_movies: Iterable[str] = ()) -> None:
-        """Merge a batch; raises FeatureStoreError if Redis does not take it (retry it:
-        every merge is idempotent)."""
+        """Merge a batch in one pipelined round trip; raises ``OnlineStoreError`` if Redis
+        does not take it (retry it: every merge is idempotent)."""
         blobs = merge_records(delta)
-        head = self._head
+        head = self._merge_head
         pipe = self.client.pipeline(transaction=False)
         longest = max([len(b) for b in blobs] + [1])
         for i in range(0, longest, _CHUNK):
@@ -188,12 +130,7 @@ class RedisFeatureStore:
             pipe.sadd(self.keys.pending_profiles(), *users)
         if movies:
             pipe.sadd(self.keys.pending_movies(), *movies)
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            raise FeatureStoreError(f"redis write failed: {type(exc).__name__}: {exc}") from exc
-
-    # -- popularity ------------------------------------------------------------------
+        _call("write", pipe.execute)
 
     def refresh_popularity(self, days: list[str], *, half_life_days: float = 1.0,
                            window_days: int = 7) -> int:
@@ -203,36 +140,137 @@ class RedisFeatureStore:
         ``days``: YYYYMMDD, newest first, ending at the stream's current day. Returns the
         number of movies scored. Both ZSETs are replaced atomically (RENAME).
         """
+        return _call("popularity refresh", lambda: self._refresh(days, half_life_days, window_days))
+
+    def _refresh(self, days: list[str], half_life_days: float, window_days: int) -> int:
         k = self.keys
         decayed: dict[str, float] = defaultdict(float)
         window: dict[str, float] = defaultdict(float)
-        try:
-            for age, day in enumerate(days):
-                movies = sorted(m.decode() for m in self.client.smembers(k.active_movies(day)))
-                pipe = self.client.pipeline(transaction=False)
-                for movie in movies:
-                    pipe.scard(k.movie_viewers(movie, day))
-                weight = math.pow(0.5, age / half_life_days)
-                for movie, count in zip(movies, pipe.execute()):
-                    decayed[movie] += weight * count
-                    if age < window_days:
-                        window[movie] += count
-            for name, scores in (("decayed", decayed), ("window", window)):
-                if scores:
-                    tmp = k.popularity(name) + ":tmp"
-                    pipe = self.client.pipeline(transaction=True)
-                    pipe.delete(tmp)
-                    pipe.zadd(tmp, scores)
-                    pipe.rename(tmp, k.popularity(name))
-                    pipe.execute()
-        except redis.RedisError as exc:
-            raise FeatureStoreError(f"popularity refresh failed: {exc}") from exc
+        for age, day in enumerate(days):
+            movies = sorted(m.decode() for m in self.client.smembers(k.active_movies(day)))
+            pipe = self.client.pipeline(transaction=False)
+            for movie in movies:
+                pipe.scard(k.movie_viewers(movie, day))
+            weight = math.pow(0.5, age / half_life_days)
+            for movie, count in zip(movies, pipe.execute(), strict=True):
+                decayed[movie] += weight * count
+                if age < window_days:
+                    window[movie] += count
+        for name, scores in (("decayed", decayed), ("window", window)):
+            if scores:
+                tmp = k.popularity(name) + ":tmp"
+                pipe = self.client.pipeline(transaction=True)
+                pipe.delete(tmp)
+                pipe.zadd(tmp, scores)
+                pipe.rename(tmp, k.popularity(name))
+                pipe.execute()
         return len(decayed)
 
-    # -- reads -----------------------------------------------------------------------
+    # -- written by the enrichment worker --------------------------------------------------
+
+    def _pending(self, kind: Kind) -> str:
+        return self.keys.pending_profiles() if kind == "user" else self.keys.pending_movies()
+
+    def _record_key(self, kind: Kind, item: str) -> str:
+        return self.keys.user_profile(int(item)) if kind == "user" else self.keys.movie_meta(item)
+
+    def take_pending(self, kind: Kind, n: int) -> list[str]:
+        popped = _call("take pending", lambda: self.client.spop(self._pending(kind), n))
+        return [x.decode() for x in popped or []]
+
+    def requeue(self, kind: Kind, ids: Sequence[str]) -> None:
+        if ids:
+            _call("requeue", lambda: self.client.sadd(self._pending(kind), *ids))
+
+    def stored_marks(self, kind: Kind, ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        pipe = self.client.pipeline(transaction=False)
+        for item in ids:
+            pipe.hmget(self._record_key(kind, item), ["fetched_at", "runtime"])
+        out = {}
+        for item, (fetched, runtime) in zip(ids, _call("read marks", pipe.execute), strict=True):
+            if fetched is not None:
+                out[item] = {"fetched_at": fetched.decode()}
+                if runtime is not None:
+                    out[item]["runtime"] = runtime.decode("utf-8", "replace")
+        return out
+
+    def write_records(self, kind: Kind, records: Mapping[str, Mapping[str, str]]) -> None:
+        """Each record gets ``fetched_at`` (epoch seconds now), the mark that it is stored."""
+        stamp = str(int(time.time()))
+        pipe = self.client.pipeline(transaction=False)
+        for item, fields in records.items():
+            pipe.hset(self._record_key(kind, item), mapping={**fields, "fetched_at": stamp})
+        _call("write records", pipe.execute)
+
+    # -- written by serving's telemetry ----------------------------------------------------
+
+    def write_served(self, lines: Sequence[ServedLine]) -> None:
+        """Per record ``SET served(rid) <json> PX ttl`` and ``ZADD served_by_user(user)
+        time_ms rid``; each touched index is trimmed to the newest ``PROVENANCE_PER_USER``
+        and expires after the TTL too (refreshed by every new record). One pipeline of one
+        script call per ``PROVENANCE_CHUNK`` records."""
+        pipe = self.client.pipeline(transaction=False)
+        for i in range(0, len(lines), PROVENANCE_CHUNK):
+            self._served(keys=[], args=[*self._served_head,
+                                        served_lines(lines[i:i + PROVENANCE_CHUNK])], client=pipe)
+        _call("provenance write", pipe.execute)
+
+    # -- read on the request path ----------------------------------------------------------
+
+    def read_user(self, user: int) -> UserState:
+        k = self.keys
+        try:
+            reply = self._read(keys=[k.user_progress(user), k.user_ratings(user),
+                                     k.user_recent(user), k.user_profile(user)])
+        except _REDIS_ERRORS as exc:
+            raise OnlineStoreError(f"redis read failed: {type(exc).__name__}: {exc}") from None
+        return decode_state(reply)
+
+    def popular(self, n: int) -> list[str]:
+        if n <= 0:
+            return []
+        raw = _call("popular", lambda: self.client.zrevrange(self.keys.popularity("decayed"), 0, n - 1))
+        return [m for m in map(text, raw) if m]
+
+    def served(self, request_id: str) -> bytes | None:
+        return _call("provenance read", lambda: self.client.get(self.keys.served(request_id)))
+
+    def served_before(self, user: int, at_ms: int) -> tuple[str, bytes] | None:
+        """Two round trips: the user's index, then the record."""
+        found = _call("provenance read", lambda: self.client.zrevrangebyscore(
+            self.keys.served_by_user(user), at_ms, "-inf", start=0, num=1))
+        if not found:
+            return None
+        request_id = found[0].decode("ascii", "replace")
+        raw = self.served(request_id)
+        return None if raw is None else (request_id, raw)
+
+    # -- read in bulk ----------------------------------------------------------------------
+
+    def _hashes(self, keys: list[str]) -> Iterator[dict[bytes, bytes]]:
+        for part in _chunks(keys, BULK_CHUNK):
+            pipe = self.client.pipeline(transaction=False)
+            for key in part:
+                pipe.hgetall(key)
+            yield from _call("bulk read", pipe.execute)
+
+    def _text_hashes(self, ids: Sequence[T], keys: list[str]) -> dict[T, dict[str, str]]:
+        out = {}
+        for item, raw in zip(ids, self._hashes(keys), strict=True):
+            if raw:
+                out[item] = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
+                             for k, v in raw.items()}
+        return out
+
+    def profiles(self, users: Sequence[int]) -> dict[int, dict[str, str]]:
+        return self._text_hashes([int(u) for u in users], [self.keys.user_profile(int(u)) for u in users])
+
+    def movies(self, movies: Sequence[str]) -> dict[str, dict[str, str]]:
+        return self._text_hashes(list(movies), [self.keys.movie_meta(m) for m in movies])
 
     def user_state(self, user: int) -> dict:
-        """Everything the store holds on a user, decoded (for tests, tools and serving)."""
+        """Everything the store holds on a user, decoded, first/last activity included (for
+        tests and tools; serving reads ``read_user``)."""
         k = self.keys
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(k.user_progress(user))
@@ -240,10 +278,7 @@ class RedisFeatureStore:
         pipe.zrange(k.user_recent(user), 0, -1, withscores=True)
         pipe.hgetall(k.user_activity(user))
         pipe.hgetall(k.user_profile(user))
-        try:
-            progress, ratings, recent, activity, profile = pipe.execute()
-        except redis.RedisError as exc:
-            raise FeatureStoreError(f"redis read failed: {exc}") from exc
+        progress, ratings, recent, activity, profile = _call("read", pipe.execute)
         return {
             "progress": {m.decode(): int(v) for m, v in progress.items()},
             "ratings": {m.decode(): tuple(int(x) for x in v.split(b":")) for m, v in ratings.items()},
@@ -251,3 +286,14 @@ class RedisFeatureStore:
             "activity": {f.decode(): int(v) for f, v in activity.items()},
             "profile": {f.decode(): v.decode() for f, v in profile.items()},
         }
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except _REDIS_ERRORS:
+            return False
+
+    def close(self) -> None:
+        self.client.connection_pool.disconnect()

@@ -25,11 +25,11 @@ def build(settings, *, metrics_port: int | None = None):
     from stores.event_store import EventStore
     from stores.keys import Keys
     from stream_consumer.consumer_metrics import ConsumerMetrics
-    from stores.redis_online import RedisFeatureStore
+    from stores.redis_online import RedisOnlineStore
 
     keys = Keys(settings.redis_prefix)
-    features = RedisFeatureStore.connect(settings.redis_url, keys, timeout_s=settings.redis_timeout_s,
-                                         recent_history=settings.recent_history)
+    features = RedisOnlineStore.connect(settings.redis_url, keys, timeout_s=settings.redis_timeout_s,
+                                        recent_history=settings.recent_history)
     metrics = ConsumerMetrics.create()
     sink = open_sink(settings, lambda reason: metrics.dlq_fallbacks.labels(reason).inc())
     try:
@@ -49,7 +49,7 @@ def build(settings, *, metrics_port: int | None = None):
         raise
     if settings.consumer_bulk_decode:
         install_bulk_decoding(consumer)
-    enricher = Enricher(features.client, keys, settings.user_api_url)
+    enricher = Enricher(features, settings.user_api_url)
     port = settings.metrics_port if metrics_port is None else metrics_port
     server = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)[0] if port else None
     runner = StreamConsumer(

@@ -42,12 +42,12 @@ from stream_consumer.drift_report import metric_values
 from stores.event_store import EventStore, EventStoreError
 from stores.keys import day_of
 from stream_consumer.consumer_metrics import ConsumerMetrics
-from stores.redis_online import FeatureStoreError, RedisFeatureStore
+from stores.online import OnlineStore, OnlineStoreError
 from stream_consumer.validate import Validator
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (FeatureStoreError, EventStoreError, KafkaError, OSError)
+TRANSIENT = (OnlineStoreError, EventStoreError, KafkaError, OSError)
 """Failures of a dependency (Redis, disk, Kafka): retried until they pass."""
 
 REFUSED_COMMIT = (CommitFailedError, RebalanceInProgressError, IllegalGenerationError,
@@ -64,7 +64,7 @@ class StreamConsumer:
     """One member of the consumer group. ``consumer`` is a kafka-python KafkaConsumer
     already subscribed; ``dlq`` a dead-letter sink (``dlq_sinks``: send, then flush)."""
 
-    def __init__(self, consumer, features: RedisFeatureStore, events: EventStore | None, *,
+    def __init__(self, consumer, features: OnlineStore, events: EventStore | None, *,
                  dlq: DeadLetterSink, metrics: ConsumerMetrics, topic: str, rating_scale: int = 5,
                  batch_max: int = 20_000, poll_ms: int = 500, runtime_slack_min: int = 10,
                  future_tolerance_h: float = 6.0, runtime_of: Callable[[str], int | None] | None = None,
@@ -98,7 +98,7 @@ class StreamConsumer:
         delta, dead, oldest_ms = folded.delta, folded.dead, folded.oldest_ms
         pending_users = [u for u in delta.users if not self.known_user(u)]
         pending_movies = [m for m in delta.movies if not self.known_movie(m)]
-        self._durably("redis", lambda: self.features.apply(
+        self._durably("redis", lambda: self.features.write(
             delta, pending_users=pending_users, pending_movies=pending_movies))
         if oldest_ms is not None:
             self.metrics.freshness.observe(max(0.0, time.time() - oldest_ms / 1000))
@@ -237,5 +237,5 @@ class StreamConsumer:
     def _refresh_quietly(self) -> None:
         try:
             self.refresh_popularity()
-        except FeatureStoreError as exc:  # a derived view: the next refresh catches up
+        except OnlineStoreError as exc:  # a derived view: the next refresh catches up
             log.warning("popularity refresh skipped: %s", exc)

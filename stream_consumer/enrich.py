@@ -13,14 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-import redis
-
-from stores.keys import Keys
+from movierec.errors import MovierecError
+from stores.online import Kind, OnlineStore, OnlineStoreError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +27,7 @@ MOVIE_FIELDS_KEPT = ("title", "runtime", "adult", "content_rating", "license_cos
                      "original_language", "release_date", "vote_average", "popularity")
 
 
-class ApiError(RuntimeError):
+class ApiError(MovierecError):
     """The user/movie API did not answer usefully (down, slow, 5xx, 429)."""
 
 
@@ -72,9 +70,9 @@ def clean_movie(record: dict) -> dict[str, str] | None:
 
 
 class Enricher:
-    def __init__(self, client: redis.Redis, keys: Keys, api_url: str, *, timeout_s: float = 3.0,
+    def __init__(self, store: OnlineStore, api_url: str, *, timeout_s: float = 3.0,
                  fetch: Callable[[str], object] | None = None) -> None:
-        self.client, self.keys = client, keys
+        self.store = store
         self.api_url = api_url.rstrip("/")
         self.timeout_s = timeout_s
         self.fetch = fetch or self._http_get
@@ -112,9 +110,8 @@ class Enricher:
         records = [body] if isinstance(body, dict) else body if isinstance(body, list) else []
         return [r for r in records if isinstance(r, dict)]
 
-    def _work(self, kind: str) -> int:
-        pending = self.keys.pending_profiles() if kind == "user" else self.keys.pending_movies()
-        popped = [x.decode() for x in self.client.spop(pending, MAX_BULK) or []]
+    def _work(self, kind: Kind) -> int:
+        popped = self.store.take_pending(kind, MAX_BULK)
         if not popped:
             return 0
         ids = self._not_stored(kind, popped)  # after a restart most are: no API call for them
@@ -123,19 +120,14 @@ class Enricher:
         try:
             records = self._records(kind, ids)
         except ApiError:
-            self.client.sadd(pending, *ids)  # try again later
+            self.store.requeue(kind, ids)  # try again later
             raise
         found: dict[str, dict[str, str]] = {}
         for record in records:
             cleaned = clean_user(record) if kind == "user" else clean_movie(record)
             if cleaned is not None:
                 found[str(_int(record["user_id"])) if kind == "user" else record["id"]] = cleaned
-        pipe = self.client.pipeline(transaction=False)
-        for item in ids:
-            key = self.keys.user_profile(int(item)) if kind == "user" else self.keys.movie_meta(item)
-            fields = found.get(item, {"unknown": "1"})
-            pipe.hset(key, mapping={**fields, "fetched_at": str(int(time.time()))})
-        pipe.execute()
+        self.store.write_records(kind, {item: found.get(item, {"unknown": "1"}) for item in ids})
         for item in ids:
             if kind == "user":
                 self.profiled.add(int(item))
@@ -145,22 +137,17 @@ class Enricher:
         self.fetched["unknown"] += len(ids) - len(found)
         return len(popped)
 
-    def _not_stored(self, kind: str, ids: list[str]) -> list[str]:
+    def _not_stored(self, kind: Kind, ids: list[str]) -> list[str]:
         """The ids with no stored record; the stored ones are remembered as known."""
-        pipe = self.client.pipeline(transaction=False)
-        for item in ids:
-            if kind == "user":
-                pipe.hexists(self.keys.user_profile(int(item)), "fetched_at")
-            else:
-                pipe.hmget(self.keys.movie_meta(item), ["fetched_at", "runtime"])
+        stored = self.store.stored_marks(kind, ids)
         missing = []
-        for item, stored in zip(ids, pipe.execute()):
-            if kind == "user" and stored:
-                self.profiled.add(int(item))
-            elif kind == "movie" and stored[0] is not None:
-                self.runtimes[item] = _int(stored[1].decode()) if stored[1] else None
-            else:
+        for item in ids:
+            if item not in stored:
                 missing.append(item)
+            elif kind == "user":
+                self.profiled.add(int(item))
+            else:
+                self.runtimes[item] = _int(stored[item].get("runtime"))
         return missing
 
     def run_once(self) -> int:
@@ -176,7 +163,7 @@ class Enricher:
                 delay = 0.5
                 if not done:
                     self.stop.wait(0.5)
-            except (ApiError, redis.RedisError) as exc:
+            except (ApiError, OnlineStoreError) as exc:
                 self.fetched["errors"] += 1
                 log.warning("enrichment paused %.1fs: %s", delay, exc)
                 self.stop.wait(delay)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from movierec.wire import Watch
-
 from werkzeug.serving import WSGIRequestHandler
+
+from movierec.wire import Watch
 
 
 def free_ports(count: int) -> list[int]:

@@ -35,8 +35,15 @@ from threadpoolctl import threadpool_limits
 
 from recommender.models.als_solve import alternate
 from recommender.models.base import History, ModelError, Recommender, TrainSet, top_n
-from recommender.models.foldin import (batch_inputs, fold_in, gram, hu_confidence,
-                                       never_recommend, pseudo_history, take)
+from recommender.models.foldin import (
+    batch_inputs,
+    fold_in,
+    gram,
+    hu_confidence,
+    never_recommend,
+    pseudo_history,
+    take,
+)
 from recommender.models.popularity import interaction_counts
 from recommender.models.profiles import N_SEGMENTS, Profile, segment_onehot
 

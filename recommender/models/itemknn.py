@@ -28,9 +28,18 @@ from implicit._nearest_neighbours import all_pairs_knn
 from implicit.nearest_neighbours import bm25_weight, normalize
 
 from recommender.models.base import History, ModelError, Recommender, TrainSet, top_n
-from recommender.models.foldin import batch_inputs, never_recommend, pseudo_history, take
-from recommender.models.popularity import (interaction_counts, ranking, seen_mask,
-                                           top_unseen)
+from recommender.models.foldin import (
+    batch_inputs,
+    never_recommend,
+    pseudo_history,
+    take,
+)
+from recommender.models.popularity import (
+    interaction_counts,
+    ranking,
+    seen_mask,
+    top_unseen,
+)
 from recommender.models.profiles import Profile
 
 KINDS = ("bm25", "cosine")

@@ -152,6 +152,22 @@ class Profiles:
         dislikes = {int(r["user_id"]): str(r["dislikes"]) for r in rows if r.get("dislikes")}
         return cls(ids, age, gender, occupation, occupations, likes, dislikes)
 
+    @classmethod
+    def from_stored(cls, stored: Mapping[int, Mapping[str, str]]) -> Profiles:
+        """From the online store's profile fields by user id (``OnlineStore.profiles``),
+        read by ``profile_fields`` as serving reads them, so junk ages and lower-case
+        genders land in the same segment in training and serving."""
+        records = []
+        for user, fields in stored.items():
+            age, gender, occupation = profile_fields(fields)
+            record: dict = {"user_id": int(user), "gender": gender, "occupation": occupation,
+                            "age": age}
+            for key in ("likes", "dislikes"):
+                if fields.get(key):
+                    record[key] = fields[key]
+            records.append(record)
+        return cls.from_records(records)
+
     def __len__(self) -> int:
         return len(self.user_ids)
 

@@ -27,12 +27,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from recommender.serving.experiments import Experiment, ExperimentStore
-from recommender.serving.handler import FALLBACK_REASONS, Features, Models, RecommendHandler, Sink
-from recommender.serving.serving_metrics import ServingMetrics, exposition_registry
+from recommender.serving.handler import (
+    FALLBACK_REASONS,
+    Features,
+    Models,
+    RecommendHandler,
+    Sink,
+)
 from recommender.serving.queue_age import read_queue_age_s
+from recommender.serving.serving_metrics import ServingMetrics, exposition_registry
 from recommender.serving.settings import ServeSettings
-from recommender.serving.state import (BadRequest, FeaturesUnavailable, ModelUnavailable,
-                                       ServingError)
+from recommender.serving.state import (
+    BadRequest,
+    FeaturesUnavailable,
+    ModelUnavailable,
+    ServingError,
+)
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"

@@ -34,7 +34,8 @@ from recommender.coldstart import profile_items
 from recommender.confidence import ConfidenceError, ConfidenceParams, confidence
 from recommender.models.base import History
 from recommender.models.profiles import Profile, profile_fields
-from recommender.serving.state import BadRequest, ModelUnavailable, UserState
+from recommender.serving.state import BadRequest, ModelUnavailable
+from stores.online import UserState
 
 PATH_MODEL = "model"
 """Ranked by the model from the user's history (fold-in for ALS)."""

@@ -33,11 +33,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from recommender.serving.core import (PATH_POPULAR, Answer, clock_ms, format_answer,
-                                      needs_minor_filter, parse_user_id)
+from recommender.serving.core import (
+    PATH_POPULAR,
+    Answer,
+    clock_ms,
+    format_answer,
+    needs_minor_filter,
+    parse_user_id,
+)
 from recommender.serving.serving_metrics import ServingMetrics
-from recommender.serving.state import FeaturesUnavailable, ServingError, UserState
+from recommender.serving.state import FeaturesUnavailable, ServingError
 from recommender.serving.telemetry import ServedRecord, new_request_id
+from stores.online import UserState
 
 log = logging.getLogger(__name__)
 

@@ -33,13 +33,21 @@ import numpy as np
 from recommender.coldstart import TitleMatcher
 from recommender.confidence import ConfidenceParams
 from recommender.models.base import History, Recommender
-from recommender.redis_source import runtimes as runtimes_of
 from recommender.registry import Registry
-from recommender.runtimes import RUNTIME_ARRAY, serving_runtimes
-from recommender.serving.core import (PATH_COLDSTART_DEMOGRAPHIC, PATH_COLDSTART_PROFILE,
-                                      PATH_MODEL, PATH_POPULAR, Answer, history_of,
-                                      needs_minor_filter, profile_of, unsafe_for_minors)
-from recommender.serving.state import ModelUnavailable, UserState
+from recommender.runtimes import RUNTIME_ARRAY, api_runtimes, serving_runtimes
+from recommender.serving.core import (
+    PATH_COLDSTART_DEMOGRAPHIC,
+    PATH_COLDSTART_PROFILE,
+    PATH_MODEL,
+    PATH_POPULAR,
+    Answer,
+    history_of,
+    needs_minor_filter,
+    profile_of,
+    unsafe_for_minors,
+)
+from recommender.serving.state import ModelUnavailable
+from stores.online import UserState
 
 SEEN_SLACK = 500
 """Popular movies kept beyond the list size, so ``popular_for`` still fills a list after
@@ -68,7 +76,7 @@ class CachedTitles:
 
 MovieMetadata = Callable[[Sequence[str]], Mapping[str, Mapping[str, str]]]
 """Movie ids -> the stored metadata fields of those that have any (in production
-``recommender.redis_source.read_movies`` on the consumer's Redis cache)."""
+``OnlineStore.movies`` on the consumer's Redis cache)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,8 +142,8 @@ class ServingModel:
         if len(index) != n_items:
             raise ValueError(f"{n_items - len(index)} duplicate item id(s)")
         metadata = movies(item_ids)
-        # runtimes_of: training's rule for a usable runtime (it filtered training's too)
-        runtimes = serving_runtimes(item_ids, runtimes_of(metadata), trained_runtimes, default_runtime)
+        # api_runtimes: training's rule for a usable runtime (it filtered training's too)
+        runtimes = serving_runtimes(item_ids, api_runtimes(metadata), trained_runtimes, default_runtime)
         unsafe = np.array([unsafe_for_minors(metadata.get(m)) for m in item_ids], dtype=bool)
         ranking = _checked(model.recommend_new(None, n_items), n_items, set(), "popular ranking")
         # Higher = more popular; from_ids gives a duplicated title to the most popular film.

@@ -1,8 +1,9 @@
-"""Which answer a user got, and from which model: served records read back from Redis.
+"""Which answer a user got, and from which model: served records read back from the
+online store.
 
-``sinks.RedisProvenanceSink`` writes each served record under its request id, and
-indexes it in a per-user ZSET scored by the epoch ms it was served (the newest 200, both
-expiring after the provenance TTL). This adapter reads them for the /provenance endpoint,
+``sinks.RedisProvenanceSink`` writes each served record under its request id, and the
+store indexes it per user by the epoch ms it was served (the newest 200, both expiring
+after the provenance TTL). This lookup reads them for the /provenance endpoint,
 which joins a record with the registry's metadata of its model version (the model's
 code, algorithm and training data).
 """
@@ -11,21 +12,19 @@ from __future__ import annotations
 
 import logging
 
-import redis
-
 from recommender.serving.state import BadRequest, FeaturesUnavailable
 from recommender.serving.telemetry import REQUEST_ID, ServedRecord
-from stores.keys import Keys
+from stores.online import OnlineStore, OnlineStoreError
 
 log = logging.getLogger(__name__)
 
 
 class ProvenanceLookup:
-    """Served records by request id, or by user and time. Redis errors raise
+    """Served records by request id, or by user and time. Store errors raise
     ``FeaturesUnavailable``; malformed arguments raise ``BadRequest``."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self.client, self.keys = client, keys
+    def __init__(self, store: OnlineStore) -> None:
+        self.store = store
 
     def get(self, request_id: str) -> ServedRecord | None:
         """The record of ``request_id`` (32 lowercase hex digits), None when unknown or
@@ -33,9 +32,9 @@ class ProvenanceLookup:
         if not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id):
             raise BadRequest("request id must be 32 lowercase hex digits")
         try:
-            raw = self.client.get(self.keys.served(request_id))
-        except (redis.RedisError, OSError) as exc:
-            raise FeaturesUnavailable(f"provenance read failed: {type(exc).__name__}: {exc}") from None
+            raw = self.store.served(request_id)
+        except OnlineStoreError as exc:
+            raise FeaturesUnavailable(str(exc)) from None
         return None if raw is None else self._decode(request_id, raw)
 
     def by_user(self, user: int, at_ms: int) -> ServedRecord | None:
@@ -47,15 +46,10 @@ class ProvenanceLookup:
         if not isinstance(at_ms, int) or isinstance(at_ms, bool):
             raise BadRequest("time must be integer epoch milliseconds")
         try:
-            found = self.client.zrevrangebyscore(self.keys.served_by_user(user), at_ms, "-inf",
-                                                 start=0, num=1)
-            if not found:
-                return None
-            request_id = found[0].decode("ascii", "replace")
-            raw = self.client.get(self.keys.served(request_id))
-        except (redis.RedisError, OSError) as exc:
-            raise FeaturesUnavailable(f"provenance read failed: {type(exc).__name__}: {exc}") from None
-        return None if raw is None else self._decode(request_id, raw)
+            found = self.store.served_before(user, at_ms)
+        except OnlineStoreError as exc:
+            raise FeaturesUnavailable(str(exc)) from None
+        return None if found is None else self._decode(*found)
 
     @staticmethod
     def _decode(request_id: str, raw: bytes) -> ServedRecord | None:

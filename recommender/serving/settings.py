@@ -6,8 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from movierec.settings import (KafkaSettings, RedisSettings, ServedTopicSettings, WireSettings,
-                               setting)
+from movierec.settings import (
+    KafkaSettings,
+    RedisSettings,
+    ServedTopicSettings,
+    WireSettings,
+    setting,
+)
 from recommender.settings import RegistrySettings
 
 

@@ -1,6 +1,6 @@
 """The sinks served records go to (``telemetry.Telemetry`` hands each batch to every one):
 Kafka, the record of what was served for online evaluation and grading, and Redis, the
-index behind ``/provenance`` (``provenance.ProvenanceLookup`` reads it).
+index behind ``/provenance`` (``provenance_lookup.ProvenanceLookup`` reads it).
 
 Both run on the telemetry thread only, never on a request thread; a sink's exception is
 counted by ``Telemetry`` and the batch is not retried.
@@ -12,11 +12,9 @@ import logging
 import os
 from typing import Any
 
-import redis
-
 from movierec.kafka_admin import ensure_topic, unreachable
-from recommender.serving.telemetry import PROVENANCE_PER_USER, ServedRecord, TelemetryError
-from stores.keys import Keys
+from recommender.serving.telemetry import ServedRecord, TelemetryError
+from stores.online import OnlineStore, OnlineStoreError, ServedLine
 
 log = logging.getLogger(__name__)
 
@@ -113,58 +111,20 @@ class KafkaSink:
         self._producer = None
 
 
-# ARGV: served-key prefix and suffix, by-user-key prefix and suffix, TTL (ms), records kept
-# per user, then the records, one a line: "<request id>\t<user>\t<time ms>\t<json>\n"
-# (compact JSON escapes tabs and newlines, so neither occurs raw in it).
-_PROVENANCE = r"""
-local ttl, keep = tonumber(ARGV[5]), tonumber(ARGV[6])
-local touched = {}
-for rid, user, ms, json in string.gmatch(ARGV[7], "([^\t\n]+)\t(%d+)\t(%d+)\t([^\n]*)\n") do
-  redis.call('SET', ARGV[1] .. rid .. ARGV[2], json, 'PX', ttl)
-  local index = ARGV[3] .. user .. ARGV[4]
-  redis.call('ZADD', index, ms, rid)
-  touched[index] = true
-end
-for index in pairs(touched) do
-  redis.call('ZREMRANGEBYRANK', index, 0, -keep - 1)
-  redis.call('PEXPIRE', index, ttl)
-end
-return 1
-"""
-PROVENANCE_CHUNK = 50
-"""Records per script call: Redis serves no one else while a script runs, and a record
-costs it ~20 us, so a call stays near a millisecond."""
-
-
 class RedisProvenanceSink:
-    """Served records to Redis, for /provenance (``provenance.ProvenanceLookup``): per
-    record ``SET served(rid) <json> PX ttl`` and ``ZADD served_by_user(user) time_ms rid``;
-    each touched index is trimmed to the newest ``PROVENANCE_PER_USER`` and expires after
-    the TTL too (it is refreshed by every new record).
+    """Served records to the online store, for /provenance (``provenance_lookup``): the
+    store keeps each under its request id and in a per-user index, both expiring after
+    the store's provenance TTL (``RedisOnlineStore.write_served``, one script call per
+    ``PROVENANCE_CHUNK`` records: four plain commands a record cost this thread ~58 us of
+    CPU per record, and the thread shares the GIL with the requests; the script's
+    arguments cost ~12 us, measured with hiredis, batches of 500)."""
 
-    One pipeline per batch, of one script call per ``PROVENANCE_CHUNK`` records (plus the
-    SCRIPT EXISTS check redis-py sends first). Four plain commands a record cost this
-    thread ~58 us of CPU per record, and the thread shares the GIL with the requests;
-    the script's arguments cost ~12 us (measured with hiredis, batches of 500)."""
-
-    def __init__(self, client: redis.Redis, keys: Keys, ttl_s: float) -> None:
-        if not ttl_s > 0:
-            raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
-        self.client, self.keys = client, keys
-        self.ttl_ms = max(1, round(ttl_s * 1000))
-        self._write = client.register_script(_PROVENANCE)
-        mark = "\x00"  # key templates from Keys itself, so the layout keeps one home
-        self._head = [*keys.served(mark).split(mark), *keys.served_by_user(mark).split(mark),
-                      str(self.ttl_ms), str(PROVENANCE_PER_USER)]
+    def __init__(self, store: OnlineStore) -> None:
+        self.store = store
 
     def publish(self, records: list[ServedRecord]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for i in range(0, len(records), PROVENANCE_CHUNK):
-            lines = b"".join(b"%s\t%d\t%d\t%s\n" % (r.request_id.encode(), r.user_id, r.time_ms,
-                                                       r.to_json())
-                             for r in records[i:i + PROVENANCE_CHUNK])
-            self._write(keys=[], args=[*self._head, lines], client=pipe)
+        lines = [ServedLine(r.request_id, r.user_id, r.time_ms, r.to_json()) for r in records]
         try:
-            pipe.execute()
-        except (redis.RedisError, OSError) as exc:
-            raise TelemetryError(f"provenance write failed: {type(exc).__name__}: {exc}") from None
+            self.store.write_served(lines)
+        except OnlineStoreError as exc:
+            raise TelemetryError(f"provenance write failed: {exc}") from None

@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 """A request id: 32 lowercase hex digits (a uuid4 without dashes)."""
-PROVENANCE_PER_USER = 200
-"""Newest served records kept per user in the by-user index."""
 LOG_EVERY_S = 10.0
 """At most one warning per sink per this many seconds while it keeps failing."""
 

@@ -41,7 +41,12 @@ from types import MappingProxyType
 from typing import Generic, Protocol, TypeVar
 
 from recommender.registry import Registry, RegistryError
-from recommender.serving.experiments import DEFAULT_ROUTE, Experiment, ExperimentStore, assign
+from recommender.serving.experiments import (
+    DEFAULT_ROUTE,
+    Experiment,
+    ExperimentStore,
+    assign,
+)
 from recommender.serving.state import ServingError
 
 log = logging.getLogger(__name__)

@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import os
 
-import redis
 from flask import Flask
 
 from movierec.settings import load
 from recommender.confidence import ConfidenceParams
-from recommender.redis_source import read_movies
 from recommender.registry import Registry
 from recommender.serving.app import Services, create_app
 from recommender.serving.breaker import CircuitBreaker
 from recommender.serving.experiments import ExperimentStore
-from recommender.serving.online_reads import OnlineFeatures
 from recommender.serving.loaded import ServingModel
-from recommender.serving.serving_metrics import ServingMetrics
+from recommender.serving.online_reads import OnlineFeatures
 from recommender.serving.provenance_lookup import ProvenanceLookup
+from recommender.serving.serving_metrics import ServingMetrics
 from recommender.serving.settings import ServeSettings
 from recommender.serving.sinks import KafkaSink, RedisProvenanceSink
 from recommender.serving.telemetry import Lanes, Telemetry
 from recommender.serving.watcher import ModelWatcher
 from stores.keys import Keys
+from stores.redis_online import RedisOnlineStore
 
 BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 """Set to 1 for the server: a threaded BLAS under busy request threads stalls (the p99 of
@@ -46,18 +45,17 @@ def pin_blas() -> None:
     threadpool_limits(1)
 
 
-def model_loader(registry: Registry, background: redis.Redis, keys: Keys,
-                 settings: ServeSettings):
+def model_loader(registry: Registry, background: RedisOnlineStore, settings: ServeSettings):
     """``version -> ServingModel``, validated (load + smoke prediction); what the watcher
     calls on its own thread. Movie metadata (runtimes, content ratings) comes from the
-    consumer's Redis cache on the ``background`` client (its timeout suits a bulk read).
+    online store on the ``background`` connection (its timeout suits a bulk read).
     A version whose metadata cannot be read is refused, not served blind (every movie
     would count as unsafe for minors): the watcher keeps the old set and tries again
     after its retry time."""
 
     def load_version(version: str) -> ServingModel:
         model = ServingModel.load(registry, version,
-                                  movies=lambda ids: read_movies(background, keys, ids),
+                                  movies=background.movies,
                                   confidence=ConfidenceParams(), rating_scale=settings.rating_scale,
                                   list_size=settings.serve_list_size)
         model.smoke_check()
@@ -71,14 +69,15 @@ def build_services(settings: ServeSettings, metrics: ServingMetrics) -> tuple[Se
     breaker = CircuitBreaker(settings.serve_breaker_failures, settings.serve_breaker_reset_s,
                              on_change=lambda state: metrics.breaker_open.set(state == "open"))
     threads = settings.serve_threads if settings.serve_worker_class == "gthread" else 1
-    features = OnlineFeatures.connect(settings.redis_url, keys,
-                                      timeout_s=settings.serve_redis_timeout_ms / 1000.0,
-                                      breaker=breaker, pool_size=threads + 2)
-    background = redis.Redis.from_url(settings.redis_url, socket_timeout=BACKGROUND_TIMEOUT_S,
-                                      socket_connect_timeout=BACKGROUND_TIMEOUT_S)
+    hot = RedisOnlineStore.connect(settings.redis_url, keys,
+                                   timeout_s=settings.serve_redis_timeout_ms / 1000.0,
+                                   pool_size=threads + 2)
+    features = OnlineFeatures(hot, breaker)
+    background = RedisOnlineStore.connect(settings.redis_url, keys, timeout_s=BACKGROUND_TIMEOUT_S,
+                                          provenance_ttl_s=settings.provenance_ttl_days * 86400.0)
     registry = Registry(settings.registry_dir)
     store = ExperimentStore(settings.serve_experiments_file)
-    watcher = ModelWatcher(registry, store, model_loader(registry, background, keys, settings),
+    watcher = ModelWatcher(registry, store, model_loader(registry, background, settings),
                            alias=settings.serve_alias, poll_s=settings.serve_poll_s,
                            on_event=lambda kind, _version: metrics.swaps.labels(kind).inc())
     def lane(name: str, sink) -> Telemetry:
@@ -87,10 +86,10 @@ def build_services(settings: ServeSettings, metrics: ServingMetrics) -> tuple[Se
 
     telemetry = Lanes([
         lane("kafka", KafkaSink(settings.kafka_bootstrap, settings.served_topic)),
-        lane("redis", RedisProvenanceSink(background, keys, settings.provenance_ttl_days * 86400.0)),
+        lane("redis", RedisProvenanceSink(background)),
     ])
     services = Services(features=features, models=watcher, telemetry=telemetry,
-                        provenance=ProvenanceLookup(background, keys), experiments=store,
+                        provenance=ProvenanceLookup(background), experiments=store,
                         model_meta=lambda version: registry.get(version).meta)
     return services, watcher
 

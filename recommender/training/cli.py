@@ -29,10 +29,10 @@ def run_pipeline(*, register: bool, promote: bool, models: str | None, snapshot:
     from tqdm import tqdm
 
     from recommender.dataset import DatasetError
-    from recommender.training.inputs import load_inputs
     from recommender.models import ModelError
-    from recommender.training.pipeline import Pipeline, PipelineError
     from recommender.registry import Registry, RegistryError
+    from recommender.training.inputs import load_inputs
+    from recommender.training.pipeline import Pipeline, PipelineError
 
     settings = _settings(train_models=models, train_profiles=profiles)
     bar = tqdm(desc="train", unit="step", leave=True, bar_format="{desc}: {n_fmt} steps [{elapsed}]{postfix}")

@@ -1,5 +1,5 @@
 """Gathering a training run's inputs: an event-store snapshot, plus profiles, runtimes
-and titles from the consumer's Redis (adapter; the pipeline itself touches no service)."""
+and titles from the online store (adapter; the pipeline itself touches no service)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import logging
 
 import numpy as np
 import pyarrow.compute as pc
-import redis
-
 from recommender.dataset import read_events
-from recommender.training.pipeline import PipelineError, TrainInputs
 from recommender.models.profiles import Profiles
-from recommender.redis_source import read_movies, read_profiles, runtimes
+from recommender.runtimes import api_runtimes
+from recommender.training.pipeline import PipelineError, TrainInputs
 from recommender.training.settings import TrainSettings
 from stores.event_manifest import EventStoreError, snapshot_provenance
 from stores.event_store import EventStore
 from stores.keys import Keys
+from stores.online import OnlineStoreError
+from stores.redis_online import RedisOnlineStore
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +43,20 @@ def load_inputs(settings: TrainSettings, *, snapshot_id: str | None = None,
     data = snapshot_provenance(snapshot)
     if settings.train_profiles == "none":
         return TrainInputs(events, data)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
-    keys = Keys(settings.redis_prefix)
+    online = RedisOnlineStore.connect(settings.redis_url, Keys(settings.redis_prefix), timeout_s=30)
     users = np.sort(np.asarray(pc.unique(events["user_id"])))
     # read_events unifies the chunks' dictionaries: the first one names every movie.
     movies = [str(m) for m in events["movie_id"].chunk(0).dictionary.to_pylist()]
     try:
-        profiles = read_profiles(client, keys, users.tolist())
-        meta = read_movies(client, keys, movies)
-    except redis.RedisError as exc:
+        profiles = Profiles.from_stored(online.profiles(users.tolist()))
+        meta = online.movies(movies)
+    except OnlineStoreError as exc:
         raise PipelineError(f"cannot read profiles from Redis at {settings.redis_url}: {exc} "
                             "(MOVIEREC_TRAIN_PROFILES=none trains without them)") from exc
     finally:
-        client.close()
+        online.close()
     log.info("profiles for %d of %d users, metadata for %d of %d movies",
              len(profiles), len(users), len(meta), len(movies))
     titles = {m: f["title"] for m, f in meta.items() if f.get("title")}
     return TrainInputs(events, data, profiles if len(profiles) else Profiles.empty(),
-                       runtimes(meta), titles)
+                       api_runtimes(meta), titles)

@@ -41,13 +41,13 @@ from offline_eval.evaluate import EvalResult, compare_paired, evaluate
 from offline_eval.split import build_truth, temporal_split
 from recommender.coldstart import TitleMatcher, profile_items
 from recommender.dataset import build_trainset, build_trainset_with_runtimes, event_ms
-from recommender.training.gate import GateConfig, decide
 from recommender.models import model_class
 from recommender.models.base import Recommender, TrainSet
 from recommender.models.profiles import Profile, Profiles
 from recommender.provenance import code_version, package_versions, peak_memory_bytes
 from recommender.registry import Registry, RegistryError
 from recommender.runtimes import RUNTIME_ARRAY, given_runtimes
+from recommender.training.gate import GateConfig, decide
 from recommender.training.settings import TrainSettings
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from movierec.settings import KafkaSettings, RedisSettings, SettingsError, StoreSettings, WireSettings, setting
+from movierec.settings import (
+    KafkaSettings,
+    RedisSettings,
+    SettingsError,
+    StoreSettings,
+    WireSettings,
+    setting,
+)
 from recommender.settings import RegistrySettings
 
 

@@ -20,11 +20,11 @@ from simulator.history import HistoryGenerator
 from simulator.inject import InjectionPlan, Injector
 from simulator.producer import open_sink
 from simulator.world import World, WorldSpec
-from stream_consumer.cli import build
-from stream_consumer.dlq import read_dead_letter
 from stores.event_store import EventStore
 from stores.keys import Keys, day_of
-from stores.redis_online import RedisFeatureStore
+from stores.redis_online import RedisOnlineStore
+from stream_consumer.cli import build
+from stream_consumer.dlq import read_dead_letter
 from stream_consumer.settings import ConsumerSettings
 from tests.integration.conftest import LocalStack
 from tests.integration.test_feature_store import _apply, dump
@@ -94,7 +94,7 @@ def test_consumer_turns_a_faulty_stream_into_recomputable_state(
     parser = LineParser()
     accepted = [r.value for r in records if not isinstance(parser.parse(r.value), Rejection)]
     reference = Keys(f"{unique}-ref")
-    recomputed = RedisFeatureStore(redis_client, reference, recent_history=settings.recent_history)
+    recomputed = RedisOnlineStore(redis_client, reference, recent_history=settings.recent_history)
     _apply(recomputed, accepted, len(accepted))
     clock = runner.validator.clock  # popularity is refreshed for the stream's last 14 days
     recomputed.refresh_popularity([day_of(clock - timedelta(days=age)) for age in range(14)])

@@ -21,9 +21,9 @@ from kafka import KafkaProducer, TopicPartition
 from movierec.kafka_admin import admin_client, ensure_topic
 from movierec.settings import load
 from movierec.wire import LineParser, Rejection
+from stores.keys import Keys
 from stream_consumer.cli import build, consume
 from stream_consumer.dlq import read_dead_letters
-from stores.keys import Keys
 from stream_consumer.settings import ConsumerSettings
 from tests.integration.conftest import LocalStack
 

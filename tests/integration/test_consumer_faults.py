@@ -21,11 +21,11 @@ from simulator.history import HistoryGenerator
 from simulator.inject import InjectionPlan, Injector
 from simulator.producer import open_sink
 from simulator.world import World, WorldSpec
-from stream_consumer.cli import build
-from stream_consumer.dlq import read_dead_letter
 from stores.event_store import EventStore
 from stores.keys import Keys, day_of
-from stores.redis_online import RedisFeatureStore
+from stores.redis_online import RedisOnlineStore
+from stream_consumer.cli import build
+from stream_consumer.dlq import read_dead_letter
 from tests.integration.conftest import LocalStack
 from tests.integration.test_consumer import _read_topic
 from tests.integration.test_feature_store import _apply, dump
@@ -90,7 +90,7 @@ def test_sigkill_five_times_loses_nothing_and_counts_nothing_twice(
 
     # Redis: equal to a from-scratch recomputation
     reference = Keys(f"{unique}-ref")
-    recomputed = RedisFeatureStore(redis_client, reference)
+    recomputed = RedisOnlineStore(redis_client, reference)
     _apply(recomputed, [r.value for r in accepted], 5000)
     clock = max(parser.parse(r.value).time for r in accepted[-2000:])
     recomputed.refresh_popularity([day_of(clock - timedelta(days=age)) for age in range(14)])
@@ -124,7 +124,7 @@ def _assert_recomputable(stack: LocalStack, redis_client: redis.Redis, unique: s
     assert set(zip(frame["partition"], frame["offset"])) == {(r.partition, r.offset) for r in accepted}
     assert len(frame) == len(accepted)
     reference = Keys(f"{unique}-ref")
-    _apply(RedisFeatureStore(redis_client, reference), [r.value for r in accepted], 5000)
+    _apply(RedisOnlineStore(redis_client, reference), [r.value for r in accepted], 5000)
     strip = lambda state: {k.decode().split(":", 1)[1]: v for k, v in state.items()  # noqa: E731
                            if not k.decode().split(":", 1)[1].startswith("pop:")}
     assert strip(dump(redis_client, unique)) == strip(dump(redis_client, reference.prefix))
@@ -268,6 +268,6 @@ def test_a_one_megabyte_line_is_dead_lettered_not_fatal(stack: LocalStack, uniqu
     assert [(d["reason"], d["offset"], d["bytes"], d["truncated"]) for d in dead] == [
         ("too_long", 1, len(huge), True)]
     assert dead[0]["raw"] == huge[:64 * 1024]
-    assert RedisFeatureStore(redis_client, Keys(unique)).user_state(1)["progress"] == {"the+matrix+1999": 0}
+    assert RedisOnlineStore(redis_client, Keys(unique)).user_state(1)["progress"] == {"the+matrix+1999": 0}
     for key in redis_client.scan_iter(f"{unique}:*"):
         redis_client.delete(key)

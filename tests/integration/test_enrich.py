@@ -10,8 +10,9 @@ import redis
 from movierec.settings import load
 from simulator.api import ApiSettings, make_server
 from simulator.world import World, WorldSpec
-from stream_consumer.enrich import ApiError, Enricher
 from stores.keys import Keys
+from stores.redis_online import RedisOnlineStore
+from stream_consumer.enrich import ApiError, Enricher
 from tests.conftest import free_ports
 from tests.integration.conftest import LocalStack
 
@@ -26,7 +27,7 @@ def test_profiles_and_metadata_arrive_clean(stack: LocalStack, redis_client: red
     thread.start()
     keys = Keys(unique)
     try:
-        enricher = Enricher(redis_client, keys, f"http://127.0.0.1:{port}")
+        enricher = Enricher(RedisOnlineStore(redis_client, keys), f"http://127.0.0.1:{port}")
         users = list(range(0, 450, 3)) + [10_000_000]  # the last is unknown to the API
         movies = world.catalog.ids[:60] + ["not+a+movie+1999"]
         redis_client.sadd(keys.pending_profiles(), *users)
@@ -51,7 +52,7 @@ def test_profiles_and_metadata_arrive_clean(stack: LocalStack, redis_client: red
     assert redis_client.scard(keys.pending_profiles()) == 0
 
     # a restarted worker knows nothing in memory; what is stored is not fetched again
-    restarted = Enricher(redis_client, keys, f"http://127.0.0.1:{port}")
+    restarted = Enricher(RedisOnlineStore(redis_client, keys), f"http://127.0.0.1:{port}")
     calls: list[str] = []
     restarted.fetch = lambda path: calls.append(path) or []
     redis_client.sadd(keys.pending_profiles(), *users)
@@ -68,7 +69,7 @@ def test_profiles_and_metadata_arrive_clean(stack: LocalStack, redis_client: red
 def test_a_dead_api_keeps_the_ids_pending(stack: LocalStack, redis_client: redis.Redis,
                                           unique: str) -> None:
     keys = Keys(unique)
-    enricher = Enricher(redis_client, keys, f"http://127.0.0.1:{free_ports(1)[0]}", timeout_s=0.5)
+    enricher = Enricher(RedisOnlineStore(redis_client, keys), f"http://127.0.0.1:{free_ports(1)[0]}", timeout_s=0.5)
     redis_client.sadd(keys.pending_profiles(), 1, 2, 3)
     with pytest.raises(ApiError):
         enricher.run_once()

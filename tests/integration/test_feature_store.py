@@ -13,7 +13,8 @@ from simulator.history import HistoryGenerator
 from simulator.world import World, WorldSpec
 from stores.feature_delta import FeatureDelta, epoch_ms
 from stores.keys import Keys
-from stores.redis_online import FeatureStoreError, RedisFeatureStore
+from stores.online import OnlineStoreError
+from stores.redis_online import RedisOnlineStore
 from tests.integration.conftest import LocalStack
 
 
@@ -40,13 +41,13 @@ def lines() -> list[bytes]:
     return [line for line, _ in generator.lines()]
 
 
-def _apply(store: RedisFeatureStore, lines: list[bytes], batch: int) -> None:
+def _apply(store: RedisOnlineStore, lines: list[bytes], batch: int) -> None:
     parser = LineParser()
     for i in range(0, len(lines), batch):
         delta = FeatureDelta()
         for raw in lines[i:i + batch]:
             delta.add(parser.parse(raw), raw)
-        store.apply(delta)
+        store.write(delta)
 
 
 def test_same_state_whatever_the_order_duplicates_or_redelivery(
@@ -62,7 +63,7 @@ def test_same_state_whatever_the_order_duplicates_or_redelivery(
     for name, stream, batch in (("clean", lines, 500), ("messy", messy, 337),
                                 ("redelivered", redelivered, 1000), ("small-batches", lines, 7)):
         keys = Keys(f"{unique}-{name}")
-        store = RedisFeatureStore(redis_client, keys, recent_history=5)
+        store = RedisOnlineStore(redis_client, keys, recent_history=5)
         _apply(store, stream, batch)
         states.append({k.decode().split(":", 1)[1]: v for k, v in dump(redis_client, keys.prefix).items()})
         for key in redis_client.scan_iter(f"{keys.prefix}:*"):
@@ -74,7 +75,7 @@ def test_same_state_whatever_the_order_duplicates_or_redelivery(
 def test_features_match_a_recomputation(stack: LocalStack, redis_client: redis.Redis,
                                         unique: str, lines: list[bytes]) -> None:
     keys = Keys(unique)
-    store = RedisFeatureStore(redis_client, keys, recent_history=1000)
+    store = RedisOnlineStore(redis_client, keys, recent_history=1000)
     _apply(store, lines, 800)
     parser = LineParser()
     events = [parser.parse(raw) for raw in lines]
@@ -104,8 +105,8 @@ def test_features_match_a_recomputation(stack: LocalStack, redis_client: redis.R
 
 
 def test_a_dead_redis_is_a_clear_error(tmp_path) -> None:
-    store = RedisFeatureStore.connect("redis://127.0.0.1:1/0", Keys("x"), timeout_s=0.2)
+    store = RedisOnlineStore.connect("redis://127.0.0.1:1/0", Keys("x"), timeout_s=0.2)
     delta = FeatureDelta()
     delta.add(LineParser().parse("2025-03-01T10:00:00,1,GET /create_account"), b"x")
-    with pytest.raises(FeatureStoreError, match="redis write failed"):
-        store.apply(delta)
+    with pytest.raises(OnlineStoreError, match="redis write failed"):
+        store.write(delta)

@@ -19,10 +19,10 @@ import pytest
 import redis
 
 from movierec.wire import Account, Rate, Recommendation, Watch
-from stores import redis_online as redis_store
+from stores import redis_online
 from stores.feature_delta import FeatureDelta
 from stores.keys import Keys
-from stores.redis_online import RedisFeatureStore
+from stores.redis_online import RedisOnlineStore
 from tests.integration.conftest import LocalStack
 
 # The merge as it was before the rewrite, verbatim.
@@ -77,7 +77,7 @@ return 1
 
 
 class LegacyStore:
-    """The previous RedisFeatureStore.apply, with the chunk size as a parameter."""
+    """The previous store's apply (before the merge rewrite), with the chunk size as a parameter."""
 
     def __init__(self, client: redis.Redis, keys: Keys, *, recent_history: int, chunk: int,
                  retention_days: int = 30) -> None:
@@ -223,12 +223,12 @@ def test_merge_matches_the_previous_merge_key_for_key(
     for name, (batches, chunk) in runs.items():
         old_keys, new_keys = Keys(f"{unique}-{name}-old"), Keys(f"{unique}-{name}-new")
         legacy = LegacyStore(redis_client, old_keys, recent_history=recent_history, chunk=chunk)
-        store = RedisFeatureStore(redis_client, new_keys, recent_history=recent_history)
-        monkeypatch.setattr(redis_store, "_CHUNK", chunk)
+        store = RedisOnlineStore(redis_client, new_keys, recent_history=recent_history)
+        monkeypatch.setattr(redis_online, "_CHUNK", chunk)
         for n, delta in enumerate(batches):
             pending = sorted(delta.users)[:3] if n % 3 == 0 else []
             legacy.apply(delta, pending_users=pending, pending_movies=sorted(delta.movies)[:2])
-            store.apply(delta, pending_users=pending, pending_movies=sorted(delta.movies)[:2])
+            store.write(delta, pending_users=pending, pending_movies=sorted(delta.movies)[:2])
         checked += assert_same_state(redis_client, old_keys.prefix, new_keys.prefix)
         for prefix in (old_keys.prefix, new_keys.prefix):
             redis_client.delete(*redis_client.scan_iter(f"{prefix}:*", count=1000))
@@ -241,7 +241,7 @@ def test_the_comparison_sees_a_difference(stack: LocalStack, redis_client: redis
     events = random_events(seed=9, n=300)
     old_keys, new_keys = Keys(f"{unique}-old"), Keys(f"{unique}-new")
     LegacyStore(redis_client, old_keys, recent_history=5, chunk=1000).apply(deltas(events, 300)[0])
-    RedisFeatureStore(redis_client, new_keys, recent_history=5).apply(deltas(events, 300)[0])
+    RedisOnlineStore(redis_client, new_keys, recent_history=5).write(deltas(events, 300)[0])
     assert_same_state(redis_client, old_keys.prefix, new_keys.prefix)
     user = next(e.user_id for e, _ in events if isinstance(e, Watch))
     redis_client.hset(new_keys.user_activity(user), "last", "1")

@@ -17,16 +17,16 @@ from kafka import KafkaConsumer
 
 from movierec.kafka_admin import ensure_topic
 from movierec.wire import LineParser
-from recommender.redis_source import read_movies
 from recommender.serving.breaker import CLOSED, OPEN, CircuitBreaker
 from recommender.serving.online_reads import OnlineFeatures
 from recommender.serving.provenance_lookup import ProvenanceLookup
-from recommender.serving.state import BadRequest, FeaturesUnavailable, UserState
 from recommender.serving.sinks import KafkaSink, RedisProvenanceSink
+from recommender.serving.state import BadRequest, FeaturesUnavailable
 from recommender.serving.telemetry import Lanes, ServedRecord, Telemetry, new_request_id
 from stores.feature_delta import FeatureDelta, epoch_ms
 from stores.keys import Keys
-from stores.redis_online import RedisFeatureStore
+from stores.online import UserState
+from stores.redis_online import RedisOnlineStore
 from tests.conftest import free_ports
 from tests.integration.conftest import LocalStack
 
@@ -51,12 +51,12 @@ PROFILE = {"age": "34", "gender": "F", "occupation": "writer",
            "likes": "Up,\tthe Matrix; Amélie", "fetched_at": "1740830400"}
 
 
-def apply_lines(store: RedisFeatureStore, lines: list[str]) -> None:
+def apply_lines(store: RedisOnlineStore, lines: list[str]) -> None:
     parser, delta = LineParser(), FeatureDelta()
     for line in lines:
         raw = line.encode()
         delta.add(parser.parse(raw), raw)
-    store.apply(delta)
+    store.write(delta)
 
 
 @pytest.fixture
@@ -67,8 +67,8 @@ def keys(redis_client: redis.Redis, unique: str) -> Iterator[Keys]:
 
 
 def online(stack: LocalStack, keys: Keys, breaker: CircuitBreaker | None = None) -> OnlineFeatures:
-    return OnlineFeatures.connect(stack.redis_url, keys, timeout_s=1.0,
-                                  breaker=breaker or CircuitBreaker(3, 1.0))
+    return OnlineFeatures(RedisOnlineStore.connect(stack.redis_url, keys, timeout_s=1.0, pool_size=8),
+                          breaker or CircuitBreaker(3, 1.0))
 
 
 # -- features ----------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def online(stack: LocalStack, keys: Keys, breaker: CircuitBreaker | None = None)
 
 def test_features_written_by_the_consumer_read_back(stack: LocalStack, redis_client: redis.Redis,
                                                      keys: Keys) -> None:
-    store = RedisFeatureStore(redis_client, keys, recent_history=50)
+    store = RedisOnlineStore(redis_client, keys, recent_history=50)
     apply_lines(store, LINES)
     redis_client.hset(keys.user_profile(7), mapping=PROFILE)
     features = online(stack, keys)
@@ -99,7 +99,7 @@ def test_features_written_by_the_consumer_read_back(stack: LocalStack, redis_cli
 
 def test_a_long_history_reads_back_whole_and_recent_stays_bounded(
         stack: LocalStack, redis_client: redis.Redis, keys: Keys) -> None:
-    store = RedisFeatureStore(redis_client, keys, recent_history=50)
+    store = RedisOnlineStore(redis_client, keys, recent_history=50)
     films = [f"film+{i}+{1950 + i % 70}" for i in range(100)]
     apply_lines(store, [f"{at(i)},9,GET /data/m/{m}/{i % 7}.mpg" for i, m in enumerate(films)])
     state = online(stack, keys).read(9)
@@ -142,7 +142,7 @@ def test_popular_movies_and_metadata(stack: LocalStack, redis_client: redis.Redi
     assert features.popular(2) == ["b+2000", "a+2000"]
     assert features.popular(10) == ["b+2000", "a+2000", "c+2000"]
     assert features.popular(0) == []
-    assert read_movies(redis_client, keys, ["a+2000", "nothing+1999"]) == {  # the loader's read
+    assert RedisOnlineStore(redis_client, keys).movies(["a+2000", "nothing+1999"]) == {  # the loader's read
         "a+2000": {"runtime": "90", "adult": "0"}}
     assert features.ping()
 
@@ -169,8 +169,8 @@ def test_a_silent_redis_times_out_opens_the_breaker_then_fails_fast() -> None:
     port = listener.getsockname()[1]
     timeout = 0.2
     breaker = CircuitBreaker(3, 60.0)
-    features = OnlineFeatures.connect(f"redis://127.0.0.1:{port}/0", Keys("x"),
-                                      timeout_s=timeout, breaker=breaker)
+    features = OnlineFeatures(RedisOnlineStore.connect(f"redis://127.0.0.1:{port}/0", Keys("x"),
+                                                       timeout_s=timeout, pool_size=8), breaker)
     try:
         for _ in range(3):
             t0 = time.perf_counter()
@@ -200,8 +200,8 @@ def test_a_silent_redis_times_out_opens_the_breaker_then_fails_fast() -> None:
 def test_a_refused_connection_is_a_failure_too() -> None:
     (port,) = free_ports(1)  # nothing listens there
     breaker = CircuitBreaker(1, 60.0)
-    features = OnlineFeatures.connect(f"redis://127.0.0.1:{port}/0", Keys("x"), timeout_s=1.0,
-                                      breaker=breaker)
+    features = OnlineFeatures(RedisOnlineStore.connect(f"redis://127.0.0.1:{port}/0", Keys("x"),
+                                                       timeout_s=1.0, pool_size=8), breaker)
     t0 = time.perf_counter()
     with pytest.raises(FeaturesUnavailable, match="ConnectionError"):
         features.read(1)
@@ -210,7 +210,7 @@ def test_a_refused_connection_is_a_failure_too() -> None:
 
 def test_a_trial_after_the_reset_closes_the_breaker_when_redis_is_back(
         stack: LocalStack, redis_client: redis.Redis, keys: Keys) -> None:
-    store = RedisFeatureStore(redis_client, keys)
+    store = RedisOnlineStore(redis_client, keys)
     apply_lines(store, LINES)
     breaker = CircuitBreaker(2, 0.3)
     features = online(stack, keys, breaker)
@@ -250,7 +250,7 @@ def test_served_records_reach_the_topic_and_the_provenance_lookup(
     kafka = KafkaSink(stack.bootstrap, topic)
     telemetry = Lanes([
         Telemetry(kafka, capacity=10_000, batch_size=100, flush_s=0.02, on_outcome=to_kafka),
-        Telemetry(RedisProvenanceSink(redis_client, keys, ttl_s=60), capacity=10_000,
+        Telemetry(RedisProvenanceSink(RedisOnlineStore(redis_client, keys, provenance_ttl_s=60)), capacity=10_000,
                   batch_size=100, flush_s=0.02, on_outcome=to_redis)])
     for r in records:
         assert telemetry.submit(r)
@@ -272,7 +272,7 @@ def test_served_records_reach_the_topic_and_the_provenance_lookup(
     assert {r.request_id: r for _, r in got} == {r.request_id: r for r in records}
     assert all(key == str(r.user_id).encode() for key, r in got)
 
-    lookup = ProvenanceLookup(redis_client, keys)
+    lookup = ProvenanceLookup(RedisOnlineStore(redis_client, keys))
     assert all(lookup.get(r.request_id) == r for r in records)
     assert lookup.get(new_request_id()) is None
     assert 0 < redis_client.pttl(keys.served(light[0].request_id)) <= 60_000
@@ -295,13 +295,13 @@ def test_served_records_reach_the_topic_and_the_provenance_lookup(
 def test_provenance_rejects_malformed_request_ids_before_any_io(request_id: str) -> None:
     (port,) = free_ports(1)  # nothing listens: a lookup that reached Redis would fail otherwise
     with pytest.raises(BadRequest):
-        ProvenanceLookup(redis.Redis(port=port), Keys("x")).get(request_id)
+        ProvenanceLookup(RedisOnlineStore(redis.Redis(port=port), Keys("x"))).get(request_id)
 
 
 def test_provenance_without_redis_is_unavailable_not_a_crash() -> None:
     (port,) = free_ports(1)
     client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
-    lookup = ProvenanceLookup(client, Keys("x"))
+    lookup = ProvenanceLookup(RedisOnlineStore(client, Keys("x")))
     with pytest.raises(FeaturesUnavailable):
         lookup.get(new_request_id())
     with pytest.raises(FeaturesUnavailable):
@@ -315,11 +315,11 @@ def test_a_dead_broker_fails_the_kafka_sink_not_the_provenance(
     telemetry = Lanes([
         Telemetry(KafkaSink(f"127.0.0.1:{port}", "served"), capacity=1000, batch_size=10,
                   flush_s=0.01, on_outcome=to_kafka),
-        Telemetry(RedisProvenanceSink(redis_client, keys, ttl_s=60), capacity=1000,
+        Telemetry(RedisProvenanceSink(RedisOnlineStore(redis_client, keys, provenance_ttl_s=60)), capacity=1000,
                   batch_size=10, flush_s=0.01, on_outcome=to_redis)])
     records = [served(i, 4, 1_740_830_400_000 + i) for i in range(40)]
     for r in records:
         telemetry.submit(r)
     telemetry.close(timeout=10)
     assert to_kafka == {"failed": 40} and to_redis == {"published": 40}
-    assert ProvenanceLookup(redis_client, keys).by_user(4, 1_740_830_400_000 + 39) == records[-1]
+    assert ProvenanceLookup(RedisOnlineStore(redis_client, keys)).by_user(4, 1_740_830_400_000 + 39) == records[-1]

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from kafka import KafkaConsumer, KafkaProducer
 
-from ops.cli import main
 from movierec.kafka_admin import ensure_topic
 from movierec.wire import LineParser, Rejection
+from ops.cli import main
 from simulator.backfill import backfill
 from simulator.grade import GradeAccumulator
 from simulator.grade_probe import GradeError, grade_topic

@@ -15,7 +15,12 @@ import recommender.models.als as als_module
 from recommender.models.als import ALSRecommender
 from recommender.models.base import History, TrainSet, top_n
 from recommender.models.profiles import Profile
-from tests.unit.test_models_contract import GLOBAL_ORDER, PROFILE_A, PROFILE_B, two_blocks
+from tests.unit.test_models_contract import (
+    GLOBAL_ORDER,
+    PROFILE_A,
+    PROFILE_B,
+    two_blocks,
+)
 
 ALPHA, LAMBDA, FACTORS = 5.0, 5.0, 8
 

@@ -13,9 +13,9 @@ from movierec.wire import LineParser, Watch
 from simulator.history import HistoryGenerator
 from simulator.inject import InjectionPlan, Injector
 from simulator.world import World, WorldSpec
+from stores.feature_delta import epoch_ms
 from stream_consumer.batch import BatchFolder
 from stream_consumer.drift_monitor import DriftMonitor
-from stores.feature_delta import epoch_ms
 from stream_consumer.validate import Validator
 
 Record = namedtuple("Record", "topic partition offset timestamp value")

@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from movierec.wire import LineParser, Recommendation, Watch
-from stream_consumer.dlq import dead_letter, read_dead_letter
-from stream_consumer.enrich import clean_movie, clean_user
 from stores.feature_delta import FeatureDelta, epoch_ms
 from stores.keys import Keys, day_of
+from stream_consumer.dlq import dead_letter, read_dead_letter
+from stream_consumer.enrich import clean_movie, clean_user
 from stream_consumer.validate import Check, Validator
 
 T = datetime(2025, 3, 1, 12, 0)

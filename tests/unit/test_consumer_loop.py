@@ -16,9 +16,9 @@ import pytest
 from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import TopicPartition
 
+from stores.online import OnlineStoreError
 from stream_consumer.consumer import StreamConsumer
 from stream_consumer.consumer_metrics import ConsumerMetrics
-from stores.redis_online import FeatureStoreError
 
 Record = namedtuple("Record", "topic partition offset timestamp value")
 TP0, TP1 = TopicPartition("t", 0), TopicPartition("t", 1)
@@ -55,10 +55,10 @@ class FakeStore:
     def __init__(self, log: list, failures: int = 0) -> None:
         self.log, self.failures = log, failures
 
-    def apply(self, delta, *, pending_users=(), pending_movies=()) -> None:
+    def write(self, delta, *, pending_users=(), pending_movies=()) -> None:
         if self.failures:
             self.failures -= 1
-            raise FeatureStoreError("redis is down")
+            raise OnlineStoreError("redis is down")
         self.log.append(("write", delta.events))
 
     def refresh_popularity(self, days: list[str]) -> int:
@@ -149,7 +149,7 @@ def test_an_error_in_the_main_thread_during_a_retried_write_ends_run_without_a_c
 
 def test_a_bug_in_a_write_surfaces_instead_of_being_retried() -> None:
     class Broken(FakeStore):
-        def apply(self, delta, **kwargs) -> None:
+        def write(self, delta, **kwargs) -> None:
             raise TypeError("a bug")
 
     log: list = []

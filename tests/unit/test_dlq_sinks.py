@@ -13,15 +13,30 @@ import os
 from pathlib import Path
 
 import pytest
-from kafka.errors import (InvalidTopicError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError,
-                          OutOfOrderSequenceNumberError, TopicAuthorizationFailedError,
-                          UnknownError, UnknownProducerIdError, UnknownTopicOrPartitionError)
+from kafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumberError,
+    TopicAuthorizationFailedError,
+    UnknownError,
+    UnknownProducerIdError,
+    UnknownTopicOrPartitionError,
+)
 
 from movierec.settings import SettingsError, load
-from stream_consumer.dlq import dead_letter, read_dead_letters
-from stream_consumer.dlq_sinks import (DeadLetterRefused, DeadLetterSendError, FallbackSink,
-                                       FileSink, KafkaSink, is_refusal, open_sink)
 from stream_consumer.consumer_metrics import ConsumerMetrics
+from stream_consumer.dlq import dead_letter, read_dead_letters
+from stream_consumer.dlq_sinks import (
+    DeadLetterRefused,
+    DeadLetterSendError,
+    FallbackSink,
+    FileSink,
+    KafkaSink,
+    is_refusal,
+    open_sink,
+)
 from stream_consumer.settings import ConsumerSettings
 
 RAWS = [b"2025-03-01T12:00:00,7,GET /data/m/x/abc.mpg", "caf\u00e9 \u2028 line".encode(),

@@ -16,10 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from load_tests.run import counts_change, fallback_counts, parse_duration
 from load_tests.locust_csv import load_locust_csv, measure_locust_csv, steady_rate
-from load_tests.slo import (FINAL_STATS_SUFFIX, KindStats, LoadTestError, Measured, Sample, Slo,
-                            judge, measure_samples, parse_request_name, percentile, request_name)
+from load_tests.run import counts_change, fallback_counts, parse_duration
+from load_tests.slo import (
+    FINAL_STATS_SUFFIX,
+    KindStats,
+    LoadTestError,
+    Measured,
+    Sample,
+    Slo,
+    judge,
+    measure_samples,
+    parse_request_name,
+    percentile,
+    request_name,
+)
 
 PERCENTILE_COLUMNS = ["50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%",
                       "99.99%", "100%"]

@@ -13,11 +13,23 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from offline_eval.compare import (COST_HEADERS, comparison_table, normalise_row, read_rows,
-                                  row_from_result, write_report)
+from offline_eval.compare import (
+    COST_HEADERS,
+    comparison_table,
+    normalise_row,
+    read_rows,
+    row_from_result,
+    write_report,
+)
 from offline_eval.evaluate import compare_paired, evaluate
+from offline_eval.plot import (
+    BAR_W,
+    MAX_LABEL_CHARS,
+    Panel,
+    format_value,
+    small_multiples,
+)
 from offline_eval.ranking_metrics import EvalError
-from offline_eval.plot import BAR_W, MAX_LABEL_CHARS, Panel, format_value, small_multiples
 from recommender.models.base import History, Recommender, TrainSet, top_n
 from recommender.models.profiles import Profile, Profiles
 

@@ -8,12 +8,28 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from offline_eval.ranking_metrics import (EvalError, accuracy, coverage, item_user_counts, judge,
-                                  mean_item_value, mean_over_users, popularity_percentile,
-                                  self_information)
-from offline_eval.slices import (ACTIVITY_LABELS, UNKNOWN, activity_slices, cohort_slices,
-                                 demographic_slices, head_items, long_tail_metrics,
-                                 slice_means, user_slices)
+from offline_eval.ranking_metrics import (
+    EvalError,
+    accuracy,
+    coverage,
+    item_user_counts,
+    judge,
+    mean_item_value,
+    mean_over_users,
+    popularity_percentile,
+    self_information,
+)
+from offline_eval.slices import (
+    ACTIVITY_LABELS,
+    UNKNOWN,
+    activity_slices,
+    cohort_slices,
+    demographic_slices,
+    head_items,
+    long_tail_metrics,
+    slice_means,
+    user_slices,
+)
 from recommender.models.profiles import AGE_GROUPS, GENDERS, Profiles
 
 D2, D3 = 1 / math.log2(3), 1 / math.log2(4)  # log2 discounts of ranks 2 and 3

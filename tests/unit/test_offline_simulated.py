@@ -11,7 +11,12 @@ import pyarrow.compute as pc
 import pytest
 
 from movierec.wire import LineParser
-from offline_eval.simulated import compact_sessions, history_table, oracle_values, simulate
+from offline_eval.simulated import (
+    compact_sessions,
+    history_table,
+    oracle_values,
+    simulate,
+)
 from simulator.history import WATCH, HistoryGenerator
 from simulator.oracle import best_list
 from simulator.world import World, WorldSpec

@@ -10,9 +10,9 @@ import pytest
 
 from online_eval.join import UNASSIGNED, ArmOutcome, OnlineEvalError
 from online_eval.report import ArmServing, OnlineReport
-from recommender.versions import model_name, version_id
 from online_eval.source import ServedTally
 from recommender.serving.telemetry import ServedRecord
+from recommender.versions import model_name, version_id
 
 ALS_V = "als-20250301T120000-abc123"
 POP_V = "popularity-20250301T110000-def456"

@@ -16,19 +16,34 @@ import pytest
 
 from movierec.settings import load
 from offline_eval.evaluate import compare_paired
-from offline_eval.simulated import compact_sessions, history_table, oracle_values, simulate
+from offline_eval.simulated import (
+    compact_sessions,
+    history_table,
+    oracle_values,
+    simulate,
+)
 from offline_eval.split import temporal_split
-from recommender.dataset import aggregate, build_trainset, build_trainset_with_runtimes, cut_ms
+from recommender.dataset import (
+    aggregate,
+    build_trainset,
+    build_trainset_with_runtimes,
+    cut_ms,
+)
 from recommender.models import model_class
-from recommender.training.pipeline import Pipeline, PipelineError, TrainInputs, split_cut
 from recommender.models.profiles import Profiles
 from recommender.registry import Registry
 from recommender.runtimes import RUNTIME_ARRAY
 from recommender.serving.core import history_of
 from recommender.serving.loaded import ServingModel
-from recommender.serving.state import UserState
+from recommender.training.pipeline import (
+    Pipeline,
+    PipelineError,
+    TrainInputs,
+    split_cut,
+)
 from recommender.training.settings import TrainSettings
 from simulator.world import World, WorldSpec
+from stores.online import UserState
 
 START = datetime(2025, 3, 1)
 

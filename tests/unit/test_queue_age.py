@@ -13,8 +13,12 @@ from contextlib import contextmanager
 
 import pytest
 
-from recommender.serving.queue_age import (LAST_DATA_RECV_OFFSET, TCP_INFO_PREFIX,
-                                           parse_last_data_recv_s, read_queue_age_s)
+from recommender.serving.queue_age import (
+    LAST_DATA_RECV_OFFSET,
+    TCP_INFO_PREFIX,
+    parse_last_data_recv_s,
+    read_queue_age_s,
+)
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="TCP_INFO layout is Linux's")
 

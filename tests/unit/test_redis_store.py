@@ -1,4 +1,4 @@
-"""The feature store's merge input, without a server: the script's records and key templates."""
+"""The online store's merge input, without a server: the script's records and key templates."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import redis
 from movierec.wire import Rate, Watch
 from stores.feature_delta import FeatureDelta, epoch_ms
 from stores.keys import Keys
-from stores.redis_online import RedisFeatureStore, merge_records
+from stores.redis_codec import merge_records
+from stores.redis_online import RedisOnlineStore
 
 T0 = datetime(2025, 3, 1, 10, 0)
 T1 = datetime(2025, 3, 1, 10, 5)
@@ -47,8 +48,8 @@ def test_negative_values_are_left_out_as_the_script_always_did() -> None:
 
 def test_key_templates_rebuild_the_keys_of_the_layout() -> None:
     keys = Keys("pre:fix")
-    store = RedisFeatureStore(redis.Redis(), keys, recent_history=50, retention_days=2)
-    t = [None, *store._templates()]  # 1-based, as ARGV in the script
+    store = RedisOnlineStore(redis.Redis(), keys, recent_history=50, retention_days=2)
+    t = [None, *store._merge_templates()]  # 1-based, as ARGV in the script
     assert len(t) == 17
     assert t[1] + "42" + t[2] == keys.user_progress(42)
     assert t[3] + "42" + t[4] == keys.user_ratings(42)

@@ -11,11 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recommender.training.gate import GateConfig, decide
-from recommender.models.base import History, ModelError, Recommender, TrainSet, banned_items, top_n
+from recommender.models.base import (
+    History,
+    ModelError,
+    Recommender,
+    TrainSet,
+    banned_items,
+    top_n,
+)
 from recommender.models.profiles import Profile
 from recommender.provenance import code_version, package_versions
 from recommender.registry import ModelVersion, Registry, RegistryError
+from recommender.training.gate import GateConfig, decide
 
 
 class FakeModel(Recommender):

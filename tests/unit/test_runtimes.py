@@ -18,7 +18,8 @@ from recommender.registry import Registry
 from recommender.runtimes import RUNTIME_ARRAY, serving_runtimes
 from recommender.serving.core import history_of
 from recommender.serving.loaded import ServingModel
-from recommender.serving.state import ModelUnavailable, UserState
+from recommender.serving.state import ModelUnavailable
+from stores.online import UserState
 from tests.unit.test_dataset import at, table_of
 from tests.unit.test_models_contract import N_ITEMS
 from tests.unit.test_serving_model import METADATA, MOVIES, fit, metadata

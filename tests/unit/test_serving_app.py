@@ -18,7 +18,8 @@ from recommender.serving.experiments import ExperimentStore
 from recommender.serving.handler import RecommendHandler
 from recommender.serving.serving_metrics import ServingMetrics
 from recommender.serving.settings import ServeSettings
-from recommender.serving.state import FeaturesUnavailable, ModelUnavailable, UserState
+from recommender.serving.state import FeaturesUnavailable, ModelUnavailable
+from stores.online import UserState
 from tests.unit.test_queue_age import linux_only, queued_socket
 
 ANSWER = re.compile(r"^([^,\s]+(,[^,\s]+){0,19})?$")

@@ -17,10 +17,19 @@ import pytest
 from movierec.wire import parse_answer
 from recommender.coldstart import TitleMatcher
 from recommender.confidence import ConfidenceParams, confidence
-from recommender.serving.core import (PATHS, Answer, format_answer, history_of,
-                                      needs_minor_filter, parse_user_id, profile_age,
-                                      profile_of, unsafe_for_minors)
-from recommender.serving.state import BadRequest, ModelUnavailable, UserState
+from recommender.serving.core import (
+    PATHS,
+    Answer,
+    format_answer,
+    history_of,
+    needs_minor_filter,
+    parse_user_id,
+    profile_age,
+    profile_of,
+    unsafe_for_minors,
+)
+from recommender.serving.state import BadRequest, ModelUnavailable
+from stores.online import UserState
 
 DAY_MS = 86_400_000
 NOW = 1_740_000_000_000

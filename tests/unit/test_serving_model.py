@@ -26,12 +26,23 @@ from recommender.models.als import ALSRecommender
 from recommender.models.base import History, Recommender, TrainSet, top_n
 from recommender.models.profiles import Profile
 from recommender.registry import ModelVersion, Registry, artifact_digest
-from recommender.serving.core import (PATH_COLDSTART_DEMOGRAPHIC, PATH_COLDSTART_PROFILE,
-                                      PATH_MODEL, PATH_POPULAR, history_of,
-                                      profile_of)
+from recommender.serving.core import (
+    PATH_COLDSTART_DEMOGRAPHIC,
+    PATH_COLDSTART_PROFILE,
+    PATH_MODEL,
+    PATH_POPULAR,
+    history_of,
+    profile_of,
+)
 from recommender.serving.loaded import ServingModel
-from recommender.serving.state import ModelUnavailable, UserState
-from tests.unit.test_models_contract import CANDIDATES, GLOBAL_ORDER, N_ITEMS, two_blocks
+from recommender.serving.state import ModelUnavailable
+from stores.online import UserState
+from tests.unit.test_models_contract import (
+    CANDIDATES,
+    GLOBAL_ORDER,
+    N_ITEMS,
+    two_blocks,
+)
 
 IDS = [f"m{i:04d}+2000" for i in range(N_ITEMS)]
 ALL = set(range(N_ITEMS))
@@ -62,7 +73,7 @@ MOVIES = movie_meta()
 
 def metadata(table: dict[str, dict[str, str]]):
     """``ServingModel.load``'s ``movies``: the stored metadata of the asked ids, like
-    ``recommender.redis_source.read_movies`` (ids without any are left out)."""
+    ``OnlineStore.movies`` (ids without any are left out)."""
     return lambda ids: {m: table[m] for m in ids if m in table}
 
 

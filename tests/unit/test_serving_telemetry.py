@@ -14,8 +14,13 @@ from collections.abc import Callable
 import pytest
 
 from recommender.serving.sinks import KafkaSink
-from recommender.serving.telemetry import (Lanes, ServedRecord, Telemetry, TelemetryError,
-                                           new_request_id)
+from recommender.serving.telemetry import (
+    Lanes,
+    ServedRecord,
+    Telemetry,
+    TelemetryError,
+    new_request_id,
+)
 from tests.conftest import free_ports
 
 

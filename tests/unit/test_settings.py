@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from movierec.settings import SettingsError, WireSettings, describe, env_name, load, setting
+from movierec.settings import (
+    SettingsError,
+    WireSettings,
+    describe,
+    env_name,
+    load,
+    setting,
+)
 from ops.settings import StackSettings
 
 

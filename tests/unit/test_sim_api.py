@@ -16,8 +16,16 @@ from flask.testing import FlaskClient
 from movierec.settings import SettingsError, load
 from movierec.wire import MOVIE_FIELDS
 from simulator.api import ApiSettings, Directory, create_app, parse_ids, serve
-from simulator.api_faults import (NO_FAULTS, FaultSwitch, Faults, RateLimiter, TokenBucket, dirty,
-                                  parse_faults, plan)
+from simulator.api_faults import (
+    NO_FAULTS,
+    Faults,
+    FaultSwitch,
+    RateLimiter,
+    TokenBucket,
+    dirty,
+    parse_faults,
+    plan,
+)
 from tests.conftest import free_ports
 
 SHAWSHANK = "the+shawshank+redemption+1994"

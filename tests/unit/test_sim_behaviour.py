@@ -7,7 +7,13 @@ import pytest
 from scipy import stats
 
 from simulator import oracle
-from simulator.behaviour import BehaviourParams, OrganicSampler, ratings, react, watch_minutes
+from simulator.behaviour import (
+    BehaviourParams,
+    OrganicSampler,
+    ratings,
+    react,
+    watch_minutes,
+)
 from simulator.world import World, WorldSpec
 
 PARAMS = BehaviourParams()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ops.cli import main
 from movierec.wire import Account, LineParser, Rate, Watch
+from ops.cli import main
 from simulator.backfill import backfill
 from simulator.history import HistoryGenerator
 from simulator.producer import FileSink

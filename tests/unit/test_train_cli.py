@@ -9,8 +9,8 @@ from datetime import datetime
 import pytest
 from click.testing import CliRunner
 
-from ops.cli import main
 from offline_eval.simulated import compact_sessions, history_table, simulate
+from ops.cli import main
 from simulator.world import World, WorldSpec
 from stores.event_store import EventStore
 
