@@ -11,7 +11,13 @@ import io
 from collections.abc import Mapping
 from pathlib import Path
 
-from load_tests.slo import FINAL_STATS_SUFFIX, KindStats, LoadTestError, Measured, parse_request_name
+from load_tests.slo import (
+    FINAL_STATS_SUFFIX,
+    KindStats,
+    LoadTestError,
+    Measured,
+    parse_request_name,
+)
 
 
 def _number(row: Mapping[str, str], column: str) -> float:

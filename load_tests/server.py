@@ -14,6 +14,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from movierec.errors import MovierecError
+
 READY_TIMEOUT_S = 90.0
 
 
@@ -29,7 +31,7 @@ def staged_env(*, redis_url: str, prefix: str, root: Path, kafka_bootstrap: str,
             **extra}
 
 
-class ServiceError(RuntimeError):
+class ServiceError(MovierecError):
     """The service did not start or did not become ready."""
 
 

@@ -31,6 +31,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
+from movierec.errors import MovierecError
+
 KINDS: tuple[str, ...] = ("heavy", "known", "new", "burst", "absurd", "malformed")
 """Kinds of request of the locustfile, in report order."""
 VALID_KINDS: frozenset[str] = frozenset({"heavy", "known", "new", "burst"})
@@ -44,7 +46,7 @@ _NAME = re.compile(r"/recommend/(?P<kind>[a-z]+)(?: fallback=(?P<reason>[a-z0-9_
 _REASON = re.compile(r"[a-z0-9_]{1,32}")
 
 
-class LoadTestError(Exception):
+class LoadTestError(MovierecError):
     """A load test cannot be run or reported as asked (bad CSV, unreachable service,
     locust failed or timed out)."""
 

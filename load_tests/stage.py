@@ -25,17 +25,17 @@ from movierec.wire import Event, LineParser
 from offline_eval.simulated import compact_sessions, history_table
 from recommender.dataset import build_trainset_with_runtimes
 from recommender.models import model_class
-from recommender.training.pipeline import REPO_ROOT
 from recommender.models.profiles import Profiles
 from recommender.provenance import code_version, package_versions, peak_memory_bytes
 from recommender.registry import Registry
 from recommender.runtimes import RUNTIME_ARRAY
+from recommender.training.pipeline import REPO_ROOT
 from simulator.history import Events, HistoryGenerator
 from simulator.world import World, WorldSpec
-from stream_consumer.enrich import clean_movie, clean_user
 from stores.feature_delta import FeatureDelta
 from stores.keys import Keys, day_of
 from stores.redis_online import RedisOnlineStore
+from stream_consumer.enrich import clean_movie, clean_user
 
 START = datetime(2025, 3, 1)
 BATCH_LINES = 20_000

@@ -6,17 +6,13 @@ classes of every package it calls. The packages keep their own subclasses (``Dat
 ``RegistryError``, ``ServingError``...), so a caller that can act on one kind still catches
 that kind.
 
-``friendly`` also names the usual outside causes in one line (a stack that is not up, a
-file that is missing); anything else is a bug and keeps its traceback.
+``friendly`` is the one mapping from an error to what a person reads: the root command
+(``ops.cli``) applies it to every subcommand. It also names the usual outside causes in
+one line (a stack that is not up, a file that is missing); anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class MovierecError(Exception):
@@ -36,28 +32,11 @@ def friendly(exc: BaseException) -> str | None:
     module = kind.__module__.split(".")[0]
     if module == "redis" and kind.__name__ in ("ConnectionError", "TimeoutError"):
         return f"Redis is not answering ({exc}); is the stack up? `movierec infra up` starts it"
+    # kafka-python 3 raises KafkaTimeoutError when no broker answers at start (older
+    # releases raised NoBrokersAvailable)
     if module == "kafka" and kind.__name__ in ("NoBrokersAvailable", "KafkaTimeoutError"):
         return f"Kafka is not answering ({kind.__name__}); is the stack up? `movierec infra up` starts it"
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror or kind.__name__}{where}"
     return None
-
-
-def friendly_errors(fn: F) -> F:
-    """A click command decorator: ``friendly`` errors become ``Error: <message>`` and exit
-    status 1; any other exception keeps its traceback (a bug to report)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import click
-
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            message = friendly(exc)
-            if message is None:
-                raise
-            raise click.ClickException(message) from None
-
-    return wrapper  # type: ignore[return-value]

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from movierec.errors import MovierecError
+
 
 class _Consumer(Protocol):
     """The part of kafka-python's KafkaConsumer that ``drain`` uses."""
@@ -71,7 +73,7 @@ def seek_since(consumer: Any, partitions: Sequence[Any], since_ms: int | None) -
             consumer.seek(tp, found.offset)
 
 
-class TopicReadError(RuntimeError):
+class TopicReadError(MovierecError):
     """A topic could not be read: no such topic, or the broker failed mid-read."""
 
 

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from movierec.errors import MovierecError
+
 PREFIX = "MOVIEREC_"
 
 T = TypeVar("T")
 
 
-class SettingsError(ValueError):
+class SettingsError(MovierecError, ValueError):
     """A setting has a value the process cannot run with; the message names it."""
 
 

@@ -31,8 +31,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from offline_eval.evaluate import EvalResult
-from offline_eval.ranking_metrics import EvalError
 from offline_eval.plot import Panel, format_value, small_multiples
+from offline_eval.ranking_metrics import EvalError
 
 SCHEMA_VERSION = 1
 TIMING_KEYS: tuple[str, ...] = ("train_seconds", "infer_p50_ms", "infer_p95_ms",

@@ -27,13 +27,25 @@ from typing import Protocol
 import numpy as np
 from scipy import stats
 
-from offline_eval.ranking_metrics import (EvalError, accuracy, coverage, item_user_counts,
-                                  mean_item_value, mean_over_users, popularity_percentile,
-                                  self_information)
-from offline_eval.slices import (SliceMeans, head_items, long_tail_metrics, slice_means,
-                                 user_slices)
-from recommender.models.ids import positions
+from offline_eval.ranking_metrics import (
+    EvalError,
+    accuracy,
+    coverage,
+    item_user_counts,
+    mean_item_value,
+    mean_over_users,
+    popularity_percentile,
+    self_information,
+)
+from offline_eval.slices import (
+    SliceMeans,
+    head_items,
+    long_tail_metrics,
+    slice_means,
+    user_slices,
+)
 from recommender.models.base import History, Recommender, TrainSet
+from recommender.models.ids import positions
 from recommender.models.profiles import Profile
 
 WARMUP_CALLS = 3

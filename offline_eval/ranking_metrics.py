@@ -46,11 +46,13 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
+from movierec.errors import MovierecError
+
 ACCURACY: tuple[str, ...] = ("precision", "recall", "ndcg", "map", "hit_rate")
 """Names of the per-user accuracy metrics, in report order."""
 
 
-class EvalError(Exception):
+class EvalError(MovierecError):
     """Offline-evaluation inputs that do not fit together (shapes, lengths, cutoffs, ids),
     or a model that breaks its interface during evaluation."""
 

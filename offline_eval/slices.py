@@ -33,8 +33,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from offline_eval.ranking_metrics import (EvalError, flatten, hit_rate_at_k, judge_flat, mean_over_users,
-                                  recall_at_k)
+from offline_eval.ranking_metrics import (
+    EvalError,
+    flatten,
+    hit_rate_at_k,
+    judge_flat,
+    mean_over_users,
+    recall_at_k,
+)
 from recommender.models.profiles import AGE_EDGES, AGE_GROUPS, GENDERS, Profiles
 
 UNKNOWN = "?"

@@ -48,8 +48,8 @@ import pyarrow as pa
 
 from offline_eval.ranking_metrics import EvalError
 from recommender.dataset import Events, aggregate, cut_ms, event_ms, item_runtimes
-from recommender.models.ids import positions
 from recommender.models.base import TrainSet
+from recommender.models.ids import positions
 
 
 @dataclass(frozen=True)

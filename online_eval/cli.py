@@ -15,8 +15,13 @@ from pathlib import Path
 
 import click
 
-from online_eval.join import (DEFAULT_FOLLOW_UP, DEFAULT_WINDOW, MAX_PENDING, OnlineEvalError,
-                              OutcomeJoin)
+from online_eval.join import (
+    DEFAULT_FOLLOW_UP,
+    DEFAULT_WINDOW,
+    MAX_PENDING,
+    OnlineEvalError,
+    OutcomeJoin,
+)
 from online_eval.report import OnlineReport
 from online_eval.settings import OnlineSettings
 
@@ -100,15 +105,12 @@ def online(server: str | None, window_min: float, follow_up_min: float, referenc
     two-proportion z-test against the reference arm. Reads MOVIEREC_KAFKA_TOPIC and
     MOVIEREC_SERVED_TOPIC at MOVIEREC_KAFKA_BOOTSTRAP from the beginning to their ends now."""
     from movierec.durable import make_dirs, write_atomic
-    from movierec.settings import SettingsError, load
+    from movierec.settings import load
 
-    try:
-        settings = load(OnlineSettings)
-        report = evaluate_online(settings, server=server, window=timedelta(minutes=window_min),
-                                 follow_up=timedelta(minutes=follow_up_min),
-                                 reference=reference, since=since, until=until)
-    except (SettingsError, OnlineEvalError) as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = load(OnlineSettings)
+    report = evaluate_online(settings, server=server, window=timedelta(minutes=window_min),
+                             follow_up=timedelta(minutes=follow_up_min),
+                             reference=reference, since=since, until=until)
     click.echo(report.format_table(), nl=False)
     outputs = [(json_path, json.dumps(report.to_dict(), indent=2) + "\n"),
                (markdown_path, report.to_markdown())]

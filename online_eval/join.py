@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from movierec.errors import MovierecError
 from movierec.wire import MAX_ITEMS, Rate, Recommendation, Watch
 
 UNASSIGNED = "unassigned"
@@ -56,7 +57,7 @@ line are written by different clients."""
 _MINUTE = timedelta(minutes=1)
 
 
-class OnlineEvalError(Exception):
+class OnlineEvalError(MovierecError):
     """Online evaluation cannot run as asked: bad options, no broker, missing or empty
     topics, an unknown reference arm. The message says which."""
 

@@ -19,7 +19,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from online_eval.join import UNASSIGNED, ArmOutcome, OnlineEvalError
-from online_eval.stats import ALPHA, ProportionTest, two_proportion_test, wilson_interval
+from online_eval.stats import (
+    ALPHA,
+    ProportionTest,
+    two_proportion_test,
+    wilson_interval,
+)
 from recommender.versions import model_name
 
 BASELINE_MODEL = "popularity"

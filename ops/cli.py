@@ -1,8 +1,8 @@
 """The ``movierec`` command: thin subcommands over the project's packages (the roof of
 the dependency rule: it may import every package, and none imports it).
 
-Each subcommand loads its process's settings, calls into a package, and turns the
-package's error type into a one-line message and exit status 1.
+Each subcommand loads its process's settings and calls into a package; the root group
+turns any of the project's errors into a one-line message and exit status 1.
 """
 
 from __future__ import annotations
@@ -11,35 +11,32 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from movierec.settings import SettingsError, WireSettings, describe, load
-
-F = TypeVar("F", bound=Callable[..., Any])
+from movierec.errors import friendly
+from movierec.settings import WireSettings, describe, load
 
 LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
-def friendly_errors(fn: F) -> F:
-    """Show the project's own errors as ``Error: <message>`` instead of a traceback."""
+class FriendlyGroup(click.Group):
+    """The root group: any error ``movierec.errors.friendly`` can name becomes ``Error:
+    <message>`` and exit status 1, for every subcommand; anything else (a bug) keeps its
+    traceback."""
 
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ops.procs import StackError
-
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return fn(*args, **kwargs)
-        except (SettingsError, StackError) as exc:
-            raise click.ClickException(str(exc)) from None
+            return super().invoke(ctx)
+        except Exception as exc:
+            message = friendly(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
 
-    return wrapper  # type: ignore[return-value]
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO",
               show_default=True, help="Logging threshold for this run.")
 def main(log_level: str) -> None:
@@ -64,7 +61,7 @@ PARTS = click.argument("parts", nargs=-1, type=click.Choice(["kafka", "redis", "
 
 
 def _stack_settings():
-    from ops.settings import StackSettings
+    from ops.stack.settings import StackSettings
 
     return load(StackSettings)
 
@@ -80,7 +77,6 @@ def _print_status(rows) -> None:
 
 @infra.command("up")
 @PARTS
-@friendly_errors
 def infra_up(parts: tuple[str, ...]) -> None:
     """Start the stack (or the PARTS named) and wait until each part answers."""
     from ops import stack
@@ -91,7 +87,6 @@ def infra_up(parts: tuple[str, ...]) -> None:
 
 @infra.command("down")
 @PARTS
-@friendly_errors
 def infra_down(parts: tuple[str, ...]) -> None:
     """Stop what movierec started (never a process it did not start)."""
     from ops import stack
@@ -103,7 +98,6 @@ def infra_down(parts: tuple[str, ...]) -> None:
 @infra.command("status")
 @PARTS
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@friendly_errors
 def infra_status(parts: tuple[str, ...], as_json: bool) -> None:
     """Show each part's state; exit status 1 unless all are healthy."""
     from ops import stack
@@ -118,10 +112,9 @@ def infra_status(parts: tuple[str, ...], as_json: bool) -> None:
 
 
 @infra.command("fetch")
-@friendly_errors
 def infra_fetch() -> None:
     """Fetch the Kafka broker's jars from Maven Central (done by `infra up` when missing)."""
-    from ops.kafka_broker import KafkaBroker
+    from ops.stack.kafka_broker import KafkaBroker
 
     broker = KafkaBroker(_stack_settings())
     broker.fetch()
@@ -135,7 +128,7 @@ def settings_classes() -> list[type]:
     """Every process's settings class, in the order `movierec config` lists them."""
     from online_eval.settings import OnlineSettings
     from ops.demo.settings import DemoSettings
-    from ops.settings import StackSettings
+    from ops.stack.settings import StackSettings
     from recommender.serving.settings import ServeSettings
     from recommender.training.settings import TrainSettings
     from simulator.api import ApiSettings
@@ -176,7 +169,6 @@ def wire() -> None:
 @wire.command("check")
 @click.argument("source", type=click.File("rb"), default="-")
 @click.option("--show", default=5, show_default=True, help="Print this many rejected lines.")
-@friendly_errors
 def wire_check(source, show: int) -> None:
     """Parse a file of log lines (or stdin) and count events by kind and rejections by reason."""
     from movierec.wire import LineParser, Rejection

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from movierec.errors import MovierecError
 from recommender.confidence import ConfidenceParams, confidence
 from recommender.models.base import TrainSet
 from recommender.models.profiles import Profiles
@@ -51,7 +52,7 @@ _EPOCH = datetime(1970, 1, 1)
 _RATING_SHIFT = 128  # latest-rating key = ms * 128 + stars: one max picks time, then stars
 
 
-class DatasetError(Exception):
+class DatasetError(MovierecError):
     """Event rows cannot be turned into a training set (missing columns or values, a
     rating off the scale, an aware time, bad parameters)."""
 

@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from movierec.durable import TMP_PREFIX, fsync_path, write_atomic
+from movierec.errors import MovierecError
 from recommender.models import model_class
 from recommender.models.base import Recommender
 from recommender.versions import VERSION as _VERSION
@@ -80,7 +81,7 @@ _CHUNK = 1 << 20
 _ID_ATTEMPTS = 60  # seconds past the creation time a colliding version id may move
 
 
-class RegistryError(Exception):
+class RegistryError(MovierecError):
     """Unknown version or alias, corrupt artifact or meta, invalid metadata."""
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from movierec.errors import MovierecError
 
-class SinkError(RuntimeError):
+
+class SinkError(MovierecError):
     """The sink could not deliver lines (broker down, disk full, ...)."""
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from movierec.errors import MovierecError
+
 FORMAT_VERSION = 1
 """Version of the file layout and metadata below; readers refuse newer files."""
 
@@ -52,7 +54,7 @@ Day = date
 """A calendar date (an alias: ``FileInfo.date`` shadows the name ``date`` in its class)."""
 
 
-class EventStoreError(Exception):
+class EventStoreError(MovierecError):
     """Anything wrong with the event store: bad input, a damaged or tampered file, a
     snapshot that no longer resolves, a compaction already running."""
 

@@ -30,9 +30,9 @@ import pyarrow as pa
 
 from movierec.wire import Event, LineParser, Rejection
 from movierec.wire_batch import WatchColumns, parse_watches
-from stream_consumer.dlq import dead_letter
 from stores.event_columns import EventColumns, watch_table
 from stores.feature_delta import EPOCH, FeatureDelta, epoch_ms
+from stream_consumer.dlq import dead_letter
 from stream_consumer.validate import Validator
 
 _PARTITION, _OFFSET, _TIMESTAMP = attrgetter("partition"), attrgetter("offset"), attrgetter("timestamp")

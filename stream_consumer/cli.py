@@ -18,14 +18,14 @@ def build(settings, *, metrics_port: int | None = None):
     from prometheus_client import start_http_server
 
     from movierec.kafka_records import install as install_bulk_decoding
+    from stores.event_store import EventStore
+    from stores.keys import Keys
+    from stores.redis_online import RedisOnlineStore
     from stream_consumer.consumer import StreamConsumer
+    from stream_consumer.consumer_metrics import ConsumerMetrics
     from stream_consumer.dlq_sinks import open_sink
     from stream_consumer.drift_monitor import DriftMonitor
     from stream_consumer.enrich import Enricher
-    from stores.event_store import EventStore
-    from stores.keys import Keys
-    from stream_consumer.consumer_metrics import ConsumerMetrics
-    from stores.redis_online import RedisOnlineStore
 
     keys = Keys(settings.redis_prefix)
     features = RedisOnlineStore.connect(settings.redis_url, keys, timeout_s=settings.redis_timeout_s,
@@ -106,7 +106,6 @@ def tune_gc() -> None:
 @click.option("--metrics-port", type=int, help="Port of /metrics (default MOVIEREC_METRICS_PORT).")
 def consume(max_lines: int | None, idle_exit: float | None, metrics_port: int | None) -> None:
     """Consume the event log into Redis features, the event store and the DLQ."""
-    from stream_consumer.dlq_sinks import DeadLetterRefused
     from stream_consumer.settings import ConsumerSettings
 
     settings = load(ConsumerSettings)
@@ -124,8 +123,6 @@ def consume(max_lines: int | None, idle_exit: float | None, metrics_port: int | 
                f"{settings.consumer_group}; rejects to {runner.dlq.where}", err=True)
     try:
         lines = runner.run(max_lines=max_lines, idle_exit_s=idle_exit)
-    except DeadLetterRefused as exc:  # MOVIEREC_DLQ_SINK=kafka: stop, batch uncommitted
-        raise click.ClickException(str(exc)) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -153,22 +150,19 @@ def drift_report(reference, current, hours: float, as_json: bool) -> None:
     length, sign-ups, unknown users and movies (rejections come from the consumer)."""
     from datetime import timedelta
 
-    from stream_consumer.drift_report import report_from_frames
     from stores.event_store import EventStore, EventStoreError
+    from stream_consumer.drift_report import report_from_frames
     from stream_consumer.settings import ConsumerSettings
 
     settings = load(ConsumerSettings)
     store = EventStore(settings.store_dir, settings.kafka_topic)
-    try:
-        times = store.read(columns=["time"])["time"]
-        if times.empty:
-            raise click.ClickException(f"the event store at {settings.store_dir} is empty")
-        span = timedelta(hours=hours)
-        first, last = times.min().to_pydatetime(), times.max().to_pydatetime()
-        ref = reference or (first, first + span)
-        cur = current or (last - span, last + timedelta(seconds=1))
-        report = report_from_frames(store.read(start=ref[0], end=ref[1]),
-                                    store.read(start=cur[0], end=cur[1]))
-    except (EventStoreError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    times = store.read(columns=["time"])["time"]
+    if times.empty:
+        raise EventStoreError(f"the event store at {settings.store_dir} is empty")
+    span = timedelta(hours=hours)
+    first, last = times.min().to_pydatetime(), times.max().to_pydatetime()
+    ref = reference or (first, first + span)
+    cur = current or (last - span, last + timedelta(seconds=1))
+    report = report_from_frames(store.read(start=ref[0], end=ref[1]),
+                                store.read(start=cur[0], end=cur[1]))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_table())

@@ -30,19 +30,24 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
-from kafka.errors import (CommitFailedError, IllegalGenerationError, KafkaError,
-                          RebalanceInProgressError, UnknownMemberIdError)
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from movierec.wire import LineParser
+from stores.event_store import EventStore, EventStoreError
+from stores.keys import day_of
+from stores.online import OnlineStore, OnlineStoreError
 from stream_consumer.batch import BatchFolder, Folded
+from stream_consumer.consumer_metrics import ConsumerMetrics
 from stream_consumer.dlq_sinks import DeadLetterSink
 from stream_consumer.drift_monitor import DriftMonitor
 from stream_consumer.drift_report import metric_values
-from stores.event_store import EventStore, EventStoreError
-from stores.keys import day_of
-from stream_consumer.consumer_metrics import ConsumerMetrics
-from stores.online import OnlineStore, OnlineStoreError
 from stream_consumer.validate import Validator
 
 log = logging.getLogger(__name__)

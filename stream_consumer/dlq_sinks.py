@@ -22,10 +22,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from kafka.errors import (ClusterAuthorizationFailedError, InvalidRecordError, InvalidTopicError,
-                          KafkaError, MessageSizeTooLargeError, PolicyViolationError,
-                          RecordListTooLargeError, TopicAuthorizationFailedError,
-                          UnknownTopicOrPartitionError)
+from kafka.errors import (
+    ClusterAuthorizationFailedError,
+    InvalidRecordError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    PolicyViolationError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
+
+from movierec.errors import MovierecError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +74,7 @@ def is_refusal(exc: BaseException) -> bool:
     return isinstance(exc, REFUSALS)
 
 
-class DeadLetterSendError(KafkaError):
+class DeadLetterSendError(MovierecError, KafkaError):
     """Some dead letters of a flush were not acknowledged; ``failed`` holds each with its
     error. Retriable (the loop tries the batch again) unless the broker refused them."""
 
@@ -82,7 +91,7 @@ class DeadLetterSendError(KafkaError):
         return [value for value, _ in self.failed]
 
 
-class DeadLetterRefused(RuntimeError):
+class DeadLetterRefused(MovierecError):
     """``MOVIEREC_DLQ_SINK=kafka`` and the broker refused dead letters for good: not a
     ``KafkaError``, so the consumer loop does not retry it; the process stops with the
     batch uncommitted (it comes again once the topic takes the letters)."""

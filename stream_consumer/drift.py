@@ -57,8 +57,6 @@ from datetime import datetime, timedelta
 import numpy as np
 from scipy import stats as _stats
 
-
-
 # -- constants ---------------------------------------------------------------------------
 
 PSI_MODERATE = 0.1

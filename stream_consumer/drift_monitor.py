@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 
 from movierec.wire import Account, Event, Rate, Recommendation, Watch
 from stream_consumer.drift import (
+    _M64,
     _MS,
     DEFAULT_BUCKET,
     DEFAULT_SAMPLE,
     EPOCH,
-    _M64,
     Basis,
     BucketCounts,
     Thresholds,

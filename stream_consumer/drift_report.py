@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from movierec.errors import MovierecError
 from stream_consumer.drift import (
     ACTIONS,
     DEFAULT_BUCKET,
@@ -77,6 +78,11 @@ from stream_consumer.drift import (
 
 FEATURE_TESTS: dict[str, str] = dict(zip(FEATURES, ("chi2", "chi2", "psi", "ks", "z", "z", "z", "z", "chi2")))
 """The test each feature uses."""
+
+class DriftReportError(MovierecError, ValueError):
+    """The frames cannot be compared (a column or rows missing): what a person fixes by
+    choosing other windows or another store."""
+
 
 _MS = timedelta(milliseconds=1)
 
@@ -318,7 +324,7 @@ def _unknown_mask(values: np.ndarray, known: Collection[Any] | Callable[[Any], b
 def _numbers(frame: pd.DataFrame, column: str, rows: np.ndarray, what: str) -> np.ndarray:
     values = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
     if np.isnan(values).any():
-        raise ValueError(f"{what} rows need a {column}")
+        raise DriftReportError(f"{what} rows need a {column}")
     return values.astype(np.int64)
 
 
@@ -361,7 +367,7 @@ def frame_buckets(frame: pd.DataFrame, *, bucket: timedelta = DEFAULT_BUCKET, se
     (a collection of ids or a predicate), else the basis classifies later."""
     missing = [c for c in FRAME_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"frame lacks column(s) {missing}")
+        raise DriftReportError(f"frame lacks column(s) {missing}")
     if bucket <= timedelta(0) or bucket % _MS:
         raise ValueError("bucket must be a positive whole number of milliseconds")
     if len(frame) == 0:
@@ -438,7 +444,7 @@ def report_from_frames(reference: pd.DataFrame, current: pd.DataFrame, *,
     ref = frame_buckets(reference, bucket=bucket, seed=seed, known_users=known_users,
                         known_movies=known_movies)
     if not ref:
-        raise ValueError("the reference frame has no rows")
+        raise DriftReportError("the reference frame has no rows")
     ref_stats, basis = reference_window(ref, min(ref), max(ref) + 1, sample_size,
                                         classify_users=known_users is None,
                                         classify_movies=known_movies is None)

@@ -6,7 +6,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from movierec.settings import KafkaSettings, RedisSettings, StoreSettings, WireSettings, setting
+from movierec.settings import (
+    KafkaSettings,
+    RedisSettings,
+    StoreSettings,
+    WireSettings,
+    setting,
+)
 
 
 @dataclass(frozen=True)

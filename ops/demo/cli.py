@@ -9,7 +9,6 @@ import time
 
 import click
 
-from ops.cli import friendly_errors
 from ops.demo.stages import DemoError
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -28,7 +27,6 @@ def demo() -> None:
 
 
 @demo.command("up")
-@friendly_errors
 @click.option("--full", is_flag=True,
               help="Full scale: 1,000,000 users x 27,000 movies, 2 days (long); a "
                    "MOVIEREC_DEMO_* variable you set still wins.")
@@ -127,7 +125,6 @@ def _down(plan) -> list[str]:
 
 
 @demo.command("down")
-@friendly_errors
 def demo_down() -> None:
     """Stop what the demo started: its services, then Kafka, Redis and Prometheus."""
     stopped = _down(_plan())
@@ -135,11 +132,11 @@ def demo_down() -> None:
 
 
 @demo.command("status")
-@friendly_errors
 def demo_status() -> None:
     """One line per demo service and stack part; exit status 1 unless all run."""
-    from ops import procs, stack
+    from ops import stack
     from ops.demo.reset import SERVICES
+    from ops.stack import procs
 
     plan = _plan()
     ok = True

@@ -22,10 +22,10 @@ from movierec.kafka_admin import group_lag
 from movierec.settings import load
 from ops import stack
 from ops.demo import reset
-from ops.demo.settings import DemoSettings
 from ops.demo import stages as stages_mod
+from ops.demo.settings import DemoSettings
 from ops.demo.stages import DemoError, Stages
-from ops.settings import StackSettings
+from ops.stack.settings import StackSettings
 from recommender.serving.settings import ServeSettings
 from recommender.training.settings import TrainSettings
 from simulator.api import ApiSettings
@@ -251,7 +251,7 @@ def _start_experiment(plan: DemoPlan, note) -> None:
 
 def check_ports_free(plan: DemoPlan) -> None:
     """Fail early when a port the demo's services need is held by someone else."""
-    from ops import procs
+    from ops.stack import procs
 
     for name, port in (("world", plan.api.sim_api_port), ("serve", plan.serve.serve_port),
                        ("consume", plan.consumer.metrics_port)):

@@ -71,9 +71,9 @@ def trace_lines(trace: dict[str, Any]) -> list[str]:
 
 def build(plan: DemoPlan, outcome: Outcome, note) -> tuple[dict[str, Any], str]:
     """Grade, compare and trace: the JSON report and its markdown (``write`` saves them)."""
+    from movierec.settings import load
     from online_eval.cli import evaluate_online
     from online_eval.settings import OnlineSettings
-    from movierec.settings import load
     from simulator.grade_probe import grade_topic
 
     server = f"127.0.0.1:{plan.serve.serve_port}"

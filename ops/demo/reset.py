@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import redis
 
 from movierec.kafka_admin import admin_client, delete_topics, ensure_topic, topic_lines
-from ops import procs
 from ops.demo.stages import DemoError
+from ops.stack import procs
 
 if TYPE_CHECKING:
     from ops.demo.flow import DemoPlan

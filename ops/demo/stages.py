@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
-from ops import procs
+from movierec.errors import MovierecError
+from ops.stack import procs
 
 T = TypeVar("T")
 
@@ -35,7 +36,7 @@ def log_file(log_dir: Path, name: str) -> Path:
     return log_dir / f"{name}.log"
 
 
-class DemoError(RuntimeError):
+class DemoError(MovierecError):
     """A demo stage failed; the message names the stage and the log file to read."""
 
 

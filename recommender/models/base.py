@@ -36,12 +36,13 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from movierec.errors import MovierecError
 from recommender.models.profiles import Profile, Profiles
 
 MODEL_JSON = "model.json"
 
 
-class ModelError(Exception):
+class ModelError(MovierecError):
     """A model cannot be built, trained, saved or loaded as asked (bad params, corrupt or
     incompatible artifact, untrained model)."""
 

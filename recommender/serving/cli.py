@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from movierec.settings import SettingsError, load
+from movierec.settings import load
 
 GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
 APP = "recommender.serving.wsgi:create_from_env()"
@@ -20,10 +20,7 @@ APP = "recommender.serving.wsgi:create_from_env()"
 def _settings(**overrides):
     from recommender.serving.settings import ServeSettings
 
-    try:
-        return load(ServeSettings, **{k: v for k, v in overrides.items() if v is not None})
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    return load(ServeSettings, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def serve_environment(base: dict[str, str], *, metrics_dir: Path,
@@ -73,12 +70,7 @@ def _store():
 @experiment.command("show")
 def experiment_show() -> None:
     """Print the running experiment as JSON (null when none)."""
-    from recommender.serving.state import ServingError
-
-    try:
-        generation, current = _store().read()
-    except ServingError as exc:
-        raise click.ClickException(str(exc)) from None
+    generation, current = _store().read()
     click.echo(json.dumps({"generation": generation,
                            "experiment": current.to_dict() if current else None}, indent=2))
 
@@ -91,13 +83,14 @@ def experiment_set(spec, reason: str) -> None:
     {"id": "ab1", "arms": [{"name": "als", "model": "champion", "share": 0.5},
     {"name": "pop", "model": "baseline", "share": 0.5}]}."""
     from recommender.serving.experiments import Experiment
-    from recommender.serving.state import ServingError
+    from recommender.serving.state import BadRequest
 
     try:
-        parsed = Experiment.from_dict(json.load(spec))
-        generation = _store().write(parsed, reason=reason)
-    except (ServingError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        document = json.load(spec)
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise BadRequest(f"{spec.name} is not a JSON experiment: {exc}") from None
+    parsed = Experiment.from_dict(document)
+    generation = _store().write(parsed, reason=reason)
     click.echo(f"experiment {parsed.id} set (generation {generation}); "
                "running services follow within MOVIEREC_SERVE_POLL_S")
 
@@ -106,10 +99,5 @@ def experiment_set(spec, reason: str) -> None:
 @click.option("--reason", default="cli", show_default=True, help="Why (kept in the file).")
 def experiment_clear(reason: str) -> None:
     """Stop the experiment: everyone gets the serve alias again."""
-    from recommender.serving.state import ServingError
-
-    try:
-        generation = _store().write(None, reason=reason)
-    except ServingError as exc:
-        raise click.ClickException(str(exc)) from None
+    generation = _store().write(None, reason=reason)
     click.echo(f"experiment cleared (generation {generation})")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from movierec.settings import SettingsError, load
+from movierec.settings import load
 
 log = logging.getLogger(__name__)
 
@@ -17,10 +17,7 @@ log = logging.getLogger(__name__)
 def _settings(**overrides):
     from recommender.training.settings import TrainSettings
 
-    try:
-        return load(TrainSettings, **{k: v for k, v in overrides.items() if v is not None})
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    return load(TrainSettings, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def run_pipeline(*, register: bool, promote: bool, models: str | None, snapshot: str | None,
@@ -28,11 +25,9 @@ def run_pipeline(*, register: bool, promote: bool, models: str | None, snapshot:
     """Load the inputs, run the pipeline under a progress bar, print the summary."""
     from tqdm import tqdm
 
-    from recommender.dataset import DatasetError
-    from recommender.models import ModelError
-    from recommender.registry import Registry, RegistryError
+    from recommender.registry import Registry
     from recommender.training.inputs import load_inputs
-    from recommender.training.pipeline import Pipeline, PipelineError
+    from recommender.training.pipeline import Pipeline
 
     settings = _settings(train_models=models, train_profiles=profiles)
     bar = tqdm(desc="train", unit="step", leave=True, bar_format="{desc}: {n_fmt} steps [{elapsed}]{postfix}")
@@ -48,8 +43,6 @@ def run_pipeline(*, register: bool, promote: bool, models: str | None, snapshot:
         registry = Registry(settings.registry_dir) if register else None
         report = Pipeline(settings, registry=registry, progress=progress).run(
             inputs, register=register, promote=promote, report_dir=report_dir)
-    except (PipelineError, DatasetError, ModelError, RegistryError) as exc:
-        raise click.ClickException(str(exc)) from None
     finally:
         bar.close()
     _summary(report, settings.gate_metric)
@@ -122,22 +115,13 @@ def _registry():
     return Registry(_settings().registry_dir)
 
 
-def _registry_call(fn):
-    from recommender.registry import RegistryError
-
-    try:
-        return fn()
-    except RegistryError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models_list(as_json: bool) -> None:
     """Every version, newest first, with its aliases and gate metric."""
     registry = _registry()
-    versions = _registry_call(registry.versions)
-    aliases = _registry_call(registry.aliases)
+    versions = registry.versions()
+    aliases = registry.aliases()
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
         by_version.setdefault(version, []).append(alias)
@@ -163,7 +147,7 @@ def models_list(as_json: bool) -> None:
 @click.argument("version")
 def models_show(version: str) -> None:
     """Everything recorded about VERSION (or an alias such as champion)."""
-    mv = _registry_call(lambda: _registry().get(version))
+    mv = _registry().get(version)
     click.echo(json.dumps(mv.meta, indent=2, sort_keys=True))
 
 
@@ -175,7 +159,7 @@ def models_show(version: str) -> None:
 def models_promote(version: str, alias: str, reason: str, force: bool) -> None:
     """Point ALIAS at VERSION atomically (the previous holder is kept for rollback)."""
     registry = _registry()
-    _registry_call(lambda: registry.promote(version, alias=alias, reason=reason, force=force))
+    registry.promote(version, alias=alias, reason=reason, force=force)
     click.echo(f"{alias} -> {registry.aliases()[alias]}")
 
 
@@ -184,5 +168,5 @@ def models_promote(version: str, alias: str, reason: str, force: bool) -> None:
 @click.option("--reason", default="rolled back by hand", show_default=True)
 def models_rollback(alias: str, reason: str) -> None:
     """Point ALIAS back at the version it held before its last promotion."""
-    restored = _registry_call(lambda: _registry().rollback(alias, reason=reason))
+    restored = _registry().rollback(alias, reason=reason)
     click.echo(f"{alias} -> {restored}")

@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pyarrow.compute as pc
+
 from recommender.dataset import read_events
 from recommender.models.profiles import Profiles
 from recommender.runtimes import api_runtimes

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from movierec.errors import MovierecError
 from offline_eval.compare import row_from_result, write_report
 from offline_eval.evaluate import EvalResult, compare_paired, evaluate
 from offline_eval.split import build_truth, temporal_split
@@ -56,7 +57,7 @@ BASELINE = "popularity"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class PipelineError(Exception):
+class PipelineError(MovierecError):
     """The pipeline cannot run on these inputs (no data, an empty split, no baseline)."""
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ops import procs
+from ops.stack import procs
 from recommender.registry import Registry
 from tests.conftest import free_ports
 

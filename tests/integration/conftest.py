@@ -15,7 +15,7 @@ import redis
 
 from movierec.settings import load
 from ops import stack as stack_mod
-from ops.settings import StackSettings
+from ops.stack.settings import StackSettings
 from tests.conftest import free_ports
 
 

@@ -135,7 +135,7 @@ def _assert_recomputable(stack: LocalStack, redis_client: redis.Redis, unique: s
 
 def test_redis_down_for_30s_retries_without_committing(stack: LocalStack, unique: str,
                                                        tmp_path: Path, redis_client: redis.Redis) -> None:
-    from ops.redis_server import RedisServer
+    from ops.stack.redis_server import RedisServer
 
     topic = f"redis-down-{unique}"
     _produce(stack.bootstrap, topic, 150_000)

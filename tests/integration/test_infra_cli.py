@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from ops.procs import start_ticks
+from ops.stack.procs import start_ticks
 from tests.conftest import free_ports
 
 

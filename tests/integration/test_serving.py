@@ -286,7 +286,7 @@ def test_a_corrupt_version_is_rejected_and_the_old_one_keeps_serving(served):
 
 
 def test_redis_down_still_answers_200_within_the_deadline(stack, served):
-    from ops.redis_server import RedisServer
+    from ops.stack.redis_server import RedisServer
 
     service, staged, _, _ = served
     part = RedisServer(stack.settings)

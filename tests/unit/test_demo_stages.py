@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from movierec.settings import load
-from ops import procs
 from ops.demo.flow import DemoPlan
 from ops.demo.settings import FULL_MOVIES, FULL_USERS, DemoSettings
 from ops.demo.stages import DemoError, Stages
+from ops.stack import procs
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.procs import (
+from ops.stack.procs import (
     StackError,
     owned_pid,
     parse_pid_file,

@@ -15,7 +15,7 @@ from movierec.settings import (
     load,
     setting,
 )
-from ops.settings import StackSettings
+from ops.stack.settings import StackSettings
 
 
 @dataclass(frozen=True)

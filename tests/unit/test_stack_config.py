@@ -9,11 +9,11 @@ import pytest
 
 from movierec.settings import load
 from ops import stack
-from ops.kafka_broker import KafkaBroker, server_properties
-from ops.procs import StackError
-from ops.prometheus_server import prometheus_config
-from ops.redis_server import RedisServer, redis_conf
-from ops.settings import StackSettings
+from ops.stack.kafka_broker import KafkaBroker, server_properties
+from ops.stack.procs import StackError
+from ops.stack.prometheus_server import prometheus_config
+from ops.stack.redis_server import RedisServer, redis_conf
+from ops.stack.settings import StackSettings
 from tests.conftest import free_ports
 
 

@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from movierec.errors import MovierecError
 
-class StackError(RuntimeError):
+
+class StackError(MovierecError):
     """A part of the local stack could not be fetched, started, probed or stopped."""
 
 

@@ -7,8 +7,8 @@ import urllib.error
 import urllib.request
 from importlib import resources
 
-from ops.part import Part
-from ops.procs import StackError
+from ops.stack.part import Part
+from ops.stack.procs import StackError
 
 
 def prometheus_config(targets: dict[str, list[str]], *, scrape_s: int, self_port: int,

@@ -6,8 +6,8 @@ import shutil
 
 import redis
 
-from ops.part import Part
-from ops.procs import StackError
+from ops.stack.part import Part
+from ops.stack.procs import StackError
 
 
 def redis_conf(port: int, data_dir: str) -> str:

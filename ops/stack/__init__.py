@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ops.kafka_broker import KafkaBroker
-from ops.part import Part, PartStatus
-from ops.prometheus_server import PrometheusServer
-from ops.redis_server import RedisServer
-from ops.settings import StackSettings
+from ops.stack.kafka_broker import KafkaBroker
+from ops.stack.part import Part, PartStatus
+from ops.stack.prometheus_server import PrometheusServer
+from ops.stack.redis_server import RedisServer
+from ops.stack.settings import StackSettings
 
 PART_NAMES = ("kafka", "redis", "prometheus")
 

@@ -16,8 +16,8 @@ from importlib import resources
 from pathlib import Path
 
 from movierec.kafka_admin import broker_probe, ensure_topic
-from ops.part import Part
-from ops.procs import StackError
+from ops.stack.part import Part
+from ops.stack.procs import StackError
 
 STORAGE_TOOL = "kafka.tools.StorageTool"
 BROKER_MAIN = "kafka.Kafka"

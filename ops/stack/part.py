@@ -6,8 +6,16 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.procs import StackError, owned_pid, port_open, spawn, tail, terminate, wait_until
-from ops.settings import StackSettings
+from ops.stack.procs import (
+    StackError,
+    owned_pid,
+    port_open,
+    spawn,
+    tail,
+    terminate,
+    wait_until,
+)
+from ops.stack.settings import StackSettings
 
 log = logging.getLogger(__name__)
 
