@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import redis
@@ -304,3 +305,39 @@ def test_redis_down_still_answers_200_within_the_deadline(stack, served):
     while "X-Fallback" in get(f"{service.url}/recommend/{staged.known_users[0]}")[2]:
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+def _group_processes(pgid: int) -> list[int]:
+    """Pids of the live processes of process group ``pgid`` (the service's session)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields[2]: pgrp; [0]: state
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _mapped_libraries(pid: int) -> set[str]:
+    try:
+        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        return set()
+    return {line.split()[-1] for line in lines if line.rstrip().endswith(".so") or ".so." in line}
+
+
+def test_serving_workers_load_neither_pandas_nor_pyarrow(served):
+    """Serving imports numpy, scipy and the model code, never the training stack: a worker
+    that has answered requests maps no shared library of pandas or pyarrow (their C
+    extensions would be mapped the moment either is imported), while numpy's are."""
+    service, staged, _, _ = served
+    for user in staged.known_users[:20]:
+        assert get(f"{service.url}/recommend/{user}")[0] == 200
+    libraries = {pid: _mapped_libraries(pid) for pid in _group_processes(service.proc.pid)}
+    workers = [pid for pid, libs in libraries.items() if any("/numpy/" in lib for lib in libs)]
+    assert len(workers) >= 2, libraries.keys()  # the two workers (and perhaps the arbiter)
+    for pid in workers:
+        heavy = sorted(lib for lib in libraries[pid] if "/pandas/" in lib or "/pyarrow/" in lib)
+        assert heavy == [], (pid, heavy[:3])
