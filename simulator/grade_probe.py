@@ -6,13 +6,15 @@ the beginning up to the end offsets seen at the start, without a consumer group 
 without committing. ``probe_service`` plays the course's client: GET
 ``/recommend/<uid>`` with a client-side deadline, the body checked by
 ``simulator.course_client``, each outcome turned into the ``Recommendation`` event the
-course's client would have logged. It uses the standard library only and cannot hang:
-every socket operation has a timeout and the whole run has a time budget.
+course's client would have logged. It cannot hang: every socket operation has a timeout,
+reading a body is bounded by the request's time, and the whole run has a time budget.
+
+The probe speaks HTTP through httpx, the project's one HTTP client library (issue #19;
+docs/benchmarks.md, "HTTP client library"), synchronously: one client and one keep-alive connection a thread.
 """
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import threading
 import time
@@ -20,11 +22,18 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from urllib.parse import urlsplit
 
+import httpx
+
+from movierec.errors import MovierecError
 from movierec.kafka_read import TopicReadError, read_once
+from movierec.mlip_api import ExchangeTrace, is_stale
 from movierec.wire import Recommendation
 from simulator import course_client
-
-from simulator.grade import DEFAULT_DEADLINE_MS, DEFAULT_DOWN_THRESHOLD, GradeAccumulator
+from simulator.grade import (
+    DEFAULT_DEADLINE_MS,
+    DEFAULT_DOWN_THRESHOLD,
+    GradeAccumulator,
+)
 from simulator.grade_report import GradeReport
 
 MAX_BODY = 64 * 1024
@@ -33,11 +42,8 @@ MAX_BODY = 64 * 1024
 TIMEOUT_MARGIN_S = 0.2
 """The socket waits this long past the deadline, so a late answer is measured as late."""
 
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
-"""Errors of a keep-alive connection the server closed while it was idle."""
 
-
-class GradeError(RuntimeError):
+class GradeError(MovierecError):
     """The grader could not read its source (no broker, no such topic)."""
 
 
@@ -130,7 +136,7 @@ def probe_service(
             acc.add(event)
 
     timeout_s = deadline_ms / 1000 + timeout_margin_s
-    client = _Client(parts.scheme, parts.hostname, parts.port, parts.path.rstrip("/"),
+    client = _Client(url_base.rstrip("/"), parts.hostname, parts.port or _PORTS[parts.scheme],
                      deadline_ms=deadline_ms, timeout_s=timeout_s)
     workers = [
         threading.Thread(target=client.run, args=(take, record), name=f"grade-probe-{i}")
@@ -146,83 +152,86 @@ def probe_service(
     return acc.report(notes=notes)
 
 
+_PORTS = {"http": 80, "https": 443}
+
+
+def transport_error(exc: Exception) -> BaseException:
+    """The exception ``course_client.failed`` should see for an HTTP library's failure:
+    TimeoutError for httpx's timeouts ("timed out"), the OSError the library wrapped when
+    it has one (ConnectionRefusedError first: "Connection refused"), else ``exc`` itself."""
+    if isinstance(exc, httpx.TimeoutException):
+        return TimeoutError(str(exc) or type(exc).__name__)
+    found: OSError | None = None
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:  # httpx -> httpcore -> OSError
+        seen.add(id(link))
+        if isinstance(link, ConnectionRefusedError):
+            return link
+        if isinstance(link, OSError) and found is None:
+            found = link
+        link = link.__cause__ or link.__context__
+    return found or exc
+
+
 class _Client:
     """What one probe thread needs to call the service and log each outcome as an event."""
 
-    def __init__(
-        self, scheme: str, host: str, port: int | None, prefix: str, *,
-        deadline_ms: int, timeout_s: float,
-    ) -> None:
-        self.scheme = scheme
-        self.host = host
-        self.port = port or (443 if scheme == "https" else 80)
-        self.server = f"{host}:{self.port}"
-        self.prefix = prefix
+    def __init__(self, url_base: str, host: str, port: int, *, deadline_ms: int,
+                 timeout_s: float) -> None:
+        self.url_base = url_base
+        self.server = f"{host}:{port}"
         self.deadline_ms = deadline_ms
         self.timeout_s = timeout_s
 
+    def new_client(self) -> httpx.Client:
+        """A client holding at most one connection, kept alive between requests; every
+        connect, write and read waits ``timeout_s`` at most. No proxy from the
+        environment: the probe measures the service, as the course's client reaches it."""
+        one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        return httpx.Client(base_url=self.url_base, timeout=self.timeout_s, limits=one,
+                            trust_env=False, headers={"Accept-Encoding": "identity"})
+
     def run(self, take: Callable[[], int | None], record: Callable[[Recommendation], None]) -> None:
-        """Take user ids until none is left; each worker owns and closes one connection."""
-        conn: http.client.HTTPConnection | None = None
-        try:
+        """Take user ids until none is left; each worker owns and closes one client."""
+        with self.new_client() as client:
             while (uid := take()) is not None:
-                conn, event = self.call(conn, uid)
-                record(event)
-        finally:
-            if conn is not None:
-                conn.close()
+                record(self.call(client, uid))
 
-    def connect(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        return cls(self.host, self.port, timeout=self.timeout_s)
-
-    def call(
-        self, conn: http.client.HTTPConnection | None, uid: int
-    ) -> tuple[http.client.HTTPConnection | None, Recommendation]:
-        """One request; returns the connection to reuse (None after an error) and the event.
-        A reused connection that the server had closed meanwhile is retried once, fresh."""
-        reused = conn is not None
-        while True:
-            if conn is None:
-                conn = self.connect()
+    def call(self, client: httpx.Client, uid: int) -> Recommendation:
+        """One request and the event the course's client would log for it. A request
+        that failed on a reused connection the server had closed meanwhile is retried
+        once, on a fresh one; the latency counts from the retry."""
+        for attempt in (1, 2):
             began = time.perf_counter()
+            trace = ExchangeTrace()
             try:
-                status, body = self._get(conn, uid, began)
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                if reused and isinstance(exc, _STALE):
-                    conn, reused = None, False
+                status, body = self._get(client, uid, began, trace)
+            except httpx.HTTPError as exc:
+                if attempt == 1 and is_stale(exc, trace):
                     continue
-                return None, self._event(uid, 0, (), self._error_text(exc), _millis(began))
-            return conn, self._answer(uid, began, status, body)
+                return self._event(uid, 0, (), self._error_text(transport_error(exc)), _millis(began))
+            except TimeoutError as exc:  # the body was not read in time
+                return self._event(uid, 0, (), self._error_text(exc), _millis(began))
+            return self._answer(uid, began, status, body)
+        raise AssertionError("unreachable: the second attempt returns")
 
-    def _get(self, conn: http.client.HTTPConnection, uid: int, began: float) -> tuple[int, bytes]:
-        """Status and body (at most ``MAX_BODY + 1`` bytes). Reading the body is bounded by
-        the request's total time, so a server that trickles bytes cannot stall the probe."""
-        conn.request("GET", f"{self.prefix}/recommend/{uid}")
-        sock = conn.sock  # the response keeps using it even when the connection lets go
-        response = conn.getresponse()
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            while size <= MAX_BODY:
-                left = self.timeout_s - (time.perf_counter() - began)
-                if left <= 0:
-                    raise TimeoutError("body not read in time")
-                if sock is not None:
-                    sock.settimeout(left)
-                chunk = response.read1(MAX_BODY + 1 - size)
-                if not chunk:
-                    break
+    def _get(self, client: httpx.Client, uid: int, began: float,
+             trace: ExchangeTrace) -> tuple[int, bytes]:
+        """Status and body (at most ``MAX_BODY + 1`` bytes). Reading the body stops once
+        the request has taken ``timeout_s``, so a server that trickles bytes holds the
+        probe for at most one more read timeout. A body cut short closes the connection."""
+        with client.stream("GET", f"/recommend/{uid}", extensions={"trace": trace}) as response:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_raw():
                 chunks.append(chunk)
                 size += len(chunk)
-        finally:
-            if not response.isclosed():  # cut short: the connection cannot be reused
-                response.close()
-                conn.close()
-        if conn.sock is not None:
-            conn.sock.settimeout(self.timeout_s)
-        return response.status, b"".join(chunks)
+                if size > MAX_BODY:
+                    break
+                if time.perf_counter() - began > self.timeout_s:
+                    raise TimeoutError("body not read in time")
+            return response.status_code, b"".join(chunks)[:MAX_BODY + 1]
 
     def _answer(self, uid: int, began: float, status: int, body: bytes) -> Recommendation:
         outcome = course_client.answered(status, body)  # an over-long body is malformed too

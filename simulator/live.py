@@ -38,7 +38,7 @@ import numpy as np
 from movierec.wire import account_line, rate_line, recommendation_line, watch_line
 from simulator import course_client
 from simulator.behaviour import BehaviourParams, OrganicSampler, WeightedSampler, react
-from simulator.live_http import ConnectionPool, HttpError
+from simulator.live_http import ConnectionPool, HttpError, Pool
 from simulator.producer import LineSink
 from simulator.world import World
 
@@ -80,7 +80,10 @@ class LiveRun:
     """One live run: arrivals, requests, reactions and the lines they write."""
 
     def __init__(self, world: World, config: LiveConfig, sink: LineSink, *, start: datetime,
-                 truth: IO[str] | None = None, params: BehaviourParams = BehaviourParams()) -> None:
+                 truth: IO[str] | None = None, params: BehaviourParams = BehaviourParams(),
+                 pool: Pool | None = None) -> None:
+        """``pool``: the HTTP client (default: ``live_http.ConnectionPool`` to the
+        service); benchmarks/sim_live.py passes a library's client to compare."""
         self.world, self.config, self.sink, self.start = world, config, sink, start
         self.truth, self.params = truth, params
         self.rng = np.random.default_rng([config.seed, 10])
@@ -88,7 +91,7 @@ class LiveRun:
         url = urlsplit(config.service_url)
         self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
         self.server = f"{self.host}:{self.port}"
-        self.pool = ConnectionPool(self.host, self.port)
+        self.pool = pool if pool is not None else ConnectionPool(self.host, self.port)
         # Users who joined before ``start_day`` exist (a backfill of that many days
         # wrote their sign-ups); later joiners sign up during the run, earliest first.
         joined = world.population.joined

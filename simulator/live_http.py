@@ -4,6 +4,14 @@ Why not urllib or a thread per request: at 1,000 requests/s on two cores, shared
 the service under test, the client must cost tens of microseconds a request. Only
 ``GET`` with a Content-Length or a connection-close body is needed.
 
+Why not the project's HTTP library (httpx, used by ``simulator.grade_probe`` and
+``movierec.mlip_api``; issue #19 keeps a hand-written client only where the library cannot
+hold the rate): measured in the same runs by ``benchmarks/sim_live.py``, httpx's async
+client costs about 20 times the CPU a request of this one (808 against 38 µs, alone),
+and at 1,000 requests/s next to the simulation it answered 3% of the requests within the
+deadline, this client 90% (medians of 5; docs/benchmarks.md, "HTTP client library", has the figures). ``Pool``
+is what ``simulator.live`` needs of a client, so the benchmark can plug in others.
+
 The deadline covers the whole exchange, connecting included (one ``asyncio.timeout``),
 as the course client's 600 ms does. A kept-alive connection the server has closed
 since is retried once on a fresh connection, within the same deadline: a healthy
@@ -14,11 +22,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Protocol
+
+from movierec.errors import MovierecError
 
 MAX_BODY = 64 * 1024
 
 
-class HttpError(Exception):
+class HttpError(MovierecError):
     """The exchange failed before a complete, well-framed answer arrived."""
 
 
@@ -30,6 +41,16 @@ class Closed(HttpError):
 class Answer:
     status: int
     body: bytes
+
+
+class Pool(Protocol):
+    """An HTTP client as ``simulator.live`` uses it: ``get`` raises TimeoutError past
+    ``timeout_s`` (connecting included), OSError (ConnectionRefusedError when refused) or
+    HttpError for any other failure, and reads at most ``MAX_BODY`` bytes of a body."""
+
+    async def get(self, path: str, timeout_s: float) -> Answer: ...
+
+    def close(self) -> None: ...
 
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]

@@ -70,7 +70,7 @@ def build(settings, *, metrics_port: int | None = None):
         enricher.stop.set()
         consumer.close()
         sink.close()
-        features.client.close()
+        features.close()
         if server is not None:
             server.shutdown()
             server.server_close()

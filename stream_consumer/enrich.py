@@ -10,14 +10,11 @@ Ids the API does not know are stored as such, so they are not asked for again.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 
-from movierec.errors import MovierecError
+from movierec.mlip_api import ApiError, MlipApiClient
 from stores.online import Kind, OnlineStore, OnlineStoreError
 
 log = logging.getLogger(__name__)
@@ -25,10 +22,6 @@ log = logging.getLogger(__name__)
 MAX_BULK = 200
 MOVIE_FIELDS_KEPT = ("title", "runtime", "adult", "content_rating", "license_cost", "genres",
                      "original_language", "release_date", "vote_average", "popularity")
-
-
-class ApiError(MovierecError):
-    """The user/movie API did not answer usefully (down, slow, 5xx, 429)."""
 
 
 def _int(value: object) -> int | None:
@@ -74,11 +67,13 @@ class Enricher:
                  fetch: Callable[[str], object] | None = None) -> None:
         self.store = store
         self.api_url = api_url.rstrip("/")
-        self.timeout_s = timeout_s
-        self.fetch = fetch or self._http_get
+        self.stop = threading.Event()
+        # keep-alive connections, Retry-After honoured; a stop cuts a Retry-After wait short
+        self.api = None if fetch else MlipApiClient(self.api_url, timeout_s=timeout_s,
+                                                    sleep=self.stop.wait)
+        self.fetch = fetch or self.api.get  # type: ignore[union-attr]
         self.runtimes: dict[str, int | None] = {}
         self.profiled: set[int] = set()
-        self.stop = threading.Event()
         self.fetched = {"users": 0, "movies": 0, "unknown": 0, "errors": 0}
 
     # -- what the consumer asks --------------------------------------------------------
@@ -93,17 +88,6 @@ class Enricher:
         return self.runtimes.get(movie)
 
     # -- fetching ------------------------------------------------------------------------
-
-    def _http_get(self, path: str) -> object:
-        try:
-            with urllib.request.urlopen(self.api_url + path, timeout=self.timeout_s) as resp:
-                return json.load(resp)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return []
-            raise ApiError(f"GET {path[:60]} answered {exc.code}") from None
-        except (OSError, ValueError) as exc:
-            raise ApiError(f"GET {path[:60]} failed: {exc}") from None
 
     def _records(self, kind: str, ids: list[str]) -> list[dict]:
         body = self.fetch(f"/{kind}/{','.join(ids)}")
@@ -155,16 +139,21 @@ class Enricher:
         return self._work("user") + self._work("movie")
 
     def run(self) -> None:
-        """Until stopped: work while there is work, back off on API or Redis failures."""
+        """Until stopped: work while there is work, back off on API or Redis failures.
+        The API connections close when it returns (it owns them while it runs)."""
         delay = 0.5
-        while not self.stop.is_set():
-            try:
-                done = self.run_once()
-                delay = 0.5
-                if not done:
-                    self.stop.wait(0.5)
-            except (ApiError, OnlineStoreError) as exc:
-                self.fetched["errors"] += 1
-                log.warning("enrichment paused %.1fs: %s", delay, exc)
-                self.stop.wait(delay)
-                delay = min(delay * 2, 30.0)
+        try:
+            while not self.stop.is_set():
+                try:
+                    done = self.run_once()
+                    delay = 0.5
+                    if not done:
+                        self.stop.wait(0.5)
+                except (ApiError, OnlineStoreError) as exc:
+                    self.fetched["errors"] += 1
+                    log.warning("enrichment paused %.1fs: %s", delay, exc)
+                    self.stop.wait(delay)
+                    delay = min(delay * 2, 30.0)
+        finally:
+            if self.api is not None:
+                self.api.close()

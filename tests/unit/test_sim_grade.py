@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
 
+from movierec.kafka_read import drain
 from movierec.wire import Recommendation
 from simulator.grade import (
     CATEGORIES,
@@ -22,8 +24,7 @@ from simulator.grade import (
     downtime_intervals,
     nearest_rank,
 )
-from movierec.kafka_read import drain
-from simulator.grade_probe import probe_service
+from simulator.grade_probe import MAX_BODY, probe_service
 from simulator.grade_report import Downtime
 from tests.conftest import free_ports
 
@@ -440,3 +441,104 @@ def test_probe_stops_at_its_time_budget(service: str) -> None:
     assert 2 <= report.total_requests <= 10  # ~0.2 s per request, 2 at a time
     assert report.failed["timeout"] == report.total_requests
     assert report.notes[-1] == "incomplete: time budget of 0.3 s reached"
+
+
+# -- the probe's HTTP client: keep-alive, stale connections, bounded bodies ----------------
+
+
+class _ConnHandler(BaseHTTPRequestHandler):
+    """One instance a connection. ``mode``: ``good`` answers every request; ``once``
+    answers the first request of a connection and hangs up on the next one there (a
+    keep-alive connection gone stale under the client); ``never`` hangs up at once;
+    ``long`` answers a body over ``MAX_BODY``; ``trickle`` sends a body a byte at a time."""
+
+    protocol_version = "HTTP/1.1"
+    mode: str
+    connections: list[int]
+    stop: threading.Event
+
+    def setup(self) -> None:
+        super().setup()
+        self.connections.append(1)
+        self.served = 0
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        if self.mode == "never" or (self.mode == "once" and self.served):
+            self.close_connection = True
+            return
+        self.served += 1
+        body = b"x" * (MAX_BODY + 100) if self.mode == "long" else b"heat+1995,up+2009"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.mode == "trickle":
+            for byte in body:
+                if self.stop.wait(0.1):
+                    return
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+        else:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def conn_service() -> Iterator[Callable[[str], tuple[str, list[int]]]]:
+    """``conn_service(mode)``: the URL of a server in that mode and its connection list."""
+    started: list[tuple[_Server, threading.Thread, threading.Event]] = []
+
+    def start(mode: str) -> tuple[str, list[int]]:
+        stop, connections = threading.Event(), []
+        handler = type("Handler", (_ConnHandler,),
+                       {"mode": mode, "connections": connections, "stop": stop})
+        server = _Server(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        started.append((server, thread, stop))
+        return f"http://127.0.0.1:{server.server_address[1]}", connections
+
+    yield start
+    for server, thread, stop in started:
+        stop.set()
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_probe_keeps_one_connection_a_thread(conn_service) -> None:
+    url, connections = conn_service("good")
+    report = probe_service(url, 12, user_ids=[1, 2, 3], concurrency=2, time_budget_s=30)
+    assert report.successful == 12
+    assert len(connections) == 2  # one connection per worker thread, kept alive
+
+
+def test_probe_retries_a_stale_keep_alive_connection_once(conn_service) -> None:
+    url, connections = conn_service("once")
+    report = probe_service(url, 4, user_ids=[1], concurrency=1, time_budget_s=30)
+    assert report.successful == 4 and report.total_requests == 4  # no failure logged
+    assert len(connections) == 4  # requests 2-4 each found their connection stale
+
+
+def test_probe_does_not_retry_a_fresh_connection(conn_service) -> None:
+    url, connections = conn_service("never")
+    report = probe_service(url, 2, user_ids=[1], concurrency=1, time_budget_s=30)
+    assert report.failed["other"] == 2 and report.successful == 0
+    assert len(connections) == 2  # one try each: a fresh connection that fails is an answer
+
+
+def test_probe_reads_a_long_body_only_so_far(conn_service) -> None:
+    url, connections = conn_service("long")
+    report = probe_service(url, 2, user_ids=[1], concurrency=1, time_budget_s=30)
+    assert report.failed["malformed"] == 2
+    assert len(connections) == 2  # a body cut short leaves its connection unusable
+
+
+def test_probe_bounds_a_trickled_body_by_the_request_time(conn_service) -> None:
+    url, _ = conn_service("trickle")  # 17 bytes, 0.1 s apart: each read is quick, the sum is not
+    began = time.monotonic()
+    report = probe_service(url, 1, user_ids=[1], deadline_ms=200, timeout_margin_s=0.2,
+                           time_budget_s=30)
+    assert report.failed["timeout"] == 1
+    assert time.monotonic() - began < 1.0  # 0.4 s per request, one more 0.1 s read at most

@@ -19,6 +19,7 @@ from movierec.wire import Account, LineParser, Recommendation, Rejection, Watch
 from simulator import oracle
 from simulator.grade import GradeAccumulator
 from simulator.live import LiveConfig, LiveRun
+from simulator.live_http import Answer
 from simulator.producer import FileSink
 from simulator.world import World, WorldSpec
 from tests.conftest import QuietHandler, assert_one_session_at_a_time, free_ports
@@ -56,10 +57,10 @@ def service(world: World) -> Iterator[str]:
     thread.join(timeout=5)
 
 
-def _run(world: World, config: LiveConfig, tmp_path: Path):
+def _run(world: World, config: LiveConfig, tmp_path: Path, pool=None):
     out, truth = tmp_path / "live.log", io.StringIO()
     sink = FileSink(out)
-    run = LiveRun(world, config, sink, start=START, truth=truth)
+    run = LiveRun(world, config, sink, start=START, truth=truth, pool=pool)
     stats = asyncio.run(run.run())
     sink.close()
     return stats, out.read_bytes().splitlines(), truth.getvalue()
@@ -142,3 +143,29 @@ def test_scraper_walks_ids_and_writes_no_lines(world: World, service: str, tmp_p
     assert (record["first_user"], record["last_user"]) == (0, stats.scraper_requests - 1)
     recs = sum(isinstance(LineParser().parse(line), Recommendation) for line in lines)
     assert recs == stats.requests  # the crawler's requests are not in the log
+
+
+class _FakePool:
+    """A client that answers every request itself (the benchmark plugs in clients so)."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.closed = False
+
+    async def get(self, path: str, timeout_s: float) -> Answer:
+        self.paths.append(path)
+        return Answer(200, b"heat+1995,up+2009")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_given_http_client_is_used_and_closed(world: World, tmp_path: Path) -> None:
+    port = free_ports(1)[0]  # nothing listens: the default client would log refusals
+    config = LiveConfig(service_url=f"http://127.0.0.1:{port}", rate_per_s=40, duration_s=0.5)
+    pool = _FakePool()
+    stats, lines, _ = _run(world, config, tmp_path, pool=pool)
+    assert stats.requests == len(pool.paths) > 0 and stats.outcomes == {"ok": stats.requests}
+    assert all(path.startswith("/recommend/") for path in pool.paths) and pool.closed
+    recs = [e for e in map(LineParser().parse, lines) if isinstance(e, Recommendation)]
+    assert {e.items for e in recs} == {("heat+1995", "up+2009")}
