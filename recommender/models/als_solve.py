@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from implicit.cpu import _als
 from implicit.utils import check_random_state
+
+from recommender.models.implicit_private import private
 
 
 def alternate(cui: sp.csr_matrix, *, factors: int, iterations: int, regularization: float,
@@ -30,14 +31,37 @@ def alternate(cui: sp.csr_matrix, *, factors: int, iterations: int, regularizati
     factors to the confidences ``cui`` (float32 CSR, users x items; zero entries are
     c = 1, p = 0, as in implicit). ``num_threads`` 0: all cores."""
     cui = sp.csr_matrix(cui, dtype=np.float32)
+    solve = private("least_squares_cg")
+    if solve is None:  # an implicit release we did not check: its public fit, one step count
+        return _public_fit(cui, factors=factors, iterations=iterations,
+                           regularization=regularization, cg_steps=user_cg_steps,
+                           num_threads=num_threads, random_state=random_state)
     ciu = cui.T.tocsr()
     rng = check_random_state(random_state)
     users, items = cui.shape
     user_factors = rng.random((users, factors), dtype=np.float32) * 0.01
     item_factors = rng.random((items, factors), dtype=np.float32) * 0.01
     for _ in range(iterations):
-        _als.least_squares_cg(cui, user_factors, item_factors, regularization,
-                              num_threads=num_threads, cg_steps=user_cg_steps)
-        _als.least_squares_cg(ciu, item_factors, user_factors, regularization,
-                              num_threads=num_threads, cg_steps=item_cg_steps)
+        solve(cui, user_factors, item_factors, regularization,
+              num_threads=num_threads, cg_steps=user_cg_steps)
+        solve(ciu, item_factors, user_factors, regularization,
+              num_threads=num_threads, cg_steps=item_cg_steps)
     return user_factors, item_factors
+
+
+def _public_fit(cui: sp.csr_matrix, *, factors: int, iterations: int, regularization: float,
+                cg_steps: int, num_threads: int,
+                random_state: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """implicit's own ``AlternatingLeastSquares.fit`` (alpha 1: ``cui`` holds the
+    confidences already), the same loop as ``alternate`` with equal steps."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):  # implicit warns (an error in tests) otherwise
+        model = AlternatingLeastSquares(factors=factors, regularization=regularization,
+                                        alpha=1.0, iterations=iterations, use_cg=True,
+                                        calculate_training_loss=False, num_threads=num_threads,
+                                        random_state=random_state)
+        model.cg_steps = cg_steps  # an attribute, not a constructor argument, in 0.7
+        model.fit(cui, show_progress=False)
+    return model.user_factors, model.item_factors

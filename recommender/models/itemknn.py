@@ -22,9 +22,10 @@ Persistence: S as its CSR arrays (``sim_data`` float32, ``sim_indices`` int32,
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
-from implicit._nearest_neighbours import all_pairs_knn
 from implicit.nearest_neighbours import bm25_weight, normalize
 
 from recommender.models.base import History, ModelError, Recommender, TrainSet, top_n
@@ -34,6 +35,7 @@ from recommender.models.foldin import (
     pseudo_history,
     take,
 )
+from recommender.models.implicit_private import private
 from recommender.models.popularity import (
     interaction_counts,
     ranking,
@@ -52,6 +54,22 @@ def weighted_matrix(matrix: sp.csr_matrix, kind: str, k1: float, b: float) -> sp
     (the weighting of implicit's ``BM25Recommender`` / ``CosineRecommender``)."""
     weighted = bm25_weight(matrix.T, k1, b) if kind == "bm25" else normalize(matrix.T)
     return weighted.T.tocsr().astype(np.float64)   # all_pairs_knn reads doubles
+
+
+def item_neighbours(weighted: sp.csr_matrix, k: int, num_threads: int) -> sp.csr_matrix:
+    """The item-item similarity (items x items CSR, at most ``k`` per row) of the weighted
+    users x items matrix: implicit's ``all_pairs_knn``, or on a release we did not check,
+    its public ``ItemItemRecommender.fit``, which calls the same function."""
+    knn = private("all_pairs_knn")
+    if knn is not None:
+        return knn(weighted, k, num_threads=num_threads, show_progress=False).tocsr()
+    from implicit.nearest_neighbours import ItemItemRecommender
+
+    model = ItemItemRecommender(K=k, num_threads=num_threads)
+    with warnings.catch_warnings():  # its fit's note about the COO matrix it builds
+        warnings.simplefilter("ignore")
+        model.fit(weighted, show_progress=False)
+    return model.similarity.tocsr()
 
 
 def history_row(history: History, n_items: int) -> sp.csr_matrix:
@@ -124,8 +142,7 @@ class ItemKNNRecommender(Recommender):
             raise ModelError(f"{self.name}: empty training matrix {train.matrix.shape}")
         p = self.params
         weighted = weighted_matrix(train.matrix, p["kind"], p["k1"], p["b"])
-        sim = all_pairs_knn(weighted, p["k"], num_threads=p["num_threads"],
-                            show_progress=False).tocsr().astype(np.float32)
+        sim = item_neighbours(weighted, p["k"], p["num_threads"]).astype(np.float32)
         sim.sort_indices()
         self.similarity = sim
         self._popularity = interaction_counts(train.matrix)
