@@ -47,7 +47,7 @@ serve: setup ## Run the recommendation API on :8082 (foreground; needs `make up`
 	@$(MOVIEREC) serve
 
 loadtest: up ## Stage a world, start the service on :18082, run locust, print the SLO report
-	@$(BIN)/python -m load_tests.loadtest
+	@$(MOVIEREC) loadtest
 
 test: setup ## Run unit, integration and end-to-end tests with coverage; they run their own stack
 	@$(BIN)/python -m pytest tests/unit tests/integration tests/e2e \
@@ -62,8 +62,22 @@ test-integration: setup ## Run the integration tests against a real Kafka, Redis
 test-e2e: setup ## Run the end-to-end test: a small `movierec demo up` on free ports
 	@$(BIN)/python -m pytest tests/e2e
 
-bench: venv ## Run the benchmarks (figures go to docs/benchmarks.md by hand)
-	@$(BIN)/python benchmarks/wire_parse.py
+# Benchmarks that need no services, at sizes that take a few minutes in all; the full-scale
+# commands and the figures they gave are in docs/benchmarks.md.
+BENCH_ALONE := wire_parse record_decode consumer_stages event_store
+BENCH_STACK := consumer freshness serve sim_backfill
+
+bench: venv ## Run the benchmarks that need no services (JSON in var/bench/); name those that need `make up`
+	@mkdir -p var/bench
+	@set -e; for b in $(BENCH_ALONE); do \
+		echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py --out var/bench/$$b.json; done
+	@echo "== benchmarks/sim_live.py (50 and 200 requests/s, one repeat)"
+	@$(BIN)/python benchmarks/sim_live.py --rates 50,200 --duration 3 --repeats 1 --out var/bench/sim_live.json
+	@echo "== benchmarks/train.py (a small world; the full scale is 1M x 27K, see docs/benchmarks.md)"
+	@$(BIN)/python benchmarks/train.py --users 50000 --movies 5000 --interactions 1000000 --runs 1 \
+		--batch-users 20000 --factors 32 --out var/bench/train_small.json
+	@echo; echo "Figures: var/bench/*.json. These need the local stack (make up first):"
+	@for b in $(BENCH_STACK); do echo "  $(BIN)/python benchmarks/$$b.py --out var/bench/$$b.json"; done
 
 clean: down ## Stop the stack and delete var/ (data, logs, jars) and .venv
 	rm -rf var $(VENV) .pytest_cache .coverage

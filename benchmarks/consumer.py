@@ -15,7 +15,7 @@ store are deleted afterwards. ``MOVIEREC_CONSUMER_BATCH_MAX`` reaches the member
 
 Needs `movierec infra up`. Writes Redis keys under a bench prefix and a temporary store.
 
-    python benchmarks/consumer.py [--lines 5000000] [--processes 1,2] [--repeats 3] [--json out.json]
+    python benchmarks/consumer.py [--lines 5000000] [--processes 1,2] [--repeats 3] [--json] [--out out.json]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from kafka import KafkaConsumer, TopicPartition
 from movierec.kafka_admin import ensure_topic
 from movierec.kafka_records import install as install_bulk_decoding
 from movierec.settings import KafkaSettings, RedisSettings, load
-from report import emit  # benchmarks/report.py: scripts run from this folder
+from report import add_output_args, emit  # benchmarks/report.py: scripts run from this folder
 from log_lines import log_lines  # benchmarks/log_lines.py
 from simulator.producer import open_sink
 
@@ -132,7 +132,7 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=5_000_000)
     ap.add_argument("--processes", default="1,2")
     ap.add_argument("--repeats", type=int, default=1, help="Runs of raw and each group, alternated.")
-    ap.add_argument("--json")
+    add_output_args(ap)
     args = ap.parse_args()
     bootstrap = load(KafkaSettings).kafka_bootstrap
     redis_url = load(RedisSettings).redis_url
@@ -169,7 +169,7 @@ def main() -> None:
         print(f"median {p} process(es): {result[f'consumer_{p}p_lines_per_s']:,} lines/s, "
               f"{result[f'ratio_{p}p_to_raw']:.2f} of raw, "
               f"{result[f'ratio_{p}p_to_raw_bulk']:.2f} of raw with bulk decoding", flush=True)
-    emit(result, args.json)
+    emit(result, args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ Batches are formed like kafka-python's polls: the stream is split into 4 partiti
 key, and each batch takes up to ``--batch`` lines from one partition after another.
 Reports the median CPU µs a line over ``--repeats`` alternating runs of each path.
 
-    python benchmarks/consumer_stages.py [--lines 400000] [--batch 20000] [--repeats 5] [--json out.json]
+    python benchmarks/consumer_stages.py [--lines 400000] [--batch 20000] [--repeats 5] [--json] [--out out.json]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import zlib
 from collections import namedtuple
 
 from movierec.wire import LineParser
-from report import emit  # benchmarks/report.py: scripts run from this folder
+from report import add_output_args, emit  # benchmarks/report.py: scripts run from this folder
 from log_lines import log_lines  # benchmarks/log_lines.py
 from stream_consumer.batch import BatchFolder
 from stream_consumer.drift_monitor import DriftMonitor
@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=400_000)
     ap.add_argument("--batch", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--json")
+    add_output_args(ap)
     args = ap.parse_args()
     polls = batches(args.lines, args.batch)
     lines = sum(len(p) for p in polls)
@@ -82,7 +82,7 @@ def main() -> None:
         result[f"{name}_total_us_per_line"] = round(
             statistics.median(r["fold_s"] + r["drift_s"] for r in got) / lines * 1e6, 2)
     result["speedup"] = round(result["line_by_line_total_us_per_line"] / result["columnar_total_us_per_line"], 2)
-    emit(result, args.json)
+    emit(result, args)
 
 
 if __name__ == "__main__":

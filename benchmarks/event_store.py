@@ -12,7 +12,7 @@ Figures (median of --repeats runs, interleaved so noise hits all alike):
   into a fresh directory, zstd Parquet + fsync per file (rows/s).
 * read and compact of the store that the append runs built (rows/s).
 
-    python benchmarks/event_store.py [--events 100000] [--batch 5000] [--repeats 7] [--json out.json]
+    python benchmarks/event_store.py [--events 100000] [--batch 5000] [--repeats 7] [--json] [--out out.json]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pyarrow as pa
 from movierec.wire import Account, Rate, Recommendation, Watch
 from stores.event_store import SCHEMA, EventColumns, EventStore, event_row
 
-from report import emit  # benchmarks/report.py: scripts run from this folder
+from report import add_output_args, emit  # benchmarks/report.py: scripts run from this folder
 
 
 def make_log(n: int, seed: int = 7) -> list[tuple]:
@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5000, help="rows per append (the consumer's batch_max)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--dir", help="where to write stores (default: a temporary directory)")
-    ap.add_argument("--json", help="also write the figures to this file")
+    add_output_args(ap)
     args = ap.parse_args()
 
     log = make_log(args.events)
@@ -147,7 +147,7 @@ def main() -> None:
         "read_rows_per_s": round(n / med(read_s)),
         "compact_rows_per_s": round(n / med(compact_s)),
     }
-    emit(result, args.json)
+    emit(result, args)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ runs, each on a fresh topic and group, give medians.
 
 Needs `movierec infra up`. Writes Redis keys under a bench prefix and a temporary store.
 
-    python benchmarks/freshness.py [--rate 5000] [--duration 60] [--repeats 3] [--json out.json]
+    python benchmarks/freshness.py [--rate 5000] [--duration 60] [--repeats 3] [--json] [--out out.json]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from kafka import KafkaConsumer, TopicPartition
 from consumer import clean_run, member  # benchmarks/consumer.py
 from movierec.kafka_admin import ensure_topic
 from movierec.settings import KafkaSettings, RedisSettings, load
-from report import emit
+from report import add_output_args, emit
 from log_lines import log_lines  # benchmarks/log_lines.py
 from simulator.producer import open_sink
 from stores.keys import Keys
@@ -188,7 +188,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=10.0)
     ap.add_argument("--probe-every", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--json")
+    add_output_args(ap)
     args = ap.parse_args()
     bootstrap = load(KafkaSettings).kafka_bootstrap
     redis_url = load(RedisSettings).redis_url
@@ -207,7 +207,7 @@ def main() -> None:
     for name in runs[0]:
         result[name] = round(statistics.median(r[name] for r in runs), 4)
     result["runs"] = [{k: round(v, 4) for k, v in r.items()} for r in runs]
-    emit(result, args.json)
+    emit(result, args)
 
 
 if __name__ == "__main__":

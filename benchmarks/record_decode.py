@@ -26,7 +26,7 @@ from kafka.record.memory_records import MemoryRecordsBuilder
 from kafka.structs import TopicPartition
 
 from movierec.kafka_records import partition_records_class
-from report import emit  # benchmarks/report.py: scripts run from this folder
+from report import add_output_args, emit  # benchmarks/report.py: scripts run from this folder
 from log_lines import log_lines  # benchmarks/log_lines.py
 from simulator.world import WorldSpec
 
@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1100, help="Records a batch (the simulator's here: ~1,100).")
     ap.add_argument("--take", type=int, default=20_000, help="Records a take (the consumer's batch).")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--json")
+    add_output_args(ap)
     args = ap.parse_args()
     fetches = responses(args.lines, args.batch)
     bulk = partition_records_class(Fetcher.PartitionRecords, ConsumerRecord, IsolationLevel)
@@ -89,7 +89,7 @@ def main() -> None:
               "kafka_python_us_per_record": round(1e6 * statistics.median(times["kafka_python"]) / n, 3),
               "bulk_us_per_record": round(1e6 * statistics.median(times["bulk"]) / n, 3)}
     result["speedup"] = round(result["kafka_python_us_per_record"] / result["bulk_us_per_record"], 2)
-    emit(result, args.json)
+    emit(result, args)
 
 
 if __name__ == "__main__":

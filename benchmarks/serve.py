@@ -15,7 +15,7 @@ so both see the same machine noise); figures are medians over the repeats. The m
 Needs `movierec infra up` (Redis and Kafka) and wrk (`make system`). Writes Redis keys
 under the prefix ``bench-serve`` and a temporary registry.
 
-    python benchmarks/serve.py [--connections 16] [--seconds 15] [--repeats 3] [--json out.json]
+    python benchmarks/serve.py [--connections 16] [--seconds 15] [--repeats 3] [--json] [--out out.json]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import emit  # noqa: E402
+from benchmarks.report import add_output_args, emit  # noqa: E402
 from load_tests.server import ServiceProcess, staged_env  # noqa: E402
 from load_tests.stage import StageSpec, stage  # noqa: E402
 from recommender.serving.settings import ServeSettings  # noqa: E402
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--shed-ms", type=float, default=None,
                         help="MOVIEREC_SERVE_SHED_MS of the service (default: its own; 0: no shedding)")
     parser.add_argument("--ports", default="18182,18183", help="full service, bare endpoint")
-    parser.add_argument("--json")
+    add_output_args(parser)
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
@@ -218,7 +218,7 @@ def main() -> None:
         service.stop()
         bare.terminate()
         bare.wait()
-    emit(result, args.json)
+    emit(result, args)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,12 @@ movies). Each repeat measures, in the same run and against the same broker:
 
 Needs the stack: ``movierec infra up``. Every repeat writes to fresh topics.
 
-    python benchmarks/sim_backfill.py [--hours 1.0] [--repeats 3] [--json out.json]
+    python benchmarks/sim_backfill.py [--hours 1.0] [--repeats 3] [--json] [--out out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from datetime import datetime
@@ -29,6 +28,8 @@ from simulator.backfill import backfill
 from simulator.history import HistoryGenerator
 from simulator.producer import open_sink
 from simulator.world import World, WorldSpec
+
+from report import add_output_args, emit  # benchmarks/report.py: scripts run from this folder
 
 
 def raw_rate(client: str, bootstrap: str, lines: list[tuple[bytes, bytes]]) -> float:
@@ -49,7 +50,7 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=1.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--kp-lines", type=int, default=200_000)
-    ap.add_argument("--json")
+    add_output_args(ap)
     args = ap.parse_args()
     bootstrap = load(KafkaSettings).kafka_bootstrap
 
@@ -81,10 +82,7 @@ def main() -> None:
         "ratio_backfill_to_raw_confluent": round(median["backfill"] / median["raw_confluent"], 3),
         "ratio_backfill_to_target_50k": round(median["backfill"] / 50_000, 2),
     }
-    print(json.dumps({k: v for k, v in summary.items() if k != "repeats"}, indent=2))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2)
+    emit(summary, args)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ BLAS on one thread as in ``recommend_batch``. Medians are reported.
     python benchmarks/train.py [--users 1000000] [--movies 27000] [--interactions 40000000]
         [--runs 3] [--batch-users 200000] [--factors 64] [--iterations 15] [--cg-steps 3]
         [--item-cg-steps N]
-        [--seed 0] [--json out.json]
+        [--seed 0] [--json] [--out out.json]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ from simulator.history import RATE, WATCH, Events
 from simulator.world import World, WorldSpec
 from stores.event_store import EventStore
 
-from report import emit  # benchmarks/report.py: scripts run from this folder
+from report import add_output_args, emit  # benchmarks/report.py: scripts run from this folder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOPIC = "movielog"
@@ -171,14 +171,15 @@ def prepared(args: argparse.Namespace) -> tuple[Path, dict]:
 
 
 def _record_implicit_fit(spent: list[float]) -> None:
-    """Make every call of implicit's native CG solver (``_als.least_squares_cg``, one per
+    """Make every call of implicit's native CG solver (``least_squares_cg``, one per
     half-iteration of ``als_solve.alternate``) append its wall time (s) to ``spent``;
     only ever called in the measuring child process."""
-    from types import SimpleNamespace
-
     import recommender.models.als_solve as solve
+    from recommender.models.implicit_private import private
 
-    original = solve._als.least_squares_cg
+    original = private("least_squares_cg")
+    if original is None:
+        raise SystemExit("this implicit release is not one movierec checked: no native CG to time")
 
     def timed(*a: object, **kw: object) -> object:
         t0 = time.perf_counter()
@@ -187,7 +188,7 @@ def _record_implicit_fit(spent: list[float]) -> None:
         finally:
             spent.append(time.perf_counter() - t0)
 
-    solve._als = SimpleNamespace(least_squares_cg=timed)  # type: ignore[assignment]
+    solve.private = lambda name: timed if name == "least_squares_cg" else private(name)  # type: ignore[assignment]
 
 
 def measure(where: Path, facts: dict, args: argparse.Namespace) -> dict:
@@ -278,7 +279,7 @@ def main() -> None:
     ap.add_argument("--cg-steps", type=int, default=3, help="CG steps per user per iteration")
     ap.add_argument("--item-cg-steps", type=int, help="CG steps per item (default: --cg-steps)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", help="also write the figures to this file")
+    add_output_args(ap)
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # the child's mode
     args = ap.parse_args()
     where, facts = prepared(args)
@@ -296,7 +297,7 @@ def main() -> None:
         print(f"run {r + 1}: total {runs[-1]['total']:.1f} s, "
               f"{runs[-1]['batch_users_per_s']:,.0f} users/s", flush=True)
     result = summarise(runs, facts, args)
-    emit(result, args.json)
+    emit(result, args)
     for text, ok in verdicts(result, args):
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
 

@@ -8,7 +8,7 @@ The baseline, measured in the same run, is the least any parser must do: decode 
 bytes and split off the three fields. The figure of merit is lines/s (median of
 --repeats runs) and its ratio to that floor.
 
-    python benchmarks/wire_parse.py [--lines 200000] [--repeats 7] [--json out.json]
+    python benchmarks/wire_parse.py [--lines 200000] [--repeats 7] [--json] [--out out.json]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from movierec.wire import LineParser
 
-from report import emit  # benchmarks/report.py: scripts run from this folder
+from report import add_output_args, emit  # benchmarks/report.py: scripts run from this folder
 
 WORDS = "the of a star wars love night man dark city king lord rings kill bill".split()
 
@@ -78,7 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--json", help="also write the figures to this file")
+    add_output_args(ap)
     args = ap.parse_args()
 
     lines = make_lines(args.lines)
@@ -95,7 +95,7 @@ def main() -> None:
         "parser_lines_per_s_max": round(max(parsed)),
         "ratio_parser_to_baseline": round(statistics.median(parsed) / statistics.median(base), 3),
     }
-    emit(result, args.json)
+    emit(result, args)
 
 
 if __name__ == "__main__":

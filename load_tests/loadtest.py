@@ -1,4 +1,4 @@
-"""``make loadtest``: stage a world, start the real service, run locust, judge the SLO.
+"""``movierec loadtest`` (``make loadtest``): stage a world, start the real service, run locust, judge the SLO.
 
 Needs the local stack running (``make up``: Redis for the features, Kafka for the served
 records). Everything it writes lives under ``--out`` (registry, experiments file, logs,
@@ -14,45 +14,65 @@ realistic mix; the ≥ 3,000 req/s figure comes from ``benchmarks/serve.py`` (wr
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
 from pathlib import Path
+
+import click
 
 from load_tests import run
 from load_tests.server import ServiceError, ServiceProcess, staged_env
 from load_tests.stage import StageSpec, stage
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("var/loadtest"))
-    parser.add_argument("--redis-url", default=os.environ.get("MOVIEREC_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--kafka-bootstrap",
-                        default=os.environ.get("MOVIEREC_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    parser.add_argument("--prefix", default="loadtest")
-    parser.add_argument("--port", type=int, default=18082)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--world-users", type=int, default=StageSpec.users)
-    parser.add_argument("--world-movies", type=int, default=StageSpec.movies)
-    parser.add_argument("--users", type=int, default=40, help="concurrent locust users")
-    parser.add_argument("--duration", default="60s")
-    parser.add_argument("--wait-ms", default="50-150",
-                        help="think time of each locust user, lo-hi ms (an open-ish load below "
-                             "saturation; 0-0 makes every user a closed loop at full speed)")
-    parser.add_argument("--slo-min-rps", default="100",
-                        help="what one locust process can drive here (see the module doc)")
-    args = parser.parse_args(argv)
+@click.command("loadtest")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("var/loadtest"),
+              show_default=True, help="Folder of everything the run writes (registry, logs, "
+                                      "locust CSVs, slo-report.md/.json).")
+@click.option("--redis-url", envvar="MOVIEREC_REDIS_URL", default="redis://127.0.0.1:6379/0",
+              show_default=True, help="Redis of the staged features (MOVIEREC_REDIS_URL).")
+@click.option("--kafka-bootstrap", envvar="MOVIEREC_KAFKA_BOOTSTRAP", default="127.0.0.1:9092",
+              show_default=True, help="Kafka for the served records (MOVIEREC_KAFKA_BOOTSTRAP).")
+@click.option("--prefix", default="loadtest", show_default=True,
+              help="Redis key prefix of the staged world (never a deployment's own).")
+@click.option("--port", type=int, default=18082, show_default=True, help="Port of the service under test.")
+@click.option("--workers", type=int, default=2, show_default=True, help="gunicorn workers of the service.")
+@click.option("--world-users", type=int, default=StageSpec.users, show_default=True,
+              help="Users of the staged world.")
+@click.option("--world-movies", type=int, default=StageSpec.movies, show_default=True,
+              help="Movies of the staged world.")
+@click.option("--users", type=int, default=40, show_default=True, help="Concurrent locust users.")
+@click.option("--duration", default="60s", show_default=True, help="Run time: 90, 30s, 2m, 1h30m.")
+@click.option("--wait-ms", default="50-150", show_default=True,
+              help="Think time of each locust user, lo-hi ms (an open-ish load below "
+                   "saturation; 0-0 makes every user a closed loop at full speed).")
+@click.option("--slo-min-rps", default="100", show_default=True,
+              help="Throughput the SLO asks for: what one locust process can drive here.")
+def loadtest(out: Path, redis_url: str, kafka_bootstrap: str, prefix: str, port: int,
+             workers: int, world_users: int, world_movies: int, users: int, duration: str,
+             wait_ms: str, slo_min_rps: str) -> None:
+    """Stage a world, start the real service on its own port, run locust, judge the SLO
+    (needs the local stack: `movierec infra up`). Exit status 0 pass, 1 SLO missed, 2
+    could not run."""
+    sys.exit(run_loadtest(out=out, redis_url=redis_url, kafka_bootstrap=kafka_bootstrap,
+                          prefix=prefix, port=port, workers=workers, world_users=world_users,
+                          world_movies=world_movies, users=users, duration=duration,
+                          wait_ms=wait_ms, slo_min_rps=slo_min_rps))
 
-    registry = args.out / "registry"  # where staged_env points the service
+
+def run_loadtest(*, out: Path, redis_url: str, kafka_bootstrap: str, prefix: str, port: int,
+                 workers: int, world_users: int, world_movies: int, users: int, duration: str,
+                 wait_ms: str, slo_min_rps: str) -> int:
+    """The run behind ``movierec loadtest``; its exit status."""
+    registry = out / "registry"  # where staged_env points the service
     shutil.rmtree(registry, ignore_errors=True)
-    spec = StageSpec(users=args.world_users, movies=args.world_movies)
-    staged = stage(spec, redis_url=args.redis_url, prefix=args.prefix, registry_dir=registry,
+    spec = StageSpec(users=world_users, movies=world_movies)
+    staged = stage(spec, redis_url=redis_url, prefix=prefix, registry_dir=registry,
                    progress=lambda s: print(f"loadtest: stage {s}", flush=True))
-    env = staged_env(redis_url=args.redis_url, prefix=args.prefix, root=args.out,
-                     kafka_bootstrap=args.kafka_bootstrap, served_topic="movierec.served.loadtest")
-    service = ServiceProcess(port=args.port, env=env, log=args.out / "serve.log", workers=args.workers)
+    env = staged_env(redis_url=redis_url, prefix=prefix, root=out,
+                     kafka_bootstrap=kafka_bootstrap, served_topic="movierec.served.loadtest")
+    service = ServiceProcess(port=port, env=env, log=out / "serve.log", workers=workers)
     try:
         service.start()
     except ServiceError as exc:
@@ -62,16 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     heavy = ",".join(map(str, staged.heavy_users))
     lo, hi = min(staged.known_users), max(staged.known_users)
     new_lo = staged.first_unknown_user
-    os.environ["MOVIEREC_LOADTEST_WAIT_MS"] = args.wait_ms
+    os.environ["MOVIEREC_LOADTEST_WAIT_MS"] = wait_ms
     try:
-        return run.main(["--url", service.url, "--users", str(args.users),
-                         "--spawn-rate", str(args.users), "--duration", args.duration,
-                         "--out", str(args.out), "--known-users", f"{lo}-{hi}",
+        return run.main(["--url", service.url, "--users", str(users),
+                         "--spawn-rate", str(users), "--duration", duration,
+                         "--out", str(out), "--known-users", f"{lo}-{hi}",
                          "--heavy", heavy, "--new-users", f"{new_lo}-{new_lo + 10**6}",
-                         "--slo-min-rps", args.slo_min_rps])
+                         "--slo-min-rps", slo_min_rps])
     finally:
         service.stop()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    loadtest()

@@ -93,13 +93,14 @@ def evaluate_online(settings: OnlineSettings, *, server: str | None = None,
               help="Arm the others are compared with (default: the popularity-baseline arm).")
 @click.option("--since", type=click.DateTime(), help="First recommendation time (event time).")
 @click.option("--until", type=click.DateTime(), help="End of recommendation times, exclusive.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the report as JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--out", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report as JSON to this file.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the report as markdown here.")
 def online(server: str | None, window_min: float, follow_up_min: float, reference: str | None,
-           since: datetime | None, until: datetime | None, json_path: Path | None,
-           markdown_path: Path | None) -> None:
+           since: datetime | None, until: datetime | None, as_json: bool,
+           json_path: Path | None, markdown_path: Path | None) -> None:
     """Online evaluation of the A/B experiment: per arm, how often users start a listed
     movie within the window, minutes watched and ratings, with Wilson intervals and a
     two-proportion z-test against the reference arm. Reads MOVIEREC_KAFKA_TOPIC and
@@ -111,8 +112,9 @@ def online(server: str | None, window_min: float, follow_up_min: float, referenc
     report = evaluate_online(settings, server=server, window=timedelta(minutes=window_min),
                              follow_up=timedelta(minutes=follow_up_min),
                              reference=reference, since=since, until=until)
-    click.echo(report.format_table(), nl=False)
-    outputs = [(json_path, json.dumps(report.to_dict(), indent=2) + "\n"),
+    as_text = json.dumps(report.to_dict(), indent=2) + "\n"
+    click.echo(as_text if as_json else report.format_table(), nl=False)
+    outputs = [(json_path, as_text),
                (markdown_path, report.to_markdown())]
     for path, text in outputs:
         if path is not None:

@@ -8,17 +8,17 @@ turns any of the project's errors into a one-line message and exit status 1.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections import Counter
 from typing import Any
 
 import click
 
+import movierec
+from movierec import logs
 from movierec.errors import friendly
+from movierec.logs import LEVELS
 from movierec.settings import WireSettings, describe, load
-
-LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 class FriendlyGroup(click.Group):
@@ -37,16 +37,15 @@ class FriendlyGroup(click.Group):
 
 
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(movierec.__version__, "--version", prog_name="movierec",
+                      message="%(prog)s %(version)s", help="Print the version and exit.")
 @click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), default="INFO",
-              show_default=True, help="Logging threshold for this run.")
+              envvar="MOVIEREC_LOG_LEVEL", show_default=True, show_envvar=True,
+              help="Logging threshold of this command and of every process it starts "
+                   "(gunicorn's workers, the demo's stages, consumer members).")
 def main(log_level: str) -> None:
     """movierec: a movie recommendation service for the MLiP scenario, and its world."""
-    logging.basicConfig(
-        level=log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    if log_level.upper() != "DEBUG":  # kafka-python narrates every connection at INFO
-        logging.getLogger("kafka").setLevel(logging.WARNING)
+    logs.configure(log_level)
 
 
 # -- infra -------------------------------------------------------------------------------
@@ -152,9 +151,15 @@ def all_settings() -> list[tuple[str, str, str]]:
 
 
 @main.command("config")
-def config() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def config(as_json: bool) -> None:
     """List every MOVIEREC_* variable with its default and meaning."""
-    for name, default, text in all_settings():
+    rows = all_settings()
+    if as_json:
+        click.echo(json.dumps([{"variable": n, "default": d, "meaning": m} for n, d, m in rows],
+                              indent=2))
+        return
+    for name, default, text in rows:
         click.echo(f"{name:34s} {default:28s} {text}")
 
 
@@ -169,7 +174,8 @@ def wire() -> None:
 @wire.command("check")
 @click.argument("source", type=click.File("rb"), default="-")
 @click.option("--show", default=5, show_default=True, help="Print this many rejected lines.")
-def wire_check(source, show: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def wire_check(source, show: int, as_json: bool) -> None:
     """Parse a file of log lines (or stdin) and count events by kind and rejections by reason."""
     from movierec.wire import LineParser, Rejection
 
@@ -185,6 +191,10 @@ def wire_check(source, show: int) -> None:
             if show > 0:
                 show -= 1
                 click.echo(f"line {number}: {got.reason.value}: {got.detail}", err=True)
+    if as_json:
+        click.echo(json.dumps({"kinds": dict(sorted(kinds.items())),
+                               "rejections": dict(sorted(reasons.items()))}, indent=2))
+        return
     for kind, count in sorted(kinds.items()):
         click.echo(f"{kind:22s} {count:>10,}")
     for reason, count in sorted(reasons.items()):
@@ -197,6 +207,7 @@ def eval_group() -> None:
 
 
 def _register_components() -> None:
+    from load_tests.loadtest import loadtest
     from online_eval.cli import online
     from ops.demo.cli import demo
     from recommender.serving.cli import experiment, serve
@@ -214,6 +225,7 @@ def _register_components() -> None:
     main.add_command(serve)
     main.add_command(experiment)
     main.add_command(demo)
+    main.add_command(loadtest)
 
 
 _register_components()

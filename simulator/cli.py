@@ -70,12 +70,13 @@ def sim_world(users: int | None, movies: int | None, seed: int | None) -> None:
 @sim.command("backfill")
 @world_options
 @click.option("--days", type=float, default=1.0, show_default=True, help="Simulated days of history.")
-@click.option("--sink", type=click.Choice(["kafka", "file"]), default="kafka", show_default=True)
+@click.option("--sink", type=click.Choice(["kafka", "file"]), default="kafka", show_default=True,
+              help="Where the log lines go: the Kafka topic, or the --out file.")
 @click.option("--out", type=click.Path(path_type=Path), help="File for --sink file.")
 @click.option("--client", type=click.Choice(["confluent", "kafka-python"]),
               help="Kafka client (default MOVIEREC_SIM_BULK_CLIENT).")
 @click.option("--topic", help="Topic (default MOVIEREC_KAFKA_TOPIC).")
-@click.option("--progress/--no-progress", default=True)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
 @click.option("--inject", "inject_text", default="", metavar="ITEMS",
               help="Faults to inject, e.g. malformed=0.01,duplicate=0.02,reorder=0.02,"
                    "schema_change_at_h=20,shilling_accounts=200,shilling_at_h=12")
@@ -161,38 +162,39 @@ def sim_api(users, movies, seed) -> None:
               help="Requests for --probe.")
 @click.option("--user-ids", default="0-999", show_default=True,
               help="Users for --probe: a range a-b, or ids separated by commas.")
-@click.option("--deadline-ms", type=int, default=600, show_default=True)
+@click.option("--deadline-ms", type=int, default=600, show_default=True,
+              help="An answer later than this counts as failed, as the course's client does.")
 @click.option("--server", help="Only lines of this host:port (--from-kafka).")
 @click.option("--start", type=click.DateTime(), help="Window start (event time).")
 @click.option("--end", type=click.DateTime(), help="Window end (event time).")
 @click.option("--down-threshold", type=float, default=0.5, show_default=True,
               help="A minute is down below this success share.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the JSON report here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--out", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report as JSON to this file.")
 @click.option("--topic", help="Topic (default MOVIEREC_KAFKA_TOPIC).")
 def sim_grade(from_kafka: bool, probe_url: str | None, n_requests: int, user_ids: str,
               deadline_ms: int, server: str | None, start, end, down_threshold: float,
-              json_out: Path | None, topic: str | None) -> None:
+              as_json: bool, json_out: Path | None, topic: str | None) -> None:
     """Report what the course grades: successes, deadline, malformed answers,
     personalized share, availability and downtime, latency percentiles."""
-    from simulator.grade_probe import GradeError, grade_topic, probe_service
+    from simulator.grade_probe import grade_topic, probe_service
 
     if from_kafka == bool(probe_url):
         raise click.UsageError("choose one of --from-kafka and --probe URL")
     settings = _sim_settings(None, None, None, kafka_topic=topic)
-    try:
-        if from_kafka:
-            report = grade_topic(settings.kafka_bootstrap, settings.kafka_topic, start=start,
-                                 end=end, deadline_ms=deadline_ms, server=server,
-                                 down_threshold=down_threshold)
-        else:
-            report = probe_service(probe_url, n_requests, user_ids=_user_ids(user_ids),
-                                   deadline_ms=deadline_ms, down_threshold=down_threshold)
-    except GradeError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(report.format_table())
+    if from_kafka:
+        report = grade_topic(settings.kafka_bootstrap, settings.kafka_topic, start=start,
+                             end=end, deadline_ms=deadline_ms, server=server,
+                             down_threshold=down_threshold)
+    else:
+        report = probe_service(probe_url, n_requests, user_ids=_user_ids(user_ids),
+                               deadline_ms=deadline_ms, down_threshold=down_threshold)
+    as_text = json.dumps(report.to_dict(), indent=2)
+    click.echo(as_text if as_json else report.format_table())
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), indent=2))
+        json_out.write_text(as_text + "\n")
 
 
 def _user_ids(text: str) -> list[int]:
@@ -214,18 +216,21 @@ def _user_ids(text: str) -> list[int]:
 @click.option("--duration", type=float, default=60.0, show_default=True, help="Real seconds to run.")
 @click.option("--clock-ratio", type=float, default=60.0, show_default=True,
               help="Simulated seconds per real second.")
-@click.option("--deadline-ms", type=int, default=600, show_default=True)
+@click.option("--deadline-ms", type=int, default=600, show_default=True,
+              help="An answer later than this counts as failed, as the course's client does.")
 @click.option("--new-user-share", type=float, default=0.05, show_default=True,
               help="Share of arrivals that are new sign-ups.")
 @click.option("--start-day", type=float, default=1.0, show_default=True,
               help="World day the run starts at: users who joined before exist (run it "
                    "after a backfill of that many days); later joiners sign up during the run.")
 @click.option("--scraper-rate", type=float, default=0.0, help="Requests/s of a crawling client.")
-@click.option("--sink", type=click.Choice(["kafka", "file"]), default="kafka", show_default=True)
+@click.option("--sink", type=click.Choice(["kafka", "file"]), default="kafka", show_default=True,
+              help="Where the log lines go: the Kafka topic, or the --out file.")
 @click.option("--out", type=click.Path(path_type=Path), help="File for --sink file.")
 @click.option("--topic", help="Topic (default MOVIEREC_KAFKA_TOPIC).")
 @click.option("--truth", type=click.Path(path_type=Path), default=Path("var/sim/live-truth.jsonl"),
-              show_default=True)
+              show_default=True, help="Ground-truth file of the run (what each user truly "
+                                      "valued; JSON lines), for evaluation only.")
 def sim_live(users, movies, seed, url: str, rate: float, duration: float, clock_ratio: float,
              deadline_ms: int, new_user_share: float, start_day: float, scraper_rate: float,
              sink: str, out: Path | None, topic: str | None, truth: Path) -> None:

@@ -57,7 +57,11 @@ class ConfluentSink:
     """confluent-kafka (librdkafka) producer for bulk writes; delivery errors are counted."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        from confluent_kafka import Producer
+        try:
+            from confluent_kafka import Producer
+        except ImportError:  # an extra: pip install 'movierec[sim]' (make setup installs it)
+            raise SinkError("the bulk producer needs confluent-kafka, which comes with the "
+                            "simulator's extra: pip install 'movierec[sim]'") from None
 
         self.topic = topic
         self.failed = 0

@@ -5,7 +5,10 @@ with ``-c``). gunicorn executes this file in the master before forking the worke
 - the app is not preloaded: each worker builds its own (threads and sockets do not
   survive a fork), model arrays are memory-mapped and so shared anyway;
 - Prometheus multiprocess mode: the folder is emptied at start and a dead worker's live
-  gauges are dropped (https://prometheus.github.io/client_python/multiprocess/).
+  gauges are dropped (https://prometheus.github.io/client_python/multiprocess/);
+- logging: gunicorn's own log and every worker's take ``MOVIEREC_LOG_LEVEL`` (the root
+  command exports its ``--log-level``); a forked worker is configured again in
+  ``post_fork``, so the model watcher's and telemetry's lines reach stderr.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
+from movierec import logs
 from movierec.settings import load
 from recommender.serving.settings import ServeSettings
 
@@ -28,15 +32,21 @@ keepalive = 5
 timeout = 30
 graceful_timeout = 10
 accesslog = None
+loglevel = logs.level_from_env().lower()
 proc_name = "movierec-serve"
 control_socket_disable = True  # gunicorn >= 25 opens ~/.gunicorn/gunicorn.ctl: unused, and shared between instances
 
 
 def on_starting(server) -> None:  # noqa: ARG001 - gunicorn's hook signature
+    logs.configure()
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
         Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def post_fork(server, worker) -> None:  # noqa: ARG001
+    logs.configure()
 
 
 def child_exit(server, worker) -> None:  # noqa: ARG001

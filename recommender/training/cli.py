@@ -153,8 +153,10 @@ def models_show(version: str) -> None:
 
 @models.command("promote")
 @click.argument("version")
-@click.option("--alias", default="champion", show_default=True)
-@click.option("--reason", default="promoted by hand", show_default=True)
+@click.option("--alias", default="champion", show_default=True,
+              help="The alias to point at VERSION (serving follows MOVIEREC_SERVE_ALIAS).")
+@click.option("--reason", default="promoted by hand", show_default=True,
+              help="Why, kept in the registry's event log.")
 @click.option("--force", is_flag=True, help="Promote even if the version failed its gate.")
 def models_promote(version: str, alias: str, reason: str, force: bool) -> None:
     """Point ALIAS at VERSION atomically (the previous holder is kept for rollback)."""
@@ -164,8 +166,10 @@ def models_promote(version: str, alias: str, reason: str, force: bool) -> None:
 
 
 @models.command("rollback")
-@click.option("--alias", default="champion", show_default=True)
-@click.option("--reason", default="rolled back by hand", show_default=True)
+@click.option("--alias", default="champion", show_default=True,
+              help="The alias to move back.")
+@click.option("--reason", default="rolled back by hand", show_default=True,
+              help="Why, kept in the registry's event log.")
 def models_rollback(alias: str, reason: str) -> None:
     """Point ALIAS back at the version it held before its last promotion."""
     restored = _registry().rollback(alias, reason=reason)

@@ -111,7 +111,7 @@ def test_the_command_prints_and_writes_the_report(topics: OnlineSettings, tmp_pa
            "MOVIEREC_SERVED_TOPIC": topics.served_topic, "MOVIEREC_ONLINE_IDLE_S": "10"}
     out = tmp_path / "out" / "online.json"
     result = CliRunner().invoke(online, ["--server", SERVER, "--reference", "als",
-                                         "--json", str(out)], env=env)
+                                         "--out", str(out)], env=env)
     assert result.exit_code == 0, result.output
     assert "pop vs als: take rate" in result.output
     saved = json.loads(out.read_text())

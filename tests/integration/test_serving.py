@@ -341,3 +341,16 @@ def test_serving_workers_load_neither_pandas_nor_pyarrow(served):
     for pid in workers:
         heavy = sorted(lib for lib in libraries[pid] if "/pandas/" in lib or "/pyarrow/" in lib)
         assert heavy == [], (pid, heavy[:3])
+
+
+def test_worker_log_lines_reach_the_service_log(served):
+    """gunicorn's forked workers log at MOVIEREC_LOG_LEVEL (INFO here): each worker's model
+    watcher says what it serves (before, a worker had no handler and these were lost)."""
+    service, staged, _, _ = served
+    deadline, lines = time.monotonic() + 15, []
+    while len(lines) < 2:  # the service is ready once one worker answers; the other follows
+        assert time.monotonic() < deadline, lines
+        text = service.log.read_text(errors="replace")
+        lines = [line for line in text.splitlines() if "recommender.serving.watcher: serving" in line]
+        time.sleep(0.1)
+    assert all(" INFO " in line for line in lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 from click.testing import CliRunner
 
 from ops.cli import main
@@ -63,3 +64,57 @@ def test_config_lists_variables_with_defaults() -> None:
     assert rows["MOVIEREC_KAFKA_PORT"] == "9092"
     assert rows["MOVIEREC_RATING_SCALE"] == "5"
     assert rows["MOVIEREC_KAFKA_TOPIC"] == "movielog"
+
+
+def _commands(command: click.Command, path: tuple[str, ...] = ("movierec",)):
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+
+
+def test_every_option_has_help_and_json_is_a_flag_everywhere() -> None:
+    """--json means one thing in every command (print JSON instead of text); a file goes
+    to --out PATH; every option says what it does."""
+    without_help, json_not_flag, out_not_path = [], [], []
+    for path, command in _commands(main):
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.hidden:
+                continue
+            name = f"{' '.join(path)} {param.opts[0]}"
+            if not (param.help or "").strip():
+                without_help.append(name)
+            if "--json" in param.opts and not param.is_flag:
+                json_not_flag.append(name)
+            if "--out" in param.opts and not isinstance(param.type, click.Path):
+                out_not_path.append(name)
+    assert (without_help, json_not_flag, out_not_path) == ([], [], [])
+    assert sum(1 for _, c in _commands(main) for p in c.params if "--json" in p.opts) >= 6
+
+
+def test_version_is_the_package_s_one_version() -> None:
+    from importlib.metadata import version
+
+    import movierec
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"movierec {movierec.__version__}\n"
+    assert version("movierec") == movierec.__version__
+
+
+def test_config_and_wire_check_speak_json(tmp_path: Path) -> None:
+    import json
+
+    rows = json.loads(CliRunner().invoke(main, ["config", "--json"]).output)
+    assert {"variable", "default", "meaning"} == set(rows[0])
+    log = tmp_path / "sample.log"
+    log.write_bytes(LINES)
+    got = json.loads(CliRunner().invoke(main, ["wire", "check", "--json", str(log)]).stdout)
+    assert got == {"kinds": {"account": 1, "rate": 1, "rejection": 2, "watch": 1},
+                   "rejections": {"bad_encoding": 1, "bad_user_id": 1}}
+
+
+def test_loadtest_is_a_subcommand() -> None:
+    result = CliRunner().invoke(main, ["loadtest", "--help"])
+    assert result.exit_code == 0 and "--slo-min-rps" in result.output
