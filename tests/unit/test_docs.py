@@ -1,12 +1,14 @@
-"""README.md checked against the code, so it cannot drift silently (issue #7).
+"""README.md and docs/*.md checked against the code, so they cannot drift silently.
 
-- The configuration table lists every variable of ``ops.cli.all_settings()`` with
-  its default as written there (an empty default as ``""``), and nothing else.
-- Every ``movierec`` command line the README shows, in code blocks and in inline code,
-  names an existing command path of the click tree, with options that exist on it; the
-  CLI reference names every command.
+- docs/configuration.md lists every variable of ``ops.cli.all_settings()`` with its
+  default as written there (an empty default as ``""``), and nothing else.
+- Every ``movierec`` command line the README or a doc shows, in code blocks and in inline
+  code, names an existing command path of the click tree, with options that exist on it;
+  docs/cli.md names every command.
 - Every ``make <target>`` shown exists in the Makefile, and every documented target
-  (``target: ## help``) is shown.
+  (``target: ## help``) is shown in docs/cli.md.
+- Every relative link points at a file of the repository (none outside it), and the
+  README stays a front door: at most 200 lines.
 
 The small tests at the top check the extraction and resolution helpers on known inputs,
 so a broken helper cannot make the README checks pass vacuously.
@@ -25,7 +27,9 @@ from ops.cli import all_settings, main
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 MAKEFILE = ROOT / "Makefile"
+README_MAX_LINES = 200
 
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 INLINE = re.compile(r"`([^`\n]+)`")
@@ -38,8 +42,9 @@ MAKE = re.compile(r"(?:^|(?<=[\s|;&(]))make\s+([A-Za-z0-9_.-]+)")
 VARIABLE = re.compile(r"MOVIEREC_[A-Z0-9_]+")
 CONFIG_ROW = re.compile(r"^\|\s*`(MOVIEREC_[A-Z0-9_]+)`\s*\|\s*([^|]*?)\s*\|", re.M)
 TARGET = re.compile(r"^([A-Za-z0-9_-]+):(?!=)", re.M)
+LINK = re.compile(r"\]\(([^)\s]+)\)")
 DOCUMENTED_TARGET = re.compile(r"^([A-Za-z0-9_-]+):[^=\n]*## ", re.M)
-HELP = ("-h", "--help")
+HELP = ("-h", "--help", "--version")  # eager options: no command needs to follow
 EMPTY_DEFAULT = '""'
 
 
@@ -171,6 +176,20 @@ def readme() -> str:
     return README.read_text(encoding="utf-8")
 
 
+def pages() -> list[Path]:
+    """The README and every page under docs/."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+@pytest.fixture(scope="module")
+def everything() -> str:
+    return "\n".join(page.read_text(encoding="utf-8") for page in pages())
+
+
+def doc(name: str) -> str:
+    return (DOCS / name).read_text(encoding="utf-8")
+
+
 # -- the helpers on known inputs ---------------------------------------------------------
 
 
@@ -214,11 +233,11 @@ def test_config_rows_read_variable_and_default_cells() -> None:
         config_rows("| `MOVIEREC_C` | 5 | bare |\n")
 
 
-# -- the README --------------------------------------------------------------------------
+# -- the README and the docs -------------------------------------------------------------
 
 
-def test_the_configuration_table_lists_every_variable_with_its_default(readme: str) -> None:
-    rows = config_rows(section(readme, "Configuration"))
+def test_the_configuration_page_lists_every_variable_with_its_default() -> None:
+    rows = config_rows(doc("configuration.md"))
     names = [name for name, _ in rows]
     assert len(names) == len(set(names)), "a variable is listed twice"
     expected = {name: (default or EMPTY_DEFAULT) for name, default, _ in all_settings()}
@@ -227,13 +246,13 @@ def test_the_configuration_table_lists_every_variable_with_its_default(readme: s
     assert sorted(shown.keys() - expected.keys()) == [], "the table names unknown variables"
     wrong = {name: (shown[name], expected[name]) for name in expected
              if shown[name] != expected[name]}
-    assert wrong == {}, "defaults as (README, code)"
+    assert wrong == {}, "defaults as (docs, code)"
 
 
-def test_every_variable_named_anywhere_exists(readme: str) -> None:
+def test_every_variable_named_anywhere_exists(everything: str) -> None:
     names = {name for name, _, _ in all_settings()}
     unknown = set()
-    for word in set(VARIABLE.findall(readme)):
+    for word in set(VARIABLE.findall(everything)):
         if word.endswith("_"):  # a family, as in MOVIEREC_SIM_API_*
             if not any(name.startswith(word) for name in names):
                 unknown.add(word)
@@ -242,26 +261,45 @@ def test_every_variable_named_anywhere_exists(readme: str) -> None:
     assert sorted(unknown) == []
 
 
-def test_every_movierec_command_shown_exists_with_its_options(readme: str) -> None:
+@pytest.mark.parametrize("page", pages(), ids=lambda p: p.name)
+def test_every_movierec_command_shown_exists_with_its_options(page: Path) -> None:
     problems = [f"{snippet.strip()}: {problem}"
-                for snippet in snippets(readme)
+                for snippet in snippets(page.read_text(encoding="utf-8"))
                 for args in invocations(snippet)
                 if (problem := resolve(args)[1])]
     assert problems == []
 
 
-def test_the_cli_reference_names_every_command(readme: str) -> None:
-    shown = {resolve(args)[0] for snippet in snippets(section(readme, "CLI reference"))
+def test_the_cli_reference_names_every_command() -> None:
+    shown = {resolve(args)[0] for snippet in snippets(doc("cli.md"))
              for args in invocations(snippet)}
     assert sorted(set(leaf_paths(main)) - shown) == []
 
 
-def test_every_make_target_shown_exists(readme: str) -> None:
+def test_every_make_target_shown_exists(everything: str) -> None:
     defined = set(TARGET.findall(MAKEFILE.read_text(encoding="utf-8")))
-    shown = make_targets(snippets(readme))
+    shown = make_targets(snippets(everything))
     assert sorted(shown - defined) == []
 
 
-def test_every_documented_make_target_is_shown(readme: str) -> None:
+def test_every_documented_make_target_is_shown_in_the_cli_reference() -> None:
     documented = set(DOCUMENTED_TARGET.findall(MAKEFILE.read_text(encoding="utf-8")))
-    assert sorted(documented - make_targets(snippets(readme))) == []
+    assert sorted(documented - make_targets(snippets(doc("cli.md")))) == []
+
+
+@pytest.mark.parametrize("page", pages(), ids=lambda p: p.name)
+def test_every_relative_link_points_at_a_file_of_the_repository(page: Path) -> None:
+    broken = []
+    for target in LINK.findall(FENCE.sub("", page.read_text(encoding="utf-8"))):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue  # a URL, or an anchor on the same page
+        path = (page.parent / target.split("#", 1)[0]).resolve()
+        if not path.is_relative_to(ROOT) or not path.exists():
+            broken.append(target)
+    assert broken == []
+
+
+def test_the_readme_is_a_front_door(readme: str) -> None:
+    assert len(readme.splitlines()) <= README_MAX_LINES
+    for heading in ("## The two commands", "## What the demo shows", "## Where to go next"):
+        assert heading in readme
