@@ -13,7 +13,7 @@ demo: setup ## The main job: the whole system end to end on the local stack, the
 demo-down: ## Stop everything `make demo` started
 	@if [ -x $(MOVIEREC) ]; then $(MOVIEREC) demo down; fi
 
-.PHONY: demo demo-down help setup system venv kafka-jars up down status serve loadtest test test-unit test-integration test-e2e bench clean
+.PHONY: demo demo-down help setup system venv kafka-jars up down status serve loadtest lint test test-unit test-integration test-e2e bench clean
 
 help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,10 @@ serve: setup ## Run the recommendation API on :8082 (foreground; needs `make up`
 
 loadtest: up ## Stage a world, start the service on :18082, run locust, print the SLO report
 	@$(MOVIEREC) loadtest
+
+lint: venv ## Check the code: ruff over the repository, mypy over the packages (pyproject.toml)
+	@$(BIN)/ruff check .
+	@$(BIN)/mypy
 
 test: setup ## Run unit, integration and end-to-end tests with coverage; they run their own stack
 	@$(BIN)/python -m pytest tests/unit tests/integration tests/e2e \

@@ -35,9 +35,10 @@ from kafka import KafkaConsumer, TopicPartition
 from movierec.kafka_admin import ensure_topic
 from movierec.kafka_records import install as install_bulk_decoding
 from movierec.settings import KafkaSettings, RedisSettings, load
-from report import add_output_args, emit  # benchmarks/report.py: scripts run from this folder
-from log_lines import log_lines  # benchmarks/log_lines.py
 from simulator.producer import open_sink
+
+from log_lines import log_lines  # benchmarks/log_lines.py
+from report import add_output_args, emit  # benchmarks/report.py: scripts run from this folder
 
 
 def produce(bootstrap: str, topic: str, n: int) -> None:
@@ -158,7 +159,8 @@ def main() -> None:
     result = {"lines": args.lines, "repeats": args.repeats,
               "batch_max": os.environ.get("MOVIEREC_CONSUMER_BATCH_MAX", "default"),
               "bulk_decode": os.environ.get("MOVIEREC_CONSUMER_BULK_DECODE", "default"),
-              "raw_kafka_python_lines_per_s": round(statistics.median(raw)), "raw_runs": [round(r) for r in raw],
+              "raw_kafka_python_lines_per_s": round(statistics.median(raw)),
+              "raw_runs": [round(r) for r in raw],
               "raw_bulk_lines_per_s": round(statistics.median(raw_bulk)),
               "raw_bulk_runs": [round(r) for r in raw_bulk]}
     for p in counts:

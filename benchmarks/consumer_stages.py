@@ -10,7 +10,8 @@ Batches are formed like kafka-python's polls: the stream is split into 4 partiti
 key, and each batch takes up to ``--batch`` lines from one partition after another.
 Reports the median CPU µs a line over ``--repeats`` alternating runs of each path.
 
-    python benchmarks/consumer_stages.py [--lines 400000] [--batch 20000] [--repeats 5] [--json] [--out out.json]
+    python benchmarks/consumer_stages.py [--lines 400000] [--batch 20000] [--repeats 5] \
+        [--json] [--out out.json]
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import zlib
 from collections import namedtuple
 
 from movierec.wire import LineParser
-from report import add_output_args, emit  # benchmarks/report.py: scripts run from this folder
-from log_lines import log_lines  # benchmarks/log_lines.py
 from stream_consumer.batch import BatchFolder
 from stream_consumer.drift_monitor import DriftMonitor
 from stream_consumer.validate import Validator
+
+from log_lines import log_lines  # benchmarks/log_lines.py
+from report import add_output_args, emit  # benchmarks/report.py: scripts run from this folder
 
 Record = namedtuple("Record", "topic partition offset timestamp value")
 
@@ -37,7 +39,7 @@ def batches(n: int, size: int) -> list[list[Record]]:
         p = zlib.crc32(key) % 4
         parts[p].append(Record("bench", p, len(parts[p]), 0, line))
     out, cursors = [], [0] * 4
-    while any(c < len(part) for c, part in zip(cursors, parts)):
+    while any(c < len(part) for c, part in zip(cursors, parts, strict=True)):
         for p, part in enumerate(parts):
             if cursors[p] < len(part):
                 out.append(part[cursors[p]:cursors[p] + size])
@@ -81,7 +83,8 @@ def main() -> None:
                 statistics.median(r[part] for r in got) / lines * 1e6, 2)
         result[f"{name}_total_us_per_line"] = round(
             statistics.median(r["fold_s"] + r["drift_s"] for r in got) / lines * 1e6, 2)
-    result["speedup"] = round(result["line_by_line_total_us_per_line"] / result["columnar_total_us_per_line"], 2)
+    result["speedup"] = round(
+        result["line_by_line_total_us_per_line"] / result["columnar_total_us_per_line"], 2)
     emit(result, args)
 
 

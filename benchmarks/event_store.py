@@ -53,9 +53,11 @@ def make_log(n: int, seed: int = 7) -> list[tuple]:
             event = Rate(when, user, picks[i], rnd.randint(1, 5))
         elif roll < 0.985:
             items = tuple(rnd.choices(movies[:2000], k=20))
-            event = Recommendation(when, user, "team15.isri.cmu.edu:8082", 200, items, "", rnd.randint(5, 400))
+            event = Recommendation(when, user, "team15.isri.cmu.edu:8082", 200, items, "",
+                                   rnd.randint(5, 400))
         elif roll < 0.995:
-            event = Recommendation(when, user, "team15.isri.cmu.edu:8082", 0, (), "Read timed out after 600 ms", 600)
+            event = Recommendation(when, user, "team15.isri.cmu.edu:8082", 0, (),
+                                   "Read timed out after 600 ms", 600)
         else:
             event = Account(when, user)
         p = user % 4

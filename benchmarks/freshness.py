@@ -37,13 +37,14 @@ import numpy as np
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
-from consumer import clean_run, member  # benchmarks/consumer.py
 from movierec.kafka_admin import ensure_topic
 from movierec.settings import KafkaSettings, RedisSettings, load
-from report import add_output_args, emit
-from log_lines import log_lines  # benchmarks/log_lines.py
 from simulator.producer import open_sink
 from stores.keys import Keys
+
+from consumer import clean_run, member  # benchmarks/consumer.py
+from log_lines import log_lines  # benchmarks/log_lines.py
+from report import add_output_args, emit
 
 TICK_S = 0.01
 PROBE_BASE = 900_000_000  # probe user ids: far above the world's
@@ -91,7 +92,7 @@ class RedisWatcher(threading.Thread):
                 found = pipe.execute()
                 now = time.monotonic()
                 with self.lock:
-                    for user, there in zip(users, found):
+                    for user, there in zip(users, found, strict=True):
                         if there:
                             self.seen[user] = now
                             self.waiting.pop(user, None)
@@ -192,12 +193,14 @@ def main() -> None:
     args = ap.parse_args()
     bootstrap = load(KafkaSettings).kafka_bootstrap
     redis_url = load(RedisSettings).redis_url
-    lines = with_probes(list(log_lines(int(args.rate * (args.warmup + args.duration)), seed=5)), args.probe_every)
+    lines = with_probes(list(log_lines(int(args.rate * (args.warmup + args.duration)), seed=5)),
+                        args.probe_every)
     runs = []
     for repeat in range(args.repeats):
         runs.append(one_run(bootstrap, redis_url, lines, args.rate, args.duration, args.warmup))
         r = runs[-1]
-        print(f"[{repeat + 1}/{args.repeats}] {r['achieved_lines_per_s']:,.0f} lines/s, {r['probes']} probes: "
+        print(f"[{repeat + 1}/{args.repeats}] {r['achieved_lines_per_s']:,.0f} lines/s, "
+              f"{r['probes']} probes: "
               f"freshness p50 {r['p50_s']:.3f} s, p99 {r['p99_s']:.3f} s, max {r['max_s']:.3f} s; "
               f"transport alone p50 {r['transport_p50_s']:.3f} s, p99 {r['transport_p99_s']:.3f} s; "
               f"consumer's share p50 {r['consumer_p50_s']:.3f} s, p99 {r['consumer_p99_s']:.3f} s "

@@ -26,9 +26,10 @@ from kafka.record.memory_records import MemoryRecordsBuilder
 from kafka.structs import TopicPartition
 
 from movierec.kafka_records import partition_records_class
-from report import add_output_args, emit  # benchmarks/report.py: scripts run from this folder
-from log_lines import log_lines  # benchmarks/log_lines.py
 from simulator.world import WorldSpec
+
+from log_lines import log_lines  # benchmarks/log_lines.py
+from report import add_output_args, emit  # benchmarks/report.py: scripts run from this folder
 
 FETCH_BYTES = 1024 * 1024
 LZ4 = 3

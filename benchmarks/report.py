@@ -22,7 +22,8 @@ def emit(result: dict, args: argparse.Namespace | None = None) -> None:
     else:
         width = max((len(k) for k in result), default=0) + 2
         for key, value in result.items():
-            print(f"{key:{width}s} {value:>14,}" if isinstance(value, int) else f"{key:{width}s} {value!s:>14}")
+            print(f"{key:{width}s} {value:>14,}" if isinstance(value, int)
+                  else f"{key:{width}s} {value!s:>14}")
     out = getattr(args, "out", None) if args is not None else None
     if out:
         with open(out, "w", encoding="utf-8") as fh:

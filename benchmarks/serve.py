@@ -36,10 +36,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.report import add_output_args, emit  # noqa: E402
-from load_tests.server import ServiceProcess, staged_env  # noqa: E402
-from load_tests.stage import StageSpec, stage  # noqa: E402
-from recommender.serving.settings import ServeSettings  # noqa: E402
+from benchmarks.report import add_output_args, emit
+from load_tests.server import ServiceProcess, staged_env
+from load_tests.stage import StageSpec, stage
+from recommender.serving.settings import ServeSettings
 
 BARE_APP = '''
 from flask import Flask, Response
@@ -71,7 +71,8 @@ m = sp.csr_matrix((rng.random(nnz, dtype=np.float32) + 1, (rng.integers(0, n_use
                    rng.integers(0, n_items, nnz))), shape=(n_users, n_items))
 end = time.time() + %f
 while time.time() < end:
-    AlternatingLeastSquares(factors=64, iterations=2, num_threads=0, random_state=0).fit(m, show_progress=False)
+    model = AlternatingLeastSquares(factors=64, iterations=2, num_threads=0, random_state=0)
+    model.fit(m, show_progress=False)
 '''
 
 
@@ -123,7 +124,7 @@ def shed_counts(url: str) -> tuple[float, float]:
 def shed_since(url: str, start: tuple[float, float]) -> dict:
     """Answers shed since ``start`` (``shed_counts`` then) and their share: a run whose
     throughput counts many shed answers measured shedding, not the full path."""
-    answered, shed = (now - then for now, then in zip(shed_counts(url), start))
+    answered, shed = (now - then for now, then in zip(shed_counts(url), start, strict=True))
     return {"shed": int(shed), "shed_share": round(shed / max(answered, 1.0), 4)}
 
 
@@ -197,7 +198,8 @@ def main() -> None:
         result.update({f"full_{k}": v for k, v in shed_since(service.url, start).items()})
 
         # A training on the same box: the full path at half its sustainable rate.
-        paced = lua(ids, tmp / "paced.lua", delay_ms=max(1, int(2 * args.connections * 1000 / result["full_rps"])))
+        paced = lua(ids, tmp / "paced.lua",
+                    delay_ms=max(1, int(2 * args.connections * 1000 / result["full_rps"])))
         trainer = subprocess.Popen([sys.executable, "-c", TRAIN % (args.seconds + 40)])
         time.sleep(25)  # the matrix is built; ALS iterations are running
         start = shed_counts(service.url)

@@ -55,8 +55,8 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from movierec.mlip_api import ExchangeTrace, is_stale  # noqa: E402
-from simulator.live_http import MAX_BODY, Answer, ConnectionPool, HttpError, Pool  # noqa: E402
+from movierec.mlip_api import ExchangeTrace, is_stale
+from simulator.live_http import MAX_BODY, Answer, ConnectionPool, HttpError, Pool
 
 if TYPE_CHECKING:  # the server child needs none of the simulation
     from simulator.live import LiveConfig, LiveStats
@@ -274,7 +274,7 @@ def summarise(runs: dict[str, list[dict]], rate: float, baseline: str = "handwri
                  and statistics.median(achieved) >= COMPLETED * rate)
         out[f"{key} holds"] = "yes" if holds else "no"
         if client != baseline and baseline in runs:
-            pairs = list(zip(reps, runs[baseline]))
+            pairs = list(zip(reps, runs[baseline], strict=True))
             for name, field in (("good", "good_per_s"), ("CPU", "cpu_us_per_request"),
                                 ("p99", "p99_ms")):
                 ratios = [r[field] / b[field] for r, b in pairs if b[field]]

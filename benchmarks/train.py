@@ -60,7 +60,14 @@ from offline_eval.simulated import history_table
 from recommender.dataset import build_trainset, read_events
 from recommender.models.als import ALSRecommender
 from recommender.provenance import peak_memory_bytes
-from simulator.behaviour import BehaviourParams, OrganicSampler, WeightedSampler, organic_choice, ratings, watch_minutes
+from simulator.behaviour import (
+    BehaviourParams,
+    OrganicSampler,
+    WeightedSampler,
+    organic_choice,
+    ratings,
+    watch_minutes,
+)
 from simulator.history import RATE, WATCH, Events
 from simulator.world import World, WorldSpec
 from stores.event_store import EventStore
@@ -259,7 +266,8 @@ def verdicts(result: dict, args: argparse.Namespace) -> list[tuple[str, bool]]:
     return [
         (f"full scale (1M users, 27K movies, nnz >= 40M): nnz {result['nnz']:,}",
          args.users >= 1_000_000 and args.movies >= 27_000 and result["nnz"] >= 40_000_000),
-        (f"snapshot+read+build+fit {result['total']} s <= {TARGET_TOTAL_S:.0f} s", result["total"] <= TARGET_TOTAL_S),
+        (f"snapshot+read+build+fit {result['total']} s <= {TARGET_TOTAL_S:.0f} s",
+         result["total"] <= TARGET_TOTAL_S),
         (f"peak RSS {result['peak_rss_gb']} GB <= {TARGET_RSS_BYTES / 1e9:.0f} GB",
          result["peak_rss_gb"] * 1e9 <= TARGET_RSS_BYTES),
         (f"batch {result['batch_users_per_s']:,} users/s >= {TARGET_USERS_PER_S:,.0f}",
@@ -286,7 +294,8 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(where, facts, args)))
         return
-    print(f"prepared {where} ({facts['rows']:,} rows, {facts['parquet_bytes'] / 1e9:.2f} GB Parquet)", flush=True)
+    print(f"prepared {where} ({facts['rows']:,} rows, "
+          f"{facts['parquet_bytes'] / 1e9:.2f} GB Parquet)", flush=True)
     runs = []
     for r in range(args.runs):
         child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--measure"],

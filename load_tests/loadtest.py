@@ -1,4 +1,5 @@
-"""``movierec loadtest`` (``make loadtest``): stage a world, start the real service, run locust, judge the SLO.
+"""``movierec loadtest`` (``make loadtest``): stage a world, start the real service, run
+locust, judge the SLO.
 
 Needs the local stack running (``make up``: Redis for the features, Kafka for the served
 records). Everything it writes lives under ``--out`` (registry, experiments file, logs,

@@ -82,7 +82,7 @@ def counts_change(before: Mapping[str, float], after: Mapping[str, float]) -> di
 
 
 def _get(url: str, timeout_s: float) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (our URL)
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # our URL
         return response.status, response.read().decode("utf-8", "replace")
 
 

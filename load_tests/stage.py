@@ -34,6 +34,7 @@ from simulator.history import Events, HistoryGenerator
 from simulator.world import World, WorldSpec
 from stores.feature_delta import FeatureDelta
 from stores.keys import Keys, day_of
+from stores.online import Kind
 from stores.redis_online import RedisOnlineStore
 from stream_consumer.enrich import clean_movie, clean_user
 
@@ -93,7 +94,8 @@ def _write_metadata(store: RedisOnlineStore, world: World, users: np.ndarray) ->
     round trip."""
     profiles = {str(u): clean_user(world.user_record(u) or {}) for u in users.tolist()}
     movies = {m: clean_movie(world.movie_record(m) or {}) for m in world.catalog.ids}
-    for kind, records in (("user", profiles), ("movie", movies)):
+    both: list[tuple[Kind, dict[str, dict[str, str] | None]]] = [("user", profiles), ("movie", movies)]
+    for kind, records in both:
         kept = [(item, fields) for item, fields in records.items() if fields]
         for i in range(0, len(kept), 5000):
             store.write_records(kind, dict(kept[i:i + 5000]))
@@ -103,8 +105,9 @@ def _train_and_register(registry: Registry, world: World, events: Events, spec: 
                         end: datetime) -> dict[str, str]:
     table = history_table(world, events, start=START)
     users = np.unique(events.user)
-    profiles = Profiles.from_records([world.user_record(int(u)) for u in users])
-    runtimes = {m: int(r) for m, r in zip(world.catalog.ids, world.catalog.runtime.tolist())}
+    # the events come from the world: every user has a record (the filter drops none)
+    profiles = Profiles.from_records([r for u in users if (r := world.user_record(int(u))) is not None])
+    runtimes = {m: int(r) for m, r in zip(world.catalog.ids, world.catalog.runtime.tolist(), strict=True)}
     train, runtime = build_trainset_with_runtimes(table, as_of=end, profiles=profiles,
                                                   runtimes=runtimes)
     data = {"snapshot_id": f"stage-{spec.seed}-{spec.users}-{spec.movies}-{spec.days:g}",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewPartitions, NewTopic
@@ -147,7 +148,10 @@ def group_lag(bootstrap: str, group: str, topic: str, *, timeout_ms: int = 5000)
     return lag
 
 
-def _retrying(call, timeout_ms: int):
+T = TypeVar("T")
+
+
+def _retrying(call: Callable[[], T], timeout_ms: int) -> T:
     """``call()``, again after a retriable ``KafkaError`` until ``timeout_ms`` has passed."""
     give_up = time.monotonic() + timeout_ms / 1000
     while True:

@@ -35,9 +35,17 @@ with a warning, under any other release or when those are not there.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from itertools import repeat
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # kafka-python publishes no types: these read as Any, and say what is meant
+    from kafka import KafkaConsumer
+    from kafka.record.default_records import DefaultRecordBatch
+    from kafka.record.memory_records import MemoryRecords
+    from kafka.structs import TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -158,18 +166,18 @@ def _fields(buf: bytes, starts: list[int]) -> dict:
     value_starts = value_at.tolist()
     value_ends = (value_at + np.maximum(value_size, 0)).tolist()
     sizes = value_size.tolist()
-    values = [buf[a:b] if s >= 0 else None for a, b, s in zip(value_starts, value_ends, sizes)]
+    values = [buf[a:b] if s >= 0 else None for a, b, s in zip(value_starts, value_ends, sizes, strict=True)]
     key_sizes = key_size.tolist()
     if (key_size < 0).all():
         keys: list = [None] * count
     else:
-        keys = [buf[a:a + s] if s >= 0 else None for a, s in zip(key_at.tolist(), key_sizes)]
+        keys = [buf[a:a + s] if s >= 0 else None for a, s in zip(key_at.tolist(), key_sizes, strict=True)]
     return {"offset_delta": offset_delta, "timestamp_delta": ts_delta,
             "key": keys, "value": values, "key_size": key_sizes, "value_size": sizes,
             "length": length.tolist()}
 
 
-def partition_records_class(base: type, consumer_record: type, isolation_level) -> type:
+def partition_records_class(base: type, consumer_record: type, isolation_level: Any) -> type:
     """A subclass of kafka-python's ``Fetcher.PartitionRecords`` (``base``) that decodes
     v2 batches in bulk; ``consumer_record`` is kafka-python's ``ConsumerRecord``."""
     from kafka.errors import CorruptRecordError
@@ -177,7 +185,8 @@ def partition_records_class(base: type, consumer_record: type, isolation_level) 
     new_tuple = tuple.__new__
 
     class BulkPartitionRecords(base):
-        def _unpack_records(self, tp, records, key_deserializer, value_deserializer):
+        def _unpack_records(self, tp: TopicPartition, records: MemoryRecords,
+                            key_deserializer: Any, value_deserializer: Any) -> Iterator[tuple]:
             if (key_deserializer is not None or value_deserializer is not None
                     or self.isolation_level == isolation_level.READ_COMMITTED):
                 yield from super()._unpack_records(tp, records, key_deserializer, value_deserializer)
@@ -204,9 +213,10 @@ def partition_records_class(base: type, consumer_record: type, isolation_level) 
                         yield from self._one_by_one(tp, batch)
                     else:
                         *columns, lengths = rows
+                        row: tuple  # ConsumerRecord: mypy cannot see through tuple.__new__
                         for row, length in zip(map(new_tuple, repeat(consumer_record), zip(
                                 repeat(topic), repeat(partition), repeat(self.leader_epoch), *columns)),
-                                lengths):
+                                lengths, strict=True):
                             # per record, as kafka-python counts: a fetch drained after a
                             # partial take reports only what was taken
                             self.records_read += 1
@@ -223,7 +233,7 @@ def partition_records_class(base: type, consumer_record: type, isolation_level) 
 
         _headers_seen = False
 
-        def _bulk(self, batch):
+        def _bulk(self, batch: DefaultRecordBatch) -> tuple | None:
             """The columns of one v2 batch's ConsumerRecords after (topic, partition,
             leader_epoch), then the records' lengths; or None to decode it record by record
             (and every later batch of this fetch once one had headers: no wasted tries)."""
@@ -249,7 +259,7 @@ def partition_records_class(base: type, consumer_record: type, isolation_level) 
                     fields["key"], fields["value"], map(list, repeat((), count)), repeat(None),
                     fields["key_size"], fields["value_size"], repeat(-1), fields["length"])
 
-        def _one_by_one(self, tp, batch):
+        def _one_by_one(self, tp: TopicPartition, batch: DefaultRecordBatch) -> Iterator[tuple]:
             """kafka-python's per-record decoding, for a batch the bulk path does not take."""
             for record in batch:
                 if self.check_crcs and not record.validate_crc():
@@ -275,7 +285,7 @@ KNOWN_VERSIONS = ("3.0.12",)
 against its source); another release keeps its own decoding until checked and added."""
 
 
-def install(consumer) -> bool:
+def install(consumer: KafkaConsumer) -> bool:
     """Make ``consumer`` (a kafka-python KafkaConsumer) decode record batches in bulk.
     True if it does; False, with a warning, if this kafka-python's fetcher is not the one
     this module knows (the consumer then works as before, only slower)."""

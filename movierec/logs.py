@@ -13,16 +13,34 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass
+
+from movierec.settings import SettingsError, setting
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ENV = "MOVIEREC_LOG_LEVEL"
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+@dataclass(frozen=True)
+class LogSettings:
+    """The logging threshold every process shares (read by ``level_from_env``; listed by
+    ``movierec config``)."""
+
+    log_level: str = setting("INFO", "Logging threshold of every process: DEBUG, INFO, WARNING "
+                                     "or ERROR (--log-level sets it for one command and all "
+                                     "it starts)")
+
+
 def level_from_env(default: str = "INFO") -> str:
-    """``MOVIEREC_LOG_LEVEL`` if it names a level (any case), else ``default``."""
+    """``MOVIEREC_LOG_LEVEL`` (any case), ``default`` when unset or empty;
+    ``SettingsError`` naming the variable when it names no level."""
     value = os.environ.get(ENV, "").strip().upper()
-    return value if value in LEVELS else default
+    if not value:
+        return default
+    if value not in LEVELS:
+        raise SettingsError(f"{ENV}={os.environ[ENV]!r}: choose from {', '.join(LEVELS)}")
+    return value
 
 
 def configure(level: str | None = None, *, export: bool = True) -> str:

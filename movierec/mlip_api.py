@@ -122,7 +122,7 @@ class MlipApiClient:
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
         max_connections: int = 4,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         if timeout_s <= 0 or max_retries < 0 or max_wait_s < 0 or max_connections < 1:
             raise ValueError("need timeout_s > 0, max_retries >= 0, max_wait_s >= 0, max_connections >= 1")

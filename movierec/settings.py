@@ -17,13 +17,16 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from movierec.errors import MovierecError
 
 PREFIX = "MOVIEREC_"
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class SettingsError(MovierecError, ValueError):
@@ -99,7 +102,7 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: An
     env = os.environ if environ is None else environ
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         name = env_name(f.name)
         kind = hints[f.name]
         if f.name in overrides:

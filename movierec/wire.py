@@ -193,7 +193,7 @@ class LineParser:
     def parse(self, raw: bytes | bytearray | memoryview | str) -> Event | Rejection:
         """One line (trailing CR/LF allowed) -> an event or a Rejection. Never raises."""
         try:
-            if type(raw) is not str:
+            if not isinstance(raw, str):
                 if len(raw) > self.max_line:
                     return Rejection(Reason.TOO_LONG, f"{len(raw)} bytes")
                 try:
@@ -332,6 +332,7 @@ class LineParser:
                 if movie_id is None:
                     return Rejection(Reason.BAD_RESULT, f"bad id {_short(piece, 40)}")
                 items.append(movie_id)
+        # all(items) above: no None is left
         return Recommendation(when, user_id, server, status, tuple(items), "", millis)  # type: ignore[arg-type]
 
 

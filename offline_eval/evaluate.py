@@ -87,7 +87,7 @@ class Timing:
         return float(np.percentile(self.latency_ms, q)) if len(self.latency_ms) else math.nan
 
     def to_dict(self) -> dict:
-        return _finite_or_none({
+        return _finite_dict({
             "batch_users": self.batch_users, "batch_seconds": self.batch_seconds,
             "throughput_users_s": self.throughput_users_s,
             "new_users": self.new_users, "new_seconds": self.new_seconds,
@@ -130,7 +130,7 @@ class EvalResult:
     def to_dict(self) -> dict:
         """JSON-ready summary (NaN -> None). Per-user arrays are left out: at 1M users they
         are megabytes; save them with ``np.save`` when needed."""
-        return _finite_or_none({
+        return _finite_dict({
             "model": self.model, "k": self.k, "users": int(len(self.user_ids)),
             "new_users": int(self.new_user.sum()),
             "means": dict(self.means), "evaluated": dict(self.evaluated),
@@ -138,6 +138,11 @@ class EvalResult:
             "slices": [s.to_dict() for s in self.slices],
             "timing": self.timing.to_dict(),
         })
+
+
+def _finite_dict(value: dict) -> dict:
+    """``value`` with every non-finite float (recursively) replaced by None."""
+    return {k: _finite_or_none(v) for k, v in value.items()}
 
 
 def _finite_or_none(value: object) -> object:
@@ -277,7 +282,7 @@ class PairedTest:
     p_value: float
 
     def to_dict(self) -> dict:
-        return _finite_or_none({"n": self.n, "mean_a": self.mean_a, "mean_b": self.mean_b,
+        return _finite_dict({"n": self.n, "mean_a": self.mean_a, "mean_b": self.mean_b,
                                 "mean_diff": self.mean_diff, "ci": list(self.ci),
                                 "statistic": self.statistic, "p_value": self.p_value})
 

@@ -61,10 +61,10 @@ def _panel(x0: float, y0: float, label_w: float, panel: Panel,
     out = [f'<g class="panel" data-panel={quoteattr(panel.title)}>',
            f'<text x="{x0 + panel_w / 2:.1f}" y="{y0 + 18:.1f}" text-anchor="middle" '
            f'font-weight="bold">{escape(panel.title)}</text>']
-    for i, (label, value) in enumerate(zip(labels, panel.values)):
+    for i, (label, value) in enumerate(zip(labels, panel.values, strict=True)):
         y = y0 + TITLE_H + i * ROW_H
-        known = value is not None and math.isfinite(value)
-        width = BAR_W * max(value, 0.0) / top if known else 0.0  # type: ignore[operator]
+        # None and NaN draw no bar
+        width = BAR_W * max(value, 0.0) / top if value is not None and math.isfinite(value) else 0.0
         text = format_value(value)
         out += [
             f'<text x="{x0 + label_w - 6:.1f}" y="{y + BAR_H - 3:.1f}" '

@@ -191,7 +191,7 @@ def map_at_k(judged: Judged) -> np.ndarray:
 
 def hit_rate_at_k(judged: Judged) -> np.ndarray:
     """float64 (n_users,): 1.0 if any of the top k is relevant, else 0.0."""
-    return _masked(judged.hits.any(axis=1).astype(np.float64), judged)
+    return _masked(np.asarray(judged.hits.any(axis=1), dtype=np.float64), judged)
 
 
 def accuracy(recs: np.ndarray, truth: Sequence[np.ndarray],

@@ -1,7 +1,7 @@
 """Event-store tables from a simulated world, and the oracle's verdict on served lists.
 
-An evaluation tool that says so (architecture rule 2): it may read the simulator's hidden
-truth. Two uses:
+An evaluation tool that says so (docs/architecture.md, rule of the house 2): it may read
+the simulator's hidden truth. Two uses:
 
 - ``history_table`` turns a simulated history straight into the rows a correct consumer
   would have stored (``stores.event_columns.SCHEMA``), skipping the text lines and
@@ -106,4 +106,5 @@ def history_table(world: World, events: Events, *, start: datetime,
 def oracle_values(world: World, user_ids: Sequence[int], lists: Sequence[Sequence[str]]) -> np.ndarray:
     """Expected utility each user takes from their list under the simulator's cascade
     (float64, one per user); unknown ids are worthless."""
-    return np.array([list_value(world, int(u), list(items)) for u, items in zip(user_ids, lists)])
+    return np.array([list_value(world, int(u), list(items))
+                     for u, items in zip(user_ids, lists, strict=True)])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypedDict
 
 import click
 
@@ -24,6 +25,14 @@ from online_eval.join import (
 )
 from online_eval.report import OnlineReport
 from online_eval.settings import OnlineSettings
+
+
+class _ReadOptions(TypedDict):
+    """How both topics are read (``source.read_topic`` and ``source.read_log``)."""
+
+    timeout_s: float
+    idle_s: float
+    written_since_ms: int | None
 
 
 def evaluate_online(settings: OnlineSettings, *, server: str | None = None,
@@ -45,8 +54,8 @@ def evaluate_online(settings: OnlineSettings, *, server: str | None = None,
     from online_eval.source import ServedTally, read_log, read_topic
 
     bootstrap = settings.kafka_bootstrap
-    read = {"timeout_s": settings.online_read_timeout_s, "idle_s": settings.online_idle_s,
-            "written_since_ms": written_since_ms}
+    read: _ReadOptions = {"timeout_s": settings.online_read_timeout_s,
+                          "idle_s": settings.online_idle_s, "written_since_ms": written_since_ms}
     tally = ServedTally()
     # the join reads tally.arm_of, filled from the served topic before the log is read
     join = OutcomeJoin(tally.arm_of, window=window, follow_up=follow_up, since=since,

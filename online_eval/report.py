@@ -186,7 +186,7 @@ class OnlineReport:
         lines = [self._header(), ""]
         last = len(widths) - 1  # names (first and last column) left, numbers right
         lines += ["  ".join(c.ljust(w) if i in (0, last) else c.rjust(w)
-                            for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in cells]
+                            for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip() for r in cells]
         lines += [""] + [c.verdict() for c in self.comparisons]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines).rstrip() + "\n"

@@ -61,7 +61,7 @@ class ServedTally:
         """One Kafka value; anything but a served record (a tombstone's None included) is
         counted in ``bad_records``."""
         try:
-            record = ServedRecord.from_json(value)  # type: ignore[arg-type]
+            record = ServedRecord.from_json(value)  # type: ignore[arg-type]  # None: TypeError
         except (ValueError, TypeError):  # ValueError: also bad JSON and bad UTF-8
             self.bad_records += 1
             return

@@ -10,15 +10,20 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from typing import Any
+from collections.abc import Iterable
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 import movierec
 from movierec import logs
 from movierec.errors import friendly
-from movierec.logs import LEVELS
+from movierec.logs import LEVELS, LogSettings
 from movierec.settings import WireSettings, describe, load
+
+if TYPE_CHECKING:  # imported where used: each command loads only what it needs
+    from ops.stack.part import PartStatus
+    from ops.stack.settings import StackSettings
 
 
 class FriendlyGroup(click.Group):
@@ -59,13 +64,13 @@ def infra() -> None:
 PARTS = click.argument("parts", nargs=-1, type=click.Choice(["kafka", "redis", "prometheus"]))
 
 
-def _stack_settings():
+def _stack_settings() -> StackSettings:
     from ops.stack.settings import StackSettings
 
     return load(StackSettings)
 
 
-def _print_status(rows) -> None:
+def _print_status(rows: Iterable[PartStatus]) -> None:
     for row in rows:
         pid = str(row.pid) if row.pid else "-"
         mark = click.style(f"{row.state:9s}", fg="green" if row.healthy else "red")
@@ -134,7 +139,7 @@ def settings_classes() -> list[type]:
     from simulator.settings import SimSettings
     from stream_consumer.settings import ConsumerSettings
 
-    return [StackSettings, WireSettings, SimSettings, ApiSettings, ConsumerSettings,
+    return [LogSettings, StackSettings, WireSettings, SimSettings, ApiSettings, ConsumerSettings,
             TrainSettings, ServeSettings, OnlineSettings, DemoSettings]
 
 
@@ -175,7 +180,7 @@ def wire() -> None:
 @click.argument("source", type=click.File("rb"), default="-")
 @click.option("--show", default=5, show_default=True, help="Print this many rejected lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def wire_check(source, show: int, as_json: bool) -> None:
+def wire_check(source: IO[bytes], show: int, as_json: bool) -> None:
     """Parse a file of log lines (or stdin) and count events by kind and rejections by reason."""
     from movierec.wire import LineParser, Rejection
 

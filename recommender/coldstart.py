@@ -53,8 +53,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -213,7 +214,7 @@ class _Hit:
 class TitleMatcher:
     """An index of catalog titles for ``match``; build it once with ``from_ids``."""
 
-    def __init__(self, item_ids: Sequence[str], titles: Sequence[str],
+    def __init__(self, item_ids: Iterable[str], titles: Sequence[str],
                  years: Sequence[int | None], preference: np.ndarray) -> None:
         """``titles`` normalised, ``years`` per item; ``preference`` orders the items of a
         duplicated title (lower first). Prefer ``from_ids``."""
@@ -258,7 +259,7 @@ class TitleMatcher:
         self._post = {g: np.array(p, dtype=np.int32) for g, p in postings.items()}
 
     @classmethod
-    def from_ids(cls, item_ids: Sequence[str], titles: Sequence[str | None] | None = None, *,
+    def from_ids(cls, item_ids: Sequence[str] | np.ndarray, titles: Sequence[str | None] | None = None, *,
                  popularity: np.ndarray | None = None) -> TitleMatcher:
         """Index the catalog ``item_ids`` (MLiP ids; index i of the result = item i).
         ``titles``: real titles (the movie API's ``title``), aligned with the ids; a
@@ -306,10 +307,10 @@ class TitleMatcher:
             for i in range(j, max(-1, j - MAX_SPAN), -1):  # i == j first: sets exact_alone[j]
                 rest = " ".join(w for k in range(i + 1, j + 1) for w in (seps[k - 1], frags[k]) if w)
                 texts = [" ".join(filter(None, (head, rest))) for head in (frags[i], *stripped[i])]
-                if i == j:
-                    edits = MAX_EDITS
-                else:  # see MERGED_EDITS; never merge fuzzily titles that each matched exactly
-                    edits = 0 if all(exact_alone[i:j + 1]) else MERGED_EDITS
+                # A merge of titles (i < j): see MERGED_EDITS; never merge fuzzily titles
+                # that each matched exactly.
+                edits = (MAX_EDITS if i == j
+                         else 0 if all(exact_alone[i:j + 1]) else MERGED_EDITS)
                 hit = self._lookup(texts, cache, edits)
                 if i == j:
                     exact_alone[j] = hit is not None and hit.score >= ARTICLE_SCORE
@@ -386,11 +387,11 @@ class TitleMatcher:
         if not lists:
             return None
         counts = np.bincount(np.concatenate(lists), minlength=len(self._entries))
-        entries = np.flatnonzero(counts >= max(1, len(grams) - 4 * max_edits))
-        shared = counts[entries]
-        longer = np.maximum(self._len[entries], lq)
-        limits = np.minimum((1 - MIN_SIMILARITY) * longer + 1e-9, max_edits).astype(np.int32)
-        gap = np.abs(self._len[entries] - lq)
+        entries: np.ndarray = np.flatnonzero(counts >= max(1, len(grams) - 4 * max_edits))
+        shared: np.ndarray = counts[entries]
+        longer: np.ndarray = np.maximum(self._len[entries], lq)
+        limits: np.ndarray = np.minimum((1 - MIN_SIMILARITY) * longer + 1e-9, max_edits).astype(np.int32)
+        gap: np.ndarray = np.abs(self._len[entries] - lq)
         needed = np.maximum(self._n_grams[entries], len(grams)) - 4 * limits
         ok = (gap <= limits) & (shared >= needed)
         entries, shared, gap, limits, longer = (a[ok] for a in (entries, shared, gap, limits, longer))
@@ -415,7 +416,14 @@ class TitleMatcher:
         return self._members[group][0]
 
 
-def profile_items(matcher: TitleMatcher, likes: str | None,
+class Matcher(Protocol):
+    """What ``profile_items`` needs of a title matcher: a ``TitleMatcher`` or a cache in
+    front of one (serving's ``loaded.CachedTitles``)."""
+
+    def match(self, text: str | None) -> Sequence[tuple[int, float]]: ...
+
+
+def profile_items(matcher: Matcher, likes: str | None,
                   dislikes: str | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """``(liked, disliked)`` item indices for ``Profile``, best match first. A film named
     in both answers is contradictory and left out of both."""

@@ -72,7 +72,8 @@ class ConfidenceParams:
 
 
 def confidence(max_minute: np.ndarray, rating: np.ndarray, age_s: np.ndarray, runtime: np.ndarray,
-               *, params: ConfidenceParams = ConfidenceParams(), rating_scale: int = 5) -> np.ndarray:  # fmt: skip
+               *, params: ConfidenceParams = ConfidenceParams(),
+               rating_scale: int = 5) -> np.ndarray:  # fmt: skip
     """float32 confidence (> 0) per entry, all arrays aligned (n,): ``max_minute`` as in
     ``Interactions`` (-1: never watched), ``rating`` stars (-1: unrated), ``age_s``
     seconds since the latest event (>= 0), ``runtime`` minutes (> 0)."""
@@ -88,5 +89,6 @@ def confidence(max_minute: np.ndarray, rating: np.ndarray, age_s: np.ndarray, ru
     stars = params.rating_low + slope * (rating.astype(np.float32) - 1)
     factor = np.where(rating >= 1, stars, np.float32(params.unrated_factor))
     age_days = np.asarray(age_s, dtype=np.float32) / np.float32(_SECONDS_PER_DAY)
-    recency = np.maximum(np.float32(params.recency_floor), np.exp2(-age_days / np.float32(params.half_life_days)))
+    recency = np.maximum(np.float32(params.recency_floor),
+                         np.exp2(-age_days / np.float32(params.half_life_days)))
     return (fraction * factor * recency).astype(np.float32)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,7 @@ from recommender.runtimes import item_runtimes
 if TYPE_CHECKING:
     from stores.event_store import EventStore, Snapshot
 
-Events = pa.Table | pd.DataFrame
+Events: TypeAlias = pa.Table | pd.DataFrame
 """Event rows: an Arrow table or a pandas frame with at least ``EVENT_COLUMNS``."""
 
 EVENT_COLUMNS: tuple[str, ...] = ("time", "kind", "user_id", "movie_id", "minute", "rating")

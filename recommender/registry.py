@@ -47,6 +47,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -186,7 +187,8 @@ class Registry:
             if extra:
                 if VERSION_ARRAYS in names:
                     raise RegistryError(f"model {model.name!r} wrote a file named {VERSION_ARRAYS}")
-                np.savez(tmp / VERSION_ARRAYS, **extra)
+                # Any: mypy would match the named arrays against savez's own allow_pickle
+                np.savez(tmp / VERSION_ARRAYS, **cast(dict[str, Any], extra))
                 names = sorted([*names, VERSION_ARRAYS])
             digest = artifact_digest(tmp, names)
             size = {"disk_bytes": sum((tmp / n).stat().st_size for n in names),

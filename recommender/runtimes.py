@@ -25,7 +25,7 @@ a flat default.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -41,13 +41,13 @@ model item, in the model's item order)."""
 def given_runtime(value: object) -> float:
     """A runtime from the movie API as minutes, NaN when missing or not a positive number."""
     try:
-        minutes = float(value)  # type: ignore[arg-type]
+        minutes = float(value)  # type: ignore[arg-type]  # any object: what float refuses is NaN
     except (TypeError, ValueError):
         return math.nan
     return minutes if math.isfinite(minutes) and minutes > 0 else math.nan
 
 
-def given_runtimes(item_ids: Sequence[object], runtimes: Mapping[str, object]) -> np.ndarray:
+def given_runtimes(item_ids: Iterable[object], runtimes: Mapping[str, object]) -> np.ndarray:
     """float32 (n_items,): ``given_runtime`` of each item's entry in ``runtimes``, NaN
     where there is none or it is not valid."""
     return np.array([given_runtime(runtimes.get(str(movie))) for movie in item_ids], dtype=np.float32)

@@ -38,17 +38,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from flask import Flask, Response, g, request
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
-                               Histogram, generate_latest)
+from flask import Flask, Response, g, jsonify, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 from werkzeug.serving import make_server as _werkzeug_server
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from movierec.settings import setting
 from movierec.wire import MAX_MOVIE_ID, MAX_USER_DIGITS
-from simulator.api_faults import (MAX_FAULT_DURATION_S, MAX_SLOW_MS, FaultSwitch, RateLimiter,
-                                  dirty, parse_faults, plan)
+from simulator.api_faults import (
+    MAX_FAULT_DURATION_S,
+    MAX_SLOW_MS,
+    FaultSwitch,
+    RateLimiter,
+    dirty,
+    parse_faults,
+    plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +194,7 @@ def create_app(directory: Directory, settings: ApiSettings, *,
             found.append(served)
         if not found:
             return _message(404, f"{kind} not found")
-        return app.json.response(found if bulk else found[0])
+        return jsonify(found if bulk else found[0])
 
     @app.before_request
     def start_timer() -> None:
@@ -213,7 +227,7 @@ def create_app(directory: Directory, settings: ApiSettings, *,
         return response
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
+    def http_error(exc: HTTPException) -> WerkzeugResponse:
         response = exc.get_response()
         response.set_data(json.dumps({"message": exc.description or exc.name}))
         response.mimetype = "application/json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +32,7 @@ class BackfillResult:
 
 def backfill(generator: HistoryGenerator, sink: LineSink, *, progress: bool = True,
              injector: Injector | None = None,
-             extra: list[tuple[float, bytes, bytes]] = ()) -> BackfillResult:
+             extra: Sequence[tuple[float, bytes, bytes]] = ()) -> BackfillResult:
     """Send the history to ``sink`` and flush; a progress bar shows simulated hours.
 
     ``extra`` (time-ordered (t, line, key), e.g. a shilling campaign) is merged in by
@@ -65,5 +65,5 @@ def backfill(generator: HistoryGenerator, sink: LineSink, *, progress: bool = Tr
     finally:
         bar.close()
     return BackfillResult(sent, time.perf_counter() - started,
-                          dict(zip(KIND_NAMES, by_kind.tolist())),
+                          dict(zip(KIND_NAMES, by_kind.tolist(), strict=True)),
                           dict(injector.counts) if injector is not None else {})

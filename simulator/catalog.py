@@ -179,7 +179,8 @@ def generate_catalog(n: int, k: int, seed: int) -> Catalog:
     return Catalog(
         ids=ids, titles=titles, year=year, release_day=rng.integers(1, 366, n).astype(np.int16),
         genres=genres, runtime=runtime,
-        language=rng.choice(len(LANGUAGES), size=n, p=_LANGUAGE_WEIGHTS / _LANGUAGE_WEIGHTS.sum()).astype(np.int8),
+        language=rng.choice(len(LANGUAGES), size=n,
+                            p=_LANGUAGE_WEIGHTS / _LANGUAGE_WEIGHTS.sum()).astype(np.int8),
         appeal=appeal, quality=quality, vote_average=vote_average, vote_count=vote_count,
         adult=adult, content_rating=content_rating, license_cost=license_cost.astype(np.float32),
         factors=factors,

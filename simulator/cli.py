@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 import resource
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from movierec.settings import load
+
+if TYPE_CHECKING:  # imported where used, as the commands below do: a light start
+    from simulator.settings import SimSettings
+    from simulator.world import World
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 WORLD_OPTIONS = [
     click.option("--users", type=int, help="Users in the world (MOVIEREC_SIM_USERS)."),
@@ -19,13 +27,14 @@ WORLD_OPTIONS = [
 ]
 
 
-def world_options(fn):
+def world_options(fn: F) -> F:
     for option in reversed(WORLD_OPTIONS):
         fn = option(fn)
     return fn
 
 
-def _sim_settings(users: int | None, movies: int | None, seed: int | None, **extra: Any):
+def _sim_settings(users: int | None, movies: int | None, seed: int | None,
+                  **extra: Any) -> SimSettings:
     from simulator.settings import SimSettings
 
     overrides = {k: v for k, v in
@@ -34,7 +43,7 @@ def _sim_settings(users: int | None, movies: int | None, seed: int | None, **ext
     return load(SimSettings, **overrides)
 
 
-def _build_world(settings):
+def _build_world(settings: SimSettings) -> World:
     from simulator.world import World
 
     started = time.perf_counter()
@@ -84,9 +93,10 @@ def sim_world(users: int | None, movies: int | None, seed: int | None) -> None:
 @click.option("--drift-at-h", type=float, help="Hour at which tastes drift.")
 @click.option("--truth", type=click.Path(path_type=Path), default=Path("var/sim/truth.jsonl"),
               show_default=True, help="Ground-truth file of what was injected (JSON lines).")
-def sim_backfill(users, movies, seed, days: float, sink: str, out: Path | None,
-                 client: str | None, topic: str | None, progress: bool, inject_text: str,
-                 shift_at_h: float | None, drift_at_h: float | None, truth: Path) -> None:
+def sim_backfill(users: int | None, movies: int | None, seed: int | None, days: float,
+                 sink: str, out: Path | None, client: str | None, topic: str | None,
+                 progress: bool, inject_text: str, shift_at_h: float | None,
+                 drift_at_h: float | None, truth: Path) -> None:
     """Write DAYS of organic history (no service needed) to Kafka or a file."""
     from simulator.backfill import backfill
     from simulator.history import HistoryGenerator
@@ -142,7 +152,7 @@ def sim_backfill(users, movies, seed, days: float, sink: str, out: Path | None,
 
 @sim.command("api")
 @world_options
-def sim_api(users, movies, seed) -> None:
+def sim_api(users: int | None, movies: int | None, seed: int | None) -> None:
     """Serve the user/movie API (MOVIEREC_SIM_API_*; default 127.0.0.1:8080)."""
     from simulator.api import ApiSettings, serve
 
@@ -174,7 +184,8 @@ def sim_api(users, movies, seed) -> None:
               help="Also write the report as JSON to this file.")
 @click.option("--topic", help="Topic (default MOVIEREC_KAFKA_TOPIC).")
 def sim_grade(from_kafka: bool, probe_url: str | None, n_requests: int, user_ids: str,
-              deadline_ms: int, server: str | None, start, end, down_threshold: float,
+              deadline_ms: int, server: str | None, start: datetime | None, end: datetime | None,
+              down_threshold: float,
               as_json: bool, json_out: Path | None, topic: str | None) -> None:
     """Report what the course grades: successes, deadline, malformed answers,
     personalized share, availability and downtime, latency percentiles."""
@@ -188,6 +199,7 @@ def sim_grade(from_kafka: bool, probe_url: str | None, n_requests: int, user_ids
                              end=end, deadline_ms=deadline_ms, server=server,
                              down_threshold=down_threshold)
     else:
+        assert probe_url is not None  # the usage check above: one of the two
         report = probe_service(probe_url, n_requests, user_ids=_user_ids(user_ids),
                                deadline_ms=deadline_ms, down_threshold=down_threshold)
     as_text = json.dumps(report.to_dict(), indent=2)
@@ -231,9 +243,10 @@ def _user_ids(text: str) -> list[int]:
 @click.option("--truth", type=click.Path(path_type=Path), default=Path("var/sim/live-truth.jsonl"),
               show_default=True, help="Ground-truth file of the run (what each user truly "
                                       "valued; JSON lines), for evaluation only.")
-def sim_live(users, movies, seed, url: str, rate: float, duration: float, clock_ratio: float,
-             deadline_ms: int, new_user_share: float, start_day: float, scraper_rate: float,
-             sink: str, out: Path | None, topic: str | None, truth: Path) -> None:
+def sim_live(users: int | None, movies: int | None, seed: int | None, url: str, rate: float,
+             duration: float, clock_ratio: float, deadline_ms: int, new_user_share: float,
+             start_day: float, scraper_rate: float, sink: str, out: Path | None,
+             topic: str | None, truth: Path) -> None:
     """Simulated users call GET /recommend/<uid>, react, and write the log."""
     import asyncio
     from datetime import timedelta

@@ -103,7 +103,7 @@ class HistoryGenerator:
 
     def _change_world(self, b0: float) -> None:
         """Apply a scheduled popularity shift or taste drift once its time has come."""
-        rng = np.random.default_rng([self.rng.integers(1 << 31), 9])
+        rng = np.random.default_rng([int(self.rng.integers(1 << 31)), 9])
         if self.shift_at_s is not None and b0 >= self.shift_at_s:
             # A sudden popularity shift: 30 long-tail films become hits (a viral trend).
             appeal = self.world.catalog.appeal.astype(np.float64).copy()
@@ -185,7 +185,7 @@ class HistoryGenerator:
 
     def timed(self, batch: Events) -> Iterator[tuple[float, bytes, bytes]]:
         """(seconds since start, line, key) for a batch."""
-        for t, (line, key) in zip(batch.t.tolist(), self.format(batch)):
+        for t, (line, key) in zip(batch.t.tolist(), self.format(batch), strict=True):
             yield t, line, key
 
     def format(self, batch: Events) -> Iterator[tuple[bytes, bytes]]:
@@ -195,7 +195,7 @@ class HistoryGenerator:
         last_sec, stamp = self._stamp_cache
         for t, kind, user, movie, value in zip(batch.t.tolist(), batch.kind.tolist(),
                                                batch.user.tolist(), batch.movie.tolist(),
-                                               batch.value.tolist()):
+                                               batch.value.tolist(), strict=True):
             sec = int(t)
             if sec != last_sec:  # lines come in time order: one stamp serves many
                 stamp = format_time(start + timedelta(seconds=sec))

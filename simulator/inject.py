@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -152,18 +152,20 @@ class InjectionPlan:
     rating_scale: int = 5
 
     @classmethod
-    def parse(cls, text: str, **defaults: object) -> InjectionPlan:
-        """``"malformed=0.01,duplicate=0.02,schema_change_at_h=6"`` -> a plan."""
-        plan = cls(**defaults)  # type: ignore[arg-type]
+    def parse(cls, text: str, **defaults: Any) -> InjectionPlan:
+        """``"malformed=0.01,duplicate=0.02,schema_change_at_h=6"`` -> a plan; ``defaults``:
+        fields set before the text's items (the seed, the rating scale)."""
+        plan = cls(**defaults)
         names = {f.name: f for f in dataclasses.fields(cls)}
         for item in filter(None, (p.strip() for p in text.split(","))):
             name, eq, value = item.partition("=")
             if not eq or name not in names:
                 raise ValueError(f"bad injection item {item!r}; items are "
                                  + ", ".join(f"{n}=" for n in names))
-            default = names[name].default
+            default = names[name].default  # every field has one; None: an optional number
+            convert = float if default is None or default is dataclasses.MISSING else type(default)
             try:
-                setattr(plan, name, (float if default is None else type(default))(value))
+                setattr(plan, name, convert(value))
             except ValueError:
                 raise ValueError(f"bad value in injection item {item!r}") from None
         for rate in ("malformed", "duplicate", "reorder"):
@@ -252,7 +254,8 @@ class Injector:
 
 
 def shilling_lines(ids: list[str], appeal: np.ndarray, plan: InjectionPlan, start: datetime,
-                   first_user: int, duration_s: float = 7200.0) -> tuple[str, list[tuple[float, bytes, bytes]]]:
+                   first_user: int,
+                   duration_s: float = 7200.0) -> tuple[str, list[tuple[float, bytes, bytes]]]:
     """A campaign of ``plan.shilling_accounts`` fake accounts (ids from ``first_user``):
     each signs up, rates the target movie with the top score, and rates 3-8 popular
     movies at random as filler. Returns the target and time-ordered (t, line, key).

@@ -24,6 +24,7 @@ activity goes to the ground-truth file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import json
 import time
@@ -133,7 +134,7 @@ class LiveRun:
             self.exists[user] = True  # from now on a regular user, weighted by activity
             self._weights_changed = True
             return user, True
-        if self._weights_changed:
+        if self._weights_changed or self.users is None:
             self.users = WeightedSampler(np.where(self.exists, self.activity, 0.0))
             self._weights_changed = False
         for user in self.users.sample(self.rng, 20).tolist():
@@ -185,7 +186,11 @@ class LiveRun:
         step = 60.0 / self.config.clock_ratio  # one simulated minute, in real seconds
         for minute in range(minutes):
             due = now + (minute + 0.5) * step
-            self._emit(lambda stamp, m=minute: watch_line(stamp, user, movie_id, m), user, due)
+
+            def line(stamp: str, m: int = minute) -> str:
+                return watch_line(stamp, user, movie_id, m)
+
+            self._emit(line, user, due)
         due = now + (minutes + 1) * step
         if stars:
             self._emit(lambda stamp: rate_line(stamp, user, movie_id, stars), user, due)
@@ -203,10 +208,8 @@ class LiveRun:
         rate = self.config.scraper_rate_per_s
         user = 0
         while time.monotonic() < stop:
-            try:
+            with contextlib.suppress(TimeoutError, OSError, HttpError, asyncio.IncompleteReadError):
                 await self.pool.get(f"/recommend/{user}", self.config.deadline_ms / 1000)
-            except (TimeoutError, OSError, HttpError, asyncio.IncompleteReadError):
-                pass
             self.stats.scraper_requests += 1
             user += 1
             await asyncio.sleep(1.0 / rate)

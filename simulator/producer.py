@@ -11,9 +11,12 @@ Lines are keyed by user id, so one user's events stay in order within a partitio
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from movierec.errors import MovierecError
+
+if TYPE_CHECKING:  # an optional extra (movierec[sim]), imported where used
+    from confluent_kafka import KafkaError, Message
 
 
 class SinkError(MovierecError):
@@ -73,7 +76,7 @@ class ConfluentSink:
             "enable.idempotence": False,
         })
 
-    def _delivered(self, err, _msg) -> None:
+    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
             self.failed += 1
             self._error = str(err)
@@ -96,7 +99,7 @@ class ConfluentSink:
         self._producer.flush(10)
         # Drop the producer now: its delivery callback refers back to this sink, and until
         # the cycle is collected librdkafka's threads keep reconnecting (and logging).
-        self._producer = None  # type: ignore[assignment]
+        self._producer = None  # type: ignore[assignment]  # closed: never used again
 
 
 class FileSink:

@@ -150,7 +150,8 @@ class World:
             "poster_path": f"/{digest:016x}.jpg",
             "production_companies": [{"id": int(digest % 9973), "name": "Studio " + str(digest % 97)}],
             "production_countries": [{"iso_3166_1": "US", "name": "United States of America"}],
-            "release_date": f"{int(c.year[i])}-{1 + int(c.release_day[i] - 1) // 31:02d}-{1 + int(c.release_day[i] - 1) % 28:02d}",
+            "release_date": f"{int(c.year[i])}-{1 + int(c.release_day[i] - 1) // 31:02d}"
+                            f"-{1 + int(c.release_day[i] - 1) % 28:02d}",
             "revenue": int(budget * rng.uniform(0, 4)),
             "runtime": int(c.runtime[i]),
             "spoken_languages": [{"iso_639_1": lang, "name": language_name(lang)}],

@@ -111,16 +111,15 @@ class EventColumns:
         Raises ``TypeError`` for anything that is not one of the four wire events (and
         then adds nothing).
         """
-        cls = event.__class__
-        if cls is Watch:
+        if type(event) is Watch:
             self._kind.append(0)
             self._movie.append(event.movie_id)
             self._minute.append(event.minute)
-        elif cls is Rate:
+        elif type(event) is Rate:
             self._kind.append(1)
             self._movie.append(event.movie_id)
             self._rating.append(event.rating)
-        elif cls is Recommendation:
+        elif type(event) is Recommendation:
             status = event.status
             self._kind.append(2)
             self._server.append(event.server)
@@ -128,10 +127,10 @@ class EventColumns:
             self._items.append(event.items)
             self._error.append(None if status == 200 else event.error)
             self._rt.append(event.response_time_ms)
-        elif cls is Account:
+        elif type(event) is Account:
             self._kind.append(3)
         else:
-            raise TypeError(f"not a wire event: {cls.__name__}")
+            raise TypeError(f"not a wire event: {type(event).__name__}")
         self._time.append(event.time)
         self._user.append(event.user_id)
         self._partition.append(partition)
@@ -274,7 +273,8 @@ def normalise(table: pa.Table) -> pa.Table:
     names = table["kind"].cast(pa.string())
     codes = pc.index_in(names, value_set=_KIND_DICTIONARY).cast(pa.int8())
     kind = pa.chunked_array(
-        [pa.DictionaryArray.from_arrays(chunk, _KIND_DICTIONARY) for chunk in codes.chunks], SCHEMA.field("kind").type
+        [pa.DictionaryArray.from_arrays(chunk, _KIND_DICTIONARY) for chunk in codes.chunks],
+        SCHEMA.field("kind").type,
     )
     return table.set_column(table.column_names.index("kind"), SCHEMA.field("kind"), kind)
 

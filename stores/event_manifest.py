@@ -306,7 +306,9 @@ def resolve_plan(
             if whole or (path in plan and plan[path] is None):
                 plan[path] = None
             else:
-                mine = plan.setdefault(path, {})
+                mine = plan.get(path)
+                if mine is None:  # its first ranges (a file planned whole took the branch above)
+                    mine = plan[path] = {}
                 for p, intervals in ranges.items():
                     mine.setdefault(p, []).extend(intervals)
             return

@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -254,7 +254,7 @@ class EventStore:
         path = self.snapshots_dir / f"{sid}.json"
         if path.exists():
             return self._load_manifest(sid)
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        created = datetime.now(UTC).isoformat(timespec="seconds")
         body = {"id": sid, "created_at": created, "manifest": manifest}
         write_atomic(path, json.dumps(body, indent=1, sort_keys=True).encode())
         return Snapshot(sid, manifest, created, path)
@@ -288,13 +288,15 @@ class EventStore:
         if manifest_id(manifest) != snapshot_id:
             raise EventStoreError(f"snapshot {snapshot_id}: the manifest was altered (it hashes differently)")
         if manifest.get("topic") != self.topic:
-            raise EventStoreError(f"snapshot {snapshot_id} is of topic {manifest.get('topic')!r}, not {self.topic!r}")
+            raise EventStoreError(f"snapshot {snapshot_id} is of topic {manifest.get('topic')!r}, "
+                                  f"not {self.topic!r}")
         return Snapshot(snapshot_id, manifest, created, path)
 
     def _plan(self, snap: Snapshot, *, verify: bool) -> Plan:
         """Which present files (and offset ranges of them) hold the snapshot's rows."""
         if snap.manifest.get("topic") != self.topic:
-            raise EventStoreError(f"snapshot {snap.id} is of topic {snap.manifest.get('topic')!r}, not {self.topic!r}")
+            raise EventStoreError(f"snapshot {snap.id} is of topic {snap.manifest.get('topic')!r}, "
+                                  f"not {self.topic!r}")
 
         def exists(rel: str) -> bool:
             return (self.root / rel).is_file()
@@ -371,7 +373,8 @@ class EventStore:
         return table.select(wanted)
 
     def _read_table(
-        self, snapshot: Snapshot | None, needed: list[str], start: datetime | None, end: datetime | None, sort: bool
+        self, snapshot: Snapshot | None, needed: list[str], start: datetime | None,
+        end: datetime | None, sort: bool
     ) -> pa.Table:
         """The deduplicated (and if ``sort``, sorted) rows as Arrow; FileNotFoundError if a
         file vanished."""
@@ -447,7 +450,7 @@ class EventStore:
         for i in range(pieces):
             path = self._write_data(merged.slice(i * size, size), day, names)
             outputs.append(file_entry(self._info(path, day), self._sha256(path)))
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         record_path = self.compactions_dir / f"{stamp}-{uuid.uuid4().hex[:8]}.json"
         record = {"format": 1, "topic": self.topic, "date": day.isoformat(), "created_at": stamp,
                   "sources": sources, "outputs": outputs}  # fmt: skip

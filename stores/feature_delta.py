@@ -9,6 +9,7 @@ reordered lines give the same state as the clean stream.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -115,7 +116,7 @@ class FeatureDelta:
         day_text = {int(x): day_of(EPOCH + timedelta(days=int(x))) for x in np.unique(days)}
         starts = np.flatnonzero(new_pair)
         names = [movies[code] for code in c[starts].tolist()]
-        pairs = list(zip(u[starts].tolist(), names))
+        pairs = list(zip(u[starts].tolist(), names, strict=True))
         _merge(self.progress, pairs, np.maximum.reduceat(m, starts).tolist(), max)
         _merge(self.recent, pairs, np.maximum.reduceat(t, starts).tolist(), max)
         starts = np.flatnonzero(new_user)
@@ -130,9 +131,10 @@ class FeatureDelta:
         edge = np.empty(len(tc), dtype=bool)
         edge[0] = True
         edge[1:] = (tc[1:] != tc[:-1]) | (td[1:] != td[:-1])
-        starts = np.flatnonzero(edge).tolist()
+        group_at = np.flatnonzero(edge).tolist()
         viewers, users_in = self.viewers, tu.tolist()
-        for at, stop, code, day in zip(starts, starts[1:] + [len(users_in)], tc[starts].tolist(), td[starts].tolist()):
+        for at, stop, code, day in zip(group_at, group_at[1:] + [len(users_in)], tc[group_at].tolist(),
+                                       td[group_at].tolist(), strict=True):
             key = (movies[code], day_text[day])
             seen = viewers.get(key)
             if seen is None:
@@ -153,12 +155,12 @@ class FeatureDelta:
         return set(self.last_seen)
 
 
-def _merge(target: dict, keys: list, values: list, better) -> None:
+def _merge(target: dict, keys: list, values: list, better: Callable[[int, int], int]) -> None:
     """target[k] = better(target[k], v) for each pair; a plain update when ``target`` is
     empty (the usual case: a batch's watches are folded first), which runs in C."""
     if not target:
-        target.update(zip(keys, values))
+        target.update(zip(keys, values, strict=True))
         return
-    for key, value in zip(keys, values):
+    for key, value in zip(keys, values, strict=True):
         old = target.get(key)
         target[key] = value if old is None else better(old, value)

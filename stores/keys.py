@@ -39,23 +39,28 @@ def day_of(when: datetime) -> str:
     return f"{when.year:04d}{when.month:02d}{when.day:02d}"
 
 
+User = int | str
+"""A user id as keys take it: the int, or a placeholder string that makes a key template
+(``redis_online`` builds the Lua scripts' templates from these very methods)."""
+
+
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "mr"
 
-    def user_progress(self, user: int) -> str:
+    def user_progress(self, user: User) -> str:
         return f"{self.prefix}:u:{user}:w"
 
-    def user_ratings(self, user: int) -> str:
+    def user_ratings(self, user: User) -> str:
         return f"{self.prefix}:u:{user}:r"
 
-    def user_recent(self, user: int) -> str:
+    def user_recent(self, user: User) -> str:
         return f"{self.prefix}:u:{user}:h"
 
-    def user_activity(self, user: int) -> str:
+    def user_activity(self, user: User) -> str:
         return f"{self.prefix}:u:{user}:m"
 
-    def user_profile(self, user: int) -> str:
+    def user_profile(self, user: User) -> str:
         return f"{self.prefix}:u:{user}:p"
 
     def movie_meta(self, movie: str) -> str:
@@ -85,7 +90,7 @@ class Keys:
     def served(self, request_id: str) -> str:
         return f"{self.prefix}:prov:req:{request_id}"
 
-    def served_by_user(self, user: int) -> str:
+    def served_by_user(self, user: User) -> str:
         return f"{self.prefix}:prov:u:{user}"
 
     def all_pattern(self) -> str:

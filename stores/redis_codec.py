@@ -67,7 +67,7 @@ def _parts(blob: Any) -> list[str]:
         parts = blob.decode("utf-8").split("\t")
     except UnicodeDecodeError:  # rare: decode part by part, keep the pairs that are valid
         raw = blob.split(b"\t")
-        texts = [(text(f), text(v)) for f, v in zip(raw[::2], raw[1::2])]
+        texts = [(text(f), text(v)) for f, v in zip(raw[::2], raw[1::2], strict=False)]
         parts = [x for f, v in texts if f is not None and v is not None for x in (f, v)]
     return parts if len(parts) % 2 == 0 else []  # odd: not the script's reply, junk
 
@@ -76,7 +76,7 @@ def _numbers(blob: Any) -> dict[str, int]:
     """{field: value} of a joined reply, for values of ASCII digits (``isdigit`` alone
     also takes other scripts' digits, which ``int`` may refuse); other pairs are junk."""
     parts = _parts(blob)
-    return {m: int(v) for m, v in zip(parts[::2], parts[1::2])
+    return {m: int(v) for m, v in zip(parts[::2], parts[1::2], strict=False)
             if m and v.isdigit() and v.isascii()}
 
 
@@ -89,7 +89,7 @@ def decode_ratings(blob: Any) -> dict[str, tuple[int, int]]:
     """Joined HGETALL of ``u:{u}:r`` (movie -> "<epoch ms>:<stars>") -> {movie: (ms, stars)}."""
     parts = _parts(blob)
     out: dict[str, tuple[int, int]] = {}
-    for movie, value in zip(parts[::2], parts[1::2]):
+    for movie, value in zip(parts[::2], parts[1::2], strict=False):
         ms, sep, stars = value.partition(":")
         if movie and sep and ms.isdigit() and stars.isdigit() and value.isascii():
             out[movie] = (int(ms), int(stars))
@@ -106,7 +106,7 @@ def decode_profile(raw: Any) -> dict[str, str]:
     """HGETALL array of ``u:{u}:p`` ([field, value, ...]) -> the profile's text fields."""
     out: dict[str, str] = {}
     if isinstance(raw, list) and len(raw) % 2 == 0:
-        for field, value in zip(raw[::2], raw[1::2]):
+        for field, value in zip(raw[::2], raw[1::2], strict=False):
             name, value_text = text(field), text(value)
             if name and value_text is not None:
                 out[name] = value_text

@@ -16,7 +16,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -28,6 +28,9 @@ from stores.online import Kind, OnlineStoreError, ServedLine, UserState
 from stores.redis_codec import decode_state, merge_records, served_lines, text
 from stores.redis_scripts import MERGE, PROVENANCE_CHUNK, READ_USER, WRITE_SERVED
 
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
+
 T = TypeVar("T")
 
 _PFADD_CHUNK = 2000
@@ -38,6 +41,8 @@ enough that one reply stays well under a megabyte."""
 PROVENANCE_PER_USER = 200
 """Newest served records kept per user in the by-user index."""
 _REDIS_ERRORS = (redis.RedisError, OSError)
+# The clients here return bytes (no decode_responses); redis-py's types allow str replies
+# too, and awaitables, hence the casts to what a reply here is.
 
 
 def _call(what: str, action: Callable[[], T]) -> T:
@@ -147,7 +152,8 @@ class RedisOnlineStore:
         decayed: dict[str, float] = defaultdict(float)
         window: dict[str, float] = defaultdict(float)
         for age, day in enumerate(days):
-            movies = sorted(m.decode() for m in self.client.smembers(k.active_movies(day)))
+            members = cast("set[bytes]", self.client.smembers(k.active_movies(day)))
+            movies = sorted(m.decode() for m in members)
             pipe = self.client.pipeline(transaction=False)
             for movie in movies:
                 pipe.scard(k.movie_viewers(movie, day))
@@ -175,7 +181,8 @@ class RedisOnlineStore:
         return self.keys.user_profile(int(item)) if kind == "user" else self.keys.movie_meta(item)
 
     def take_pending(self, kind: Kind, n: int) -> list[str]:
-        popped = _call("take pending", lambda: self.client.spop(self._pending(kind), n))
+        popped = _call("take pending",
+                       lambda: cast("list[bytes] | None", self.client.spop(self._pending(kind), n)))
         return [x.decode() for x in popped or []]
 
     def requeue(self, kind: Kind, ids: Sequence[str]) -> None:
@@ -199,7 +206,10 @@ class RedisOnlineStore:
         stamp = str(int(time.time()))
         pipe = self.client.pipeline(transaction=False)
         for item, fields in records.items():
-            pipe.hset(self._record_key(kind, item), mapping={**fields, "fetched_at": stamp})
+            # item by item: redis-py's field type is a union a Mapping[str, str] cannot unpack into
+            record: dict[FieldT, EncodableT] = {name: value for name, value in fields.items()}
+            record["fetched_at"] = stamp
+            pipe.hset(self._record_key(kind, item), mapping=record)
         _call("write records", pipe.execute)
 
     # -- written by serving's telemetry ----------------------------------------------------
@@ -233,12 +243,13 @@ class RedisOnlineStore:
         return [m for m in map(text, raw) if m]
 
     def served(self, request_id: str) -> bytes | None:
-        return _call("provenance read", lambda: self.client.get(self.keys.served(request_id)))
+        return _call("provenance read",
+                     lambda: cast("bytes | None", self.client.get(self.keys.served(request_id))))
 
     def served_before(self, user: int, at_ms: int) -> tuple[str, bytes] | None:
         """Two round trips: the user's index, then the record."""
-        found = _call("provenance read", lambda: self.client.zrevrangebyscore(
-            self.keys.served_by_user(user), at_ms, "-inf", start=0, num=1))
+        found = _call("provenance read", lambda: cast("list[bytes]", self.client.zrevrangebyscore(
+            self.keys.served_by_user(user), at_ms, "-inf", start=0, num=1)))
         if not found:
             return None
         request_id = found[0].decode("ascii", "replace")

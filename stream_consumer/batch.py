@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +34,12 @@ from movierec.wire_batch import WatchColumns, parse_watches
 from stores.event_columns import EventColumns, watch_table
 from stores.feature_delta import EPOCH, FeatureDelta, epoch_ms
 from stream_consumer.dlq import dead_letter
-from stream_consumer.validate import Validator
+from stream_consumer.validate import Check, Validator
+
+if TYPE_CHECKING:
+    from kafka.consumer.fetcher import ConsumerRecord
+
+    from stream_consumer.drift_monitor import Accepted
 
 _PARTITION, _OFFSET, _TIMESTAMP = attrgetter("partition"), attrgetter("offset"), attrgetter("timestamp")
 
@@ -48,7 +54,7 @@ class Folded:
     lines: int = 0
     delta: FeatureDelta = field(default_factory=FeatureDelta)
     table: pa.Table | None = None
-    accepted: list[Event] = field(default_factory=list)
+    accepted: list[Accepted] = field(default_factory=list)
     dead: list[bytes] = field(default_factory=list)
     rejected: Counter = field(default_factory=Counter)
     kinds: Counter = field(default_factory=Counter)
@@ -81,21 +87,30 @@ class BatchFolder:
     def _line_by_line(self, records: list, values: list[bytes], out: Folded) -> None:
         parse, check = self.parser.parse, self.validator.check
         columns = EventColumns()
-        for record, raw in zip(records, values):
+        for record, raw in zip(records, values, strict=True):
             event = parse(raw)
-            problem = event if isinstance(event, Rejection) else check(event)
-            self._file(record, raw, event, problem, columns, out)
+            if isinstance(event, Rejection):
+                self._reject(record, raw, event, out)
+            elif (problem := check(event)) is not None:
+                self._reject(record, raw, problem, out)
+            else:
+                self._accept(record, raw, event, columns, out)
         if len(columns):
             out.table = columns.to_table()
 
-    def _file(self, record, raw: bytes, event, problem, columns: EventColumns, out: Folded) -> None:
-        """One line's outcome: accepted into delta, columns and ``accepted``, or dead."""
-        if problem is None:
-            out.delta.add(event, raw)
-            columns.add(event, record.partition, record.offset)
-            out.accepted.append(event)
-            out.kinds[event.kind] += 1
-            return
+    @staticmethod
+    def _accept(record: ConsumerRecord, raw: bytes, event: Event, columns: EventColumns,
+                out: Folded) -> None:
+        """An accepted line: into delta, columns and ``accepted``."""
+        out.delta.add(event, raw)
+        columns.add(event, record.partition, record.offset)
+        out.accepted.append(event)
+        out.kinds[event.kind] += 1
+
+    @staticmethod
+    def _reject(record: ConsumerRecord, raw: bytes, problem: Rejection | tuple[Check, str],
+                out: Folded) -> None:
+        """A line that is not accepted: counted by reason, and a dead letter."""
         if isinstance(problem, Rejection):
             reason, detail = problem.reason.value, problem.detail
         else:
@@ -137,10 +152,13 @@ class BatchFolder:
         accepted_at: list[int] = []
         slow_accepted: list[Event] = []
         for row in sorted(set(slow_rows) | set(fast.rows[~fast_ok].tolist())):
-            event = events.get(row, slow.get(row))
-            problem = event if isinstance(event, Rejection) else problems[row]
-            self._file(records[row], values[row], event, problem, columns, out)
-            if problem is None:
+            event = events[row] if row in events else slow[row]
+            if isinstance(event, Rejection):
+                self._reject(records[row], values[row], event, out)
+            elif (problem := problems[row]) is not None:
+                self._reject(records[row], values[row], problem, out)
+            else:
+                self._accept(records[row], values[row], event, columns, out)
                 accepted_at.append(row)
                 slow_accepted.append(event)
         if len(columns):
@@ -149,11 +167,17 @@ class BatchFolder:
         out.table = table if table.num_rows else None
         out.accepted = _in_order(good, movies, good_codes, accepted_at, slow_accepted)
 
+    def _parse_fast(self, raw: bytes) -> Event:
+        """The event of a fast-path row: ``parse_watches`` takes only lines that ``parse``
+        accepts (a strict subset, tested against it), so never a Rejection."""
+        event = self.parser.parse(raw)
+        assert not isinstance(event, Rejection), event
+        return event
+
     def _decide(self, values: list[bytes], fast: WatchColumns, movies: list[str], codes: np.ndarray,
-                events: dict[int, Event]) -> tuple[np.ndarray, dict]:
+                events: dict[int, Event]) -> tuple[np.ndarray, dict[int, tuple[Check, str] | None]]:
         """The checks: which fast rows pass (a mask) and each other event's problem
         (None when accepted). Adds the fast rows it had to parse to ``events``."""
-        parse = self.parser.parse
         fast_ok = fast.minutes <= self.validator.runtime_limits(movies)[codes]
         problems = {i: self.validator.problem(e) for i, e in events.items()}
         # Every parsed event, in arrival order: its time and whether it passes ``problem``.
@@ -166,7 +190,7 @@ class BatchFolder:
             self._settle(at, ms, ok, events, values)
             for k in np.flatnonzero(~fast_ok).tolist():  # rare: build the event for its detail
                 row = int(fast.rows[k])
-                events[row] = parse(values[row])
+                events[row] = self._parse_fast(values[row])
                 problems[row] = self.validator.problem(events[row])
             return fast_ok, problems
         # Some event may be ahead of the clock: decide every one exactly, in order.
@@ -175,13 +199,14 @@ class BatchFolder:
         for row in at.tolist():
             event = events.get(row)
             if event is None:
-                event = events[row] = parse(values[row])
+                event = events[row] = self._parse_fast(values[row])
             problems[row] = check(event)
             if row in fast_index:
                 fast_ok[fast_index[row]] = problems[row] is None
         return fast_ok, problems
 
-    def _settle(self, at: np.ndarray, ms: np.ndarray, ok: np.ndarray, events: dict, values: list[bytes]) -> None:
+    def _settle(self, at: np.ndarray, ms: np.ndarray, ok: np.ndarray, events: dict[int, Event],
+                values: list[bytes]) -> None:
         """Set the clock as ``check`` would have: the exact latest accepted time (the
         floored ``ms`` may tie; the exact times of the tied rows decide)."""
         if not ok.any():
@@ -189,12 +214,13 @@ class BatchFolder:
             return
         top = ms[ok].max()
         tied = at[ok & (ms == top)].tolist()
-        latest = max((events[row] if row in events else self.parser.parse(values[row])).time for row in tied)
+        latest = max((events[row] if row in events else self._parse_fast(values[row])).time
+                     for row in tied)
         self.validator.settle(latest)
 
 
 def _in_order(good: WatchColumns, movies: list[str], codes: np.ndarray,
-              accepted_at: list[int], slow_accepted: list[Event]) -> list:
+              accepted_at: list[int], slow_accepted: list[Event]) -> list[Accepted]:
     """The accepted events in arrival order for the drift monitor; the fast watches as
     ``(time, user_id, movie_id, minute)`` tuples, times floored to ms (drift reads only
     buckets and ms). A ``Watch`` each would cost ~0.6 us a line to build."""
@@ -203,13 +229,13 @@ def _in_order(good: WatchColumns, movies: list[str], codes: np.ndarray,
     distinct, where = np.unique(good.ms, return_inverse=True)
     stamps = [EPOCH + timedelta(milliseconds=t) for t in distinct.tolist()]
     names = [movies[c] for c in codes.tolist()]
-    watches = list(zip([stamps[w] for w in where.tolist()], good.users.tolist(), names,
-                       good.minutes.tolist()))
+    watches: list[Accepted] = list(zip([stamps[w] for w in where.tolist()], good.users.tolist(), names,
+                       good.minutes.tolist(), strict=True))
     if not slow_accepted:
         return watches
-    merged: list = []
+    merged: list[Accepted] = []
     done = 0
-    for place, event in zip(np.searchsorted(good.rows, accepted_at).tolist(), slow_accepted):
+    for place, event in zip(np.searchsorted(good.rows, accepted_at).tolist(), slow_accepted, strict=True):
         merged += watches[done:place]
         merged.append(event)
         done = place

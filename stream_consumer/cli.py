@@ -5,13 +5,23 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from collections.abc import Callable
+from datetime import datetime
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from movierec.settings import load
 
+if TYPE_CHECKING:  # imported where used: the CLI starts without Kafka's client
+    from stream_consumer.consumer import StreamConsumer
+    from stream_consumer.enrich import Enricher
+    from stream_consumer.settings import ConsumerSettings
 
-def build(settings, *, metrics_port: int | None = None):
+
+def build(settings: ConsumerSettings, *,
+          metrics_port: int | None = None) -> tuple[StreamConsumer, Enricher, Callable[[], None]]:
     """Wire the real adapters from settings: (StreamConsumer, Enricher, closer). The
     runner's ``dlq`` is the dead-letter sink ``MOVIEREC_DLQ_SINK`` asks for."""
     from kafka import KafkaConsumer
@@ -115,8 +125,8 @@ def consume(max_lines: int | None, idle_exit: float | None, metrics_port: int | 
     if worker is not None:
         worker.start()
 
-    def stop(signum, frame) -> None:  # finish the batch in hand, commit, leave the group
-        runner.stop.set()
+    def stop(signum: int, frame: FrameType | None) -> None:
+        runner.stop.set()  # finish the batch in hand, commit, leave the group
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     click.echo(f"consuming {settings.kafka_topic} @ {settings.kafka_bootstrap} as "
@@ -145,7 +155,8 @@ def drift() -> None:
 @click.option("--hours", type=float, default=2.0, show_default=True,
               help="Length of the default windows.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def drift_report(reference, current, hours: float, as_json: bool) -> None:
+def drift_report(reference: tuple[datetime, datetime] | None, current: tuple[datetime, datetime] | None,
+                 hours: float, as_json: bool) -> None:
     """Compare two windows of the event store: event mix, ratings, popularity, session
     length, sign-ups, unknown users and movies (rejections come from the consumer)."""
     from datetime import timedelta

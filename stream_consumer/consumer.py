@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from kafka.errors import (
     CommitFailedError,
@@ -50,6 +51,9 @@ from stream_consumer.drift_monitor import DriftMonitor
 from stream_consumer.drift_report import metric_values
 from stream_consumer.validate import Validator
 
+if TYPE_CHECKING:
+    from kafka import KafkaConsumer
+
 log = logging.getLogger(__name__)
 
 TRANSIENT = (OnlineStoreError, EventStoreError, KafkaError, OSError)
@@ -69,7 +73,7 @@ class StreamConsumer:
     """One member of the consumer group. ``consumer`` is a kafka-python KafkaConsumer
     already subscribed; ``dlq`` a dead-letter sink (``dlq_sinks``: send, then flush)."""
 
-    def __init__(self, consumer, features: OnlineStore, events: EventStore | None, *,
+    def __init__(self, consumer: KafkaConsumer, features: OnlineStore, events: EventStore | None, *,
                  dlq: DeadLetterSink, metrics: ConsumerMetrics, topic: str, rating_scale: int = 5,
                  batch_max: int = 20_000, poll_ms: int = 500, runtime_slack_min: int = 10,
                  future_tolerance_h: float = 6.0, runtime_of: Callable[[str], int | None] | None = None,
@@ -107,9 +111,9 @@ class StreamConsumer:
             delta, pending_users=pending_users, pending_movies=pending_movies))
         if oldest_ms is not None:
             self.metrics.freshness.observe(max(0.0, time.time() - oldest_ms / 1000))
-        table = folded.table
-        if self.events is not None and table is not None:
-            self._durably("event store", lambda: self.events.append(table))
+        events, table = self.events, folded.table
+        if events is not None and table is not None:
+            self._durably("event store", lambda: events.append(table))
             self.metrics.store_rows.inc(table.num_rows)
         if dead:
             def send_dead() -> None:
@@ -154,6 +158,8 @@ class StreamConsumer:
                    for tp, records in batch.items() if records}
         folded = self.folder.fold([record for records in batch.values() for record in records])
         self._settle()
+        if self._writer is None:
+            raise RuntimeError("StreamConsumer.step runs inside run()")
         self._pending = (self._writer.submit(self._write, folded), offsets, started)
         self.lines += folded.lines
         return folded.lines

@@ -14,13 +14,14 @@ times).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from kafka.errors import (
     ClusterAuthorizationFailedError,
@@ -35,6 +36,12 @@ from kafka.errors import (
 )
 
 from movierec.errors import MovierecError
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer
+    from kafka.producer.future import FutureRecordMetadata
+
+    from stream_consumer.settings import ConsumerSettings
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +109,12 @@ class KafkaSink:
     refusal raises ``DeadLetterRefused`` (the process stops) instead of a retriable
     ``DeadLetterSendError`` (``FallbackSink`` needs the latter, to switch)."""
 
-    def __init__(self, producer, topic: str, *, flush_timeout_s: float = FLUSH_TIMEOUT_S,
+    def __init__(self, producer: KafkaProducer, topic: str, *, flush_timeout_s: float = FLUSH_TIMEOUT_S,
                  strict: bool = False) -> None:
         self.producer, self.topic, self.flush_timeout_s = producer, topic, flush_timeout_s
         self.strict = strict
-        self._pending: list[tuple[bytes, object]] = []  # (value, record future or error)
+        # (value, record future or error)
+        self._pending: list[tuple[bytes, FutureRecordMetadata | BaseException]] = []
         self._failed: BaseException | None = None
 
     @property
@@ -134,14 +142,12 @@ class KafkaSink:
         if not pending:
             return
         deadline = time.monotonic() + self.flush_timeout_s
-        try:
+        # The record futures below are the authority: flush() raises UnknownError
+        # ("Future not done") while a batch the broker found too large is being split
+        # (kafka-python 3.0.12, RecordAccumulator.await_flush_completion), and it
+        # never reports a record that failed.
+        with contextlib.suppress(KafkaError):
             self.producer.flush(timeout=self.flush_timeout_s)
-        except KafkaError:
-            # The record futures below are the authority: flush() raises UnknownError
-            # ("Future not done") while a batch the broker found too large is being split
-            # (kafka-python 3.0.12, RecordAccumulator.await_flush_completion), and it
-            # never reports a record that failed.
-            pass
         failed = []
         for value, outcome in pending:
             if isinstance(outcome, BaseException):
@@ -200,10 +206,10 @@ class FileSink:
                     view = view[os.write(fd, view):]
                 os.fsync(fd)
             except OSError:
-                try:  # no torn line: the loop writes the whole batch again
+                # No torn line: the loop writes the whole batch again. If the truncate
+                # fails too, _trim_torn_tail cuts the line when the file is opened next.
+                with contextlib.suppress(OSError):
                     os.ftruncate(fd, start)
-                except OSError:
-                    pass  # _trim_torn_tail cuts it when the file is opened next
                 raise
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -299,9 +305,9 @@ class FallbackSink:
         self.file.close()
 
 
-def open_sink(settings, on_fallback: Callable[[str], None], *,
+def open_sink(settings: ConsumerSettings, on_fallback: Callable[[str], None], *,
               ensure: Callable[[], object] | None = None,
-              producer: Callable[[], object] | None = None) -> DeadLetterSink:
+              producer: Callable[[], KafkaProducer] | None = None) -> DeadLetterSink:
     """The sink ``settings.dlq_sink`` asks for. ``kafka`` and ``auto`` first ensure the
     topic exists: a refusal stops ``kafka`` (it raises) and sends ``auto`` to the file; a
     broker that does not answer stops both, as the consumer could not read either.
@@ -315,7 +321,7 @@ def open_sink(settings, on_fallback: Callable[[str], None], *,
         def ensure() -> object:
             return ensure_topic(settings.kafka_bootstrap, settings.dlq, 1)
     if producer is None:
-        def producer() -> object:
+        def producer() -> KafkaProducer:
             from kafka import KafkaProducer
             # max_block_ms: a send waits this long for the topic's metadata (default 60 s)
             return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",

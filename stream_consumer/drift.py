@@ -16,8 +16,9 @@ Pure: no I/O, no logging, no metric registration. The layers:
    they can be classified later), ``Basis`` (what the first half of the reference knew:
    popularity deciles of movies, users and movies seen), ``WindowStats`` (small, classified,
    mergeable statistics: a rolling window is the merge of its buckets).
-3. **``DriftMonitor``** (in ``stream_consumer.drift_monitor``): takes each consumer batch (accepted events + rejection counts),
-   keeps event-time buckets, freezes the reference, rolls the current window, ``report()``.
+3. **``DriftMonitor``** (in ``stream_consumer.drift_monitor``): takes each consumer batch
+   (accepted events + rejection counts), keeps event-time buckets, freezes the reference,
+   rolls the current window, ``report()``.
 
 Two decisions shape everything (the feature table is in drift_report's docstring):
 

@@ -13,6 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import Any, TypeAlias
 
 from movierec.wire import Account, Event, Rate, Recommendation, Watch
 from stream_consumer.drift import (
@@ -31,6 +32,12 @@ from stream_consumer.drift import (
     reference_window,
 )
 from stream_consumer.drift_report import DriftReport, compare
+
+WatchRow: TypeAlias = tuple[datetime, int, str, int]
+"""A watch as the consumer's columnar path passes it: ``(time, user_id, movie_id, minute)``."""
+
+Accepted: TypeAlias = Event | WatchRow
+"""An accepted event as ``observe_batch`` takes it."""
 
 
 class _Session:
@@ -142,7 +149,7 @@ class DriftMonitor:
 
     # -- feeding -------------------------------------------------------------------------
 
-    def observe_batch(self, events: Iterable[Event], rejections: Mapping[str, int] | None = None) -> None:
+    def observe_batch(self, events: Iterable[Accepted], rejections: Mapping[str, int] | None = None) -> None:
         """Fold one consumer batch: its accepted events in arrival order (``movierec.wire``
         Watch, Rate, Recommendation, Account, or a watch as a plain ``(time, user_id,
         movie_id, minute)`` tuple, which the consumer's columnar path passes instead of
@@ -155,7 +162,7 @@ class DriftMonitor:
             if rejections:
                 self._file_rejections(rejections, weights)
 
-    def _observe(self, events: Iterable[Event]) -> dict[int, int]:
+    def _observe(self, events: Iterable[Accepted]) -> dict[int, int]:
         """The hot loop; returns bucket -> events of this batch filed there."""
         lo = hi = EPOCH  # the located bucket's [start, end)
         bucket: _Bucket | None = None
@@ -163,6 +170,9 @@ class DriftMonitor:
         known_user, known_movie = self.known_user, self.known_movie
         filed: dict[int, int] = {}
         run = 0  # events filed in ``bucket`` since it was located
+        # Dispatched on ``kind`` (one type() call an event), which mypy cannot narrow through.
+        e: Any
+        session: _Session | None
         for e in events:
             kind = type(e)
             if kind is tuple:

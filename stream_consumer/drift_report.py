@@ -76,7 +76,8 @@ from stream_consumer.drift import (
     two_proportion_z,
 )
 
-FEATURE_TESTS: dict[str, str] = dict(zip(FEATURES, ("chi2", "chi2", "psi", "ks", "z", "z", "z", "z", "chi2")))
+FEATURE_TESTS: dict[str, str] = dict(zip(
+    FEATURES, ("chi2", "chi2", "psi", "ks", "z", "z", "z", "z", "chi2"), strict=True))
 """The test each feature uses."""
 
 class DriftReportError(MovierecError, ValueError):
@@ -159,7 +160,7 @@ class DriftReport:
                  "ALARM" if r.alarm else "ok", str(r.reference_size), str(r.current_size), r.detail)
                 for r in self.rows]
         widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head) - 1)]
-        out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1]
+        out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)) + "  " + line[-1]
                for line in [head, *body]]
 
         def span(name: str, s: tuple[datetime, datetime] | None) -> str:
@@ -292,7 +293,7 @@ FRAME_COLUMNS: tuple[str, ...] = ("time", "kind", "user_id", "movie_id", "minute
 
 def _by_bucket(index: np.ndarray) -> Counter[int]:
     buckets, counts = np.unique(index, return_counts=True)
-    return Counter(dict(zip(buckets.tolist(), counts.tolist())))
+    return Counter(dict(zip(buckets.tolist(), counts.tolist(), strict=True)))
 
 
 def _tally(index: np.ndarray, keys: np.ndarray) -> dict[int, Counter]:
@@ -301,7 +302,7 @@ def _tally(index: np.ndarray, keys: np.ndarray) -> dict[int, Counter]:
     if len(index) == 0:
         return out
     sizes = pd.DataFrame({"b": index, "k": keys}).groupby(["b", "k"], sort=False).size()
-    for (b, key), n in zip(sizes.index.tolist(), sizes.tolist()):
+    for (b, key), n in zip(sizes.index.tolist(), sizes.tolist(), strict=True):
         out.setdefault(b, Counter())[key] = n
     return out
 
@@ -351,7 +352,7 @@ def _sessions(index: np.ndarray, users: np.ndarray, times: np.ndarray, movies: n
     np.maximum.at(length, session[member], minutes[member] + 1)
     priority = session_priorities(users[starts], times[starts], seed)
     out: dict[int, dict[int, int]] = {}
-    for b, p, n in zip(index[starts].tolist(), priority.tolist(), length.tolist()):
+    for b, p, n in zip(index[starts].tolist(), priority.tolist(), length.tolist(), strict=True):
         out.setdefault(b, {})[p] = n
     return out
 

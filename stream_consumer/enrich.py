@@ -68,10 +68,12 @@ class Enricher:
         self.store = store
         self.api_url = api_url.rstrip("/")
         self.stop = threading.Event()
-        # keep-alive connections, Retry-After honoured; a stop cuts a Retry-After wait short
-        self.api = None if fetch else MlipApiClient(self.api_url, timeout_s=timeout_s,
-                                                    sleep=self.stop.wait)
-        self.fetch = fetch or self.api.get  # type: ignore[union-attr]
+        self.api: MlipApiClient | None = None
+        if fetch is None:
+            # keep-alive connections, Retry-After honoured; a stop cuts a Retry-After wait short
+            self.api = MlipApiClient(self.api_url, timeout_s=timeout_s, sleep=self.stop.wait)
+            fetch = self.api.get
+        self.fetch = fetch
         self.runtimes: dict[str, int | None] = {}
         self.profiled: set[int] = set()
         self.fetched = {"users": 0, "movies": 0, "unknown": 0, "errors": 0}

@@ -6,16 +6,20 @@ import logging
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from ops.demo.stages import DemoError
 
+if TYPE_CHECKING:  # imported where used: the CLI starts without the demo's dependencies
+    from ops.demo.flow import DemoPlan
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 """Signals that stop the demo like Ctrl-C does (SIGHUP: the terminal went away)."""
 
 
-def _plan(full: bool = False):
+def _plan(full: bool = False) -> DemoPlan:
     from ops.demo.flow import DemoPlan
 
     return DemoPlan.load(full=full)
@@ -87,7 +91,7 @@ def _raise_interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def _whats_running(plan, result: dict, total_s: float) -> str:
+def _whats_running(plan: DemoPlan, result: dict, total_s: float) -> str:
     trace = result["provenance"]
     var = plan.stack.var_dir
     return "\n".join([
@@ -111,7 +115,7 @@ def _whats_running(plan, result: dict, total_s: float) -> str:
     ])
 
 
-def _down(plan) -> list[str]:
+def _down(plan: DemoPlan) -> list[str]:
     """Stop the demo's services, then the stack. A second Ctrl-C or signal while this
     runs is ignored: half a teardown would leave things running."""
     from ops import stack

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from ops import stack
 from ops.demo import reset
 from ops.demo import stages as stages_mod
 from ops.demo.settings import DemoSettings
-from ops.demo.stages import DemoError, Stages
+from ops.demo.stages import DemoError, Note, Stages
 from ops.stack.settings import StackSettings
 from recommender.serving.settings import ServeSettings
 from recommender.training.settings import TrainSettings
@@ -149,7 +150,7 @@ def run(plan: DemoPlan, stages: Stages, *, reset_data: bool) -> Outcome:
     d = plan.demo
     outcome = Outcome(offline_dir=plan.demo_dir / "offline")
 
-    def start_stack(note) -> None:
+    def start_stack(note: Note) -> None:
         for status in stack.up(plan.stack):
             note(f"{status.name:10s} {status.state} on 127.0.0.1:{status.port}")
         for line in reset.reset(plan, force=reset_data):
@@ -189,29 +190,33 @@ def run(plan: DemoPlan, stages: Stages, *, reset_data: bool) -> Outcome:
     return outcome
 
 
-def _drained(plan: DemoPlan, stages: Stages, *, stall_s: float = DRAIN_STALL_S):
+def _drained(plan: DemoPlan, stages: Stages, *,
+             stall_s: float = DRAIN_STALL_S) -> Callable[[], bool]:
     """A readiness check that is true once the consumer group has committed every line,
     showing the lag as it shrinks. Draining has no deadline of its own (at full scale it
     takes over half an hour here); it fails when the lag has not shrunk for ``stall_s``."""
     bootstrap, topic = plan.consumer.kafka_bootstrap, plan.consumer.kafka_topic
     group = plan.consumer.consumer_group
-    now = time.monotonic()
-    last = {"shown": 0.0, "lag": None, "at": now, "best": None, "progress": now}
+    # the lag last shown and when; the smallest lag seen and when it last shrank
+    shown_lag: int | None = None
+    best: int | None = None
+    shown_at, progress_at = 0.0, time.monotonic()
 
     def ready() -> bool:
+        nonlocal shown_lag, shown_at, best, progress_at
         lag = group_lag(bootstrap, group, topic)
         now = time.monotonic()
-        if lag is not None and (last["best"] is None or lag < last["best"]):
-            last.update(best=lag, progress=now)
-        elif now - last["progress"] > stall_s:
+        if lag is not None and (best is None or lag < best):
+            best, progress_at = lag, now
+        elif now - progress_at > stall_s:
             raise DemoError(f"the consumer committed nothing for {stall_s:.0f} s "
                             f"(lag {lag if lag is not None else 'unknown'})")
-        if lag is not None and now - last["shown"] >= 5:
+        if lag is not None and now - shown_at >= 5:
             rate = ""
-            if last["lag"] is not None and now > last["at"]:
-                rate = f" ({max(0, last['lag'] - lag) / (now - last['at']):,.0f} lines/s)"
+            if shown_lag is not None and now > shown_at:
+                rate = f" ({max(0, shown_lag - lag) / (now - shown_at):,.0f} lines/s)"
             stages.say(f"      lag {lag:,} lines{rate}")
-            last.update(shown=now, lag=lag, at=now)
+            shown_at, shown_lag = now, lag
         if lag == 0:
             return True
         time.sleep(1.5)  # each check opens two Kafka clients: do not spin
@@ -220,7 +225,7 @@ def _drained(plan: DemoPlan, stages: Stages, *, stall_s: float = DRAIN_STALL_S):
     return ready
 
 
-def _start_experiment(plan: DemoPlan, note) -> None:
+def _start_experiment(plan: DemoPlan, note: Note) -> None:
     from recommender.serving.experiments import Arm, Experiment, ExperimentStore
 
     share = plan.demo.demo_baseline_share

@@ -16,7 +16,7 @@ from typing import Any
 from movierec.durable import make_dirs, write_atomic
 from ops.demo import flow
 from ops.demo.flow import DemoPlan, Outcome
-from ops.demo.stages import DemoError
+from ops.demo.stages import DemoError, Note
 
 PROVENANCE_WAIT_S = 10.0
 ONLINE_WINDOW = timedelta(minutes=10)
@@ -69,7 +69,7 @@ def trace_lines(trace: dict[str, Any]) -> list[str]:
     ]
 
 
-def build(plan: DemoPlan, outcome: Outcome, note) -> tuple[dict[str, Any], str]:
+def build(plan: DemoPlan, outcome: Outcome, note: Note) -> tuple[dict[str, Any], str]:
     """Grade, compare and trace: the JSON report and its markdown (``write`` saves them)."""
     from movierec.settings import load
     from online_eval.cli import evaluate_online

@@ -18,12 +18,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, TypeAlias, TypeVar
 
 from movierec.errors import MovierecError
 from ops.stack import procs
 
 T = TypeVar("T")
+
+Note: TypeAlias = Callable[[str], None]
+"""What a stage's work is handed to show a line of progress (and log it)."""
 
 
 def pid_file(run_dir: Path, name: str) -> Path:
@@ -81,7 +84,7 @@ class Stages:
         return DemoError(f"stage {name!r} failed: {why}\nread {log}"
                          + (f"; its last lines:\n{tail}" if tail else ""))
 
-    def step(self, name: str, what: str, work: Callable[[Callable[[str], None]], T]) -> T:
+    def step(self, name: str, what: str, work: Callable[[Note], T]) -> T:
         """Run ``work(note)`` in this process; ``note(text)`` shows progress and logs it."""
         started = self._begin(name, what)
         log = self.log_of(name)
@@ -94,7 +97,7 @@ class Stages:
 
             try:
                 result = work(note)
-            except Exception as exc:  # noqa: BLE001 - any failure becomes the stage's failure
+            except Exception as exc:  # any failure becomes the stage's failure
                 why = str(exc) if isinstance(exc, DemoError) else f"{type(exc).__name__}: {exc}"
                 fh.write(why + "\n")
                 fh.flush()
@@ -176,7 +179,7 @@ class Stages:
                 return ready()
             except DemoError:
                 raise  # the check's own verdict: the stage has failed
-            except Exception as exc:  # noqa: BLE001 - logged, then polled again
+            except Exception as exc:  # logged, then polled again
                 with log.open("a", encoding="utf-8") as fh:
                     fh.write(f"[demo] not ready yet: {type(exc).__name__}: {exc}\n")
                 time.sleep(1.0)

@@ -8,6 +8,7 @@ did not start.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -102,10 +103,8 @@ def spawn(argv: Sequence[str], *, pid_file: Path, log: Path,
 
 def reap(pid: int) -> None:
     """Collect the exit status of a child of ours that has ended (no zombie left)."""
-    try:
+    with contextlib.suppress(ChildProcessError):  # not our child: its parent (or init) reaps it
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:  # not our child: its own parent (or init) reaps it
-        pass
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, alive: Callable[[], bool],
@@ -130,18 +129,14 @@ def terminate(pid_file: Path, *, grace: float = 20.0) -> bool:
     stopped = False
     if pid is not None:
         ticks = start_ticks(pid)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)  # the part leads its own session/group
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and start_ticks(pid) == ticks:
             time.sleep(0.1)
         if start_ticks(pid) == ticks:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             while start_ticks(pid) == ticks:
                 time.sleep(0.05)
         reap(pid)

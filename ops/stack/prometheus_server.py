@@ -6,6 +6,7 @@ import shutil
 import urllib.error
 import urllib.request
 from importlib import resources
+from pathlib import Path
 
 from ops.stack.part import Part
 from ops.stack.procs import StackError
@@ -42,7 +43,7 @@ class PrometheusServer(Part):
         return self.settings.prometheus_port
 
     @property
-    def config_file(self):
+    def config_file(self) -> Path:
         return self.var / "prometheus" / "prometheus.yml"
 
     def check_installed(self) -> None:

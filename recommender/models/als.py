@@ -1,11 +1,11 @@
 """Implicit-feedback matrix factorisation (ALS, ``implicit`` on the CPU): the main candidate.
 
 Training is ``implicit``'s native conjugate-gradient ALS solver (Takács et al. 2011),
-driven one half-iteration at a time by ``als_solve.alternate``, on the confidence matrix of Hu, Koren & Volinsky (2008):
-c_ui = 1 + alpha * r_ui. ``implicit`` itself would use c_ui = alpha * r_ui, so we hand it
-the Hu confidences with its own alpha at 1; the objective trained is then exactly the one
-``foldin.fold_in`` solves at request time, and a fold-in of a training user's history
-reproduces their trained factor.
+driven one half-iteration at a time by ``als_solve.alternate``, on the confidence matrix
+of Hu, Koren & Volinsky (2008): c_ui = 1 + alpha * r_ui. ``implicit`` itself would use
+c_ui = alpha * r_ui, so we hand it the Hu confidences with its own alpha at 1; the
+objective trained is then exactly the one ``foldin.fold_in`` solves at request time, and
+a fold-in of a training user's history reproduces their trained factor.
 
 Serving:
 - ``recommend(history)``: fold the current history into a user vector (``fold_in``, an

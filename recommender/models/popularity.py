@@ -172,7 +172,7 @@ class PopularityRecommender(Recommender):
 
     def arrays(self) -> dict[str, np.ndarray]:
         self._require_fitted()
-        out = {"scores": self._scores}
+        out: dict[str, np.ndarray] = {"scores": self._scores}
         if self.params["by_segment"]:
             out |= {"segment_scores": self._segment_scores, "user_segments": self._user_segments}
         return out

@@ -203,6 +203,6 @@ class Profiles:
 
 def _int_or(value: object, default: int) -> int:
     try:
-        return int(value)  # type: ignore[call-overload]
+        return int(value)  # type: ignore[call-overload]  # any object: what int refuses is the default
     except (TypeError, ValueError):
         return default

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -55,21 +55,33 @@ class Forbidden(ServingError):
     """An admin call without the right token (or with admin disabled)."""
 
 
+class StoppableModels(Models, Protocol):
+    """``Models`` that ``wsgi.shutdown`` stops when a worker exits (``ModelWatcher``)."""
+
+    def stop(self, timeout: float = 5.0) -> object: ...
+
+
+class ClosableSink(Sink, Protocol):
+    """A ``Sink`` that ``wsgi.shutdown`` flushes and closes (``telemetry.Lanes``)."""
+
+    def close(self, timeout: float = 5.0) -> None: ...
+
+
 @dataclass
 class Services:
     """The adapters the app talks to (real ones in production, fakes in unit tests).
 
     - ``features``: ``OnlineFeatures``-like (read, popular, ping)
     - ``models``: ``ModelWatcher``-like (current, wake, stop)
-    - ``telemetry``: ``Telemetry``-like (submit)
+    - ``telemetry``: ``Telemetry``-like (submit, close)
     - ``provenance``: ``ProvenanceLookup``-like (get, by_user)
     - ``experiments``: the ``ExperimentStore`` the watcher reads
     - ``model_meta``: version -> the registry's meta.json of that version
     """
 
     features: Features
-    models: Models
-    telemetry: Sink
+    models: StoppableModels
+    telemetry: ClosableSink
     provenance: Any
     experiments: ExperimentStore
     model_meta: Callable[[str], dict]
@@ -122,7 +134,7 @@ def create_app(settings: ServeSettings, *, services: Services,
                    "X-Model-Version": served.version or "none", "X-Answer-Path": served.path}
         if served.fallback:
             headers["X-Fallback"] = served.fallback
-        return _text(served.body, **headers)
+        return _text(served.body, 200, **headers)
 
     @app.get("/health")
     def health() -> Response:

@@ -8,16 +8,21 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from movierec.settings import load
 
+if TYPE_CHECKING:  # imported where used: the CLI starts without the serving stack
+    from recommender.serving.experiments import ExperimentStore
+    from recommender.serving.settings import ServeSettings
+
 GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
 APP = "recommender.serving.wsgi:create_from_env()"
 
 
-def _settings(**overrides):
+def _settings(**overrides: Any) -> ServeSettings:
     from recommender.serving.settings import ServeSettings
 
     return load(ServeSettings, **{k: v for k, v in overrides.items() if v is not None})
@@ -61,7 +66,7 @@ def experiment() -> None:
     """Show, start or stop the A/B experiment the service routes users by."""
 
 
-def _store():
+def _store() -> ExperimentStore:
     from recommender.serving.experiments import ExperimentStore
 
     return ExperimentStore(_settings().serve_experiments_file)
@@ -78,7 +83,7 @@ def experiment_show() -> None:
 @experiment.command("set")
 @click.argument("spec", type=click.File("r"))
 @click.option("--reason", default="cli", show_default=True, help="Why (kept in the file).")
-def experiment_set(spec, reason: str) -> None:
+def experiment_set(spec: IO[str], reason: str) -> None:
     """Start or replace the experiment from a JSON file (``-`` for stdin), e.g.
     {"id": "ab1", "arms": [{"name": "als", "model": "champion", "share": 0.5},
     {"name": "pop", "model": "baseline", "share": 0.5}]}."""

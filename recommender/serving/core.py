@@ -25,12 +25,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from movierec import wire
-from recommender.coldstart import profile_items
+from recommender.coldstart import Matcher, profile_items
 from recommender.confidence import ConfidenceError, ConfidenceParams, confidence
 from recommender.models.base import History
 from recommender.models.profiles import Profile, profile_fields
@@ -147,13 +146,6 @@ def profile_age(state: UserState) -> int | None:
     """The profile's age in years, or None when missing or junk
     (``profiles.profile_fields``)."""
     return profile_fields(state.profile)[0]
-
-
-class Matcher(Protocol):
-    """What ``profile_of`` needs of a title matcher: ``coldstart.TitleMatcher`` or the
-    serving cache in front of it (``loaded.CachedTitles``)."""
-
-    def match(self, text: str | None) -> Sequence[tuple[int, float]]: ...
 
 
 def profile_of(state: UserState, matcher: Matcher | None) -> Profile:

@@ -16,10 +16,15 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from movierec import logs
 from movierec.settings import load
 from recommender.serving.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
 
 _settings = load(ServeSettings)
 
@@ -34,10 +39,11 @@ graceful_timeout = 10
 accesslog = None
 loglevel = logs.level_from_env().lower()
 proc_name = "movierec-serve"
-control_socket_disable = True  # gunicorn >= 25 opens ~/.gunicorn/gunicorn.ctl: unused, and shared between instances
+# gunicorn >= 25 opens ~/.gunicorn/gunicorn.ctl: unused, and shared between instances
+control_socket_disable = True
 
 
-def on_starting(server) -> None:  # noqa: ARG001 - gunicorn's hook signature
+def on_starting(server: Arbiter) -> None:  # gunicorn's hook signature
     logs.configure()
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if folder:
@@ -45,18 +51,18 @@ def on_starting(server) -> None:  # noqa: ARG001 - gunicorn's hook signature
         Path(folder).mkdir(parents=True, exist_ok=True)
 
 
-def post_fork(server, worker) -> None:  # noqa: ARG001
+def post_fork(server: Arbiter, worker: Worker) -> None:
     logs.configure()
 
 
-def child_exit(server, worker) -> None:  # noqa: ARG001
+def child_exit(server: Arbiter, worker: Worker) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
 
 
-def worker_exit(server, worker) -> None:  # noqa: ARG001
+def worker_exit(server: Arbiter, worker: Worker) -> None:
     """Flush the served records a worker still holds and stop its watcher."""
     app = getattr(worker, "wsgi", None)
     if app is not None and "movierec" in getattr(app, "extensions", {}):

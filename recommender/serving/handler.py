@@ -116,7 +116,7 @@ class RecommendHandler:
                     fallback = fallback or "no_model"
                 elif fallback is None and time.perf_counter() - started + queue_s > self.budget_s:
                     fallback = "budget"
-                if fallback is None:
+                if fallback is None and state is not None:  # (no fallback: the state was read)
                     answer, fallback = self._rank(model, state, clock_ms(state, int(now * 1000)))
         except Exception:  # a bug must still not cost the user an answer
             log.exception("unexpected error answering user %d", user)

@@ -87,7 +87,7 @@ class ModelSet(Generic[M]):
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", MappingProxyType(dict(self.models)))
         object.__setattr__(self, "arm_versions", MappingProxyType(dict(self.arm_versions)))
-        used = {self.default_version, *self.arm_versions.values()} - {None}
+        used = {v for v in (self.default_version, *self.arm_versions.values()) if v is not None}
         if missing := sorted(v for v in used if v not in self.models):
             raise ServingError(f"model set refers to versions it does not hold: {missing}")
 

@@ -8,6 +8,7 @@ its telemetry thread; model arrays are memory-mapped, so the workers share their
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from flask import Flask
 
@@ -23,7 +24,7 @@ from recommender.serving.provenance_lookup import ProvenanceLookup
 from recommender.serving.serving_metrics import ServingMetrics
 from recommender.serving.settings import ServeSettings
 from recommender.serving.sinks import KafkaSink, RedisProvenanceSink
-from recommender.serving.telemetry import Lanes, Telemetry
+from recommender.serving.telemetry import Lanes, Sink, Telemetry
 from recommender.serving.watcher import ModelWatcher
 from stores.keys import Keys
 from stores.redis_online import RedisOnlineStore
@@ -45,7 +46,8 @@ def pin_blas() -> None:
     threadpool_limits(1)
 
 
-def model_loader(registry: Registry, background: RedisOnlineStore, settings: ServeSettings):
+def model_loader(registry: Registry, background: RedisOnlineStore,
+                 settings: ServeSettings) -> Callable[[str], ServingModel]:
     """``version -> ServingModel``, validated (load + smoke prediction); what the watcher
     calls on its own thread. Movie metadata (runtimes, content ratings) comes from the
     online store on the ``background`` connection (its timeout suits a bulk read).
@@ -80,7 +82,7 @@ def build_services(settings: ServeSettings, metrics: ServingMetrics) -> tuple[Se
     watcher = ModelWatcher(registry, store, model_loader(registry, background, settings),
                            alias=settings.serve_alias, poll_s=settings.serve_poll_s,
                            on_event=lambda kind, _version: metrics.swaps.labels(kind).inc())
-    def lane(name: str, sink) -> Telemetry:
+    def lane(name: str, sink: Sink) -> Telemetry:
         return Telemetry(sink, capacity=settings.telemetry_buffer,
                          on_outcome=lambda outcome, n: metrics.telemetry.labels(name, outcome).inc(n))
 

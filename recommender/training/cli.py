@@ -6,22 +6,28 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from movierec.settings import load
 
+if TYPE_CHECKING:  # imported where used: the CLI starts without the training stack
+    from recommender.registry import Registry
+    from recommender.training.pipeline import RunReport
+    from recommender.training.settings import TrainSettings
+
 log = logging.getLogger(__name__)
 
 
-def _settings(**overrides):
+def _settings(**overrides: Any) -> TrainSettings:
     from recommender.training.settings import TrainSettings
 
     return load(TrainSettings, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def run_pipeline(*, register: bool, promote: bool, models: str | None, snapshot: str | None,
-                 profiles: str | None, report_dir: Path | None):
+                 profiles: str | None, report_dir: Path | None) -> RunReport:
     """Load the inputs, run the pipeline under a progress bar, print the summary."""
     from tqdm import tqdm
 
@@ -49,7 +55,7 @@ def run_pipeline(*, register: bool, promote: bool, models: str | None, snapshot:
     return report
 
 
-def _summary(report, metric: str) -> None:
+def _summary(report: RunReport, metric: str) -> None:
     click.echo(f"\nsplit at {report.cut:%Y-%m-%d %H:%M:%S}; {report.test_users:,} test users "
                f"({report.new_test_users:,} new)")
     click.echo(f"{'model':12s} {metric:>9s} {'train s':>8s} {'p99 ms':>7s}  version / gate")
@@ -78,7 +84,8 @@ def _summary(report, metric: str) -> None:
               help="Promote the best model that passes the gate to champion.")
 @click.option("--report-dir", type=click.Path(path_type=Path),
               help="Folder for the comparison report (default: a new one under MOVIEREC_REPORTS_DIR).")
-def train(models, snapshot, profiles, promote, report_dir) -> None:
+def train(models: str | None, snapshot: str | None, profiles: str | None, promote: bool,
+          report_dir: Path | None) -> None:
     """Train the candidates on an event-store snapshot, evaluate them offline, register
     them with provenance, gate them and promote the best."""
     run_pipeline(register=True, promote=promote, models=models, snapshot=snapshot,
@@ -92,7 +99,8 @@ def train(models, snapshot, profiles, promote, report_dir) -> None:
               help="Where profiles come from (default MOVIEREC_TRAIN_PROFILES).")
 @click.option("--report-dir", type=click.Path(path_type=Path),
               help="Folder for comparison.md/.json/.svg (default: under MOVIEREC_REPORTS_DIR).")
-def offline(models, snapshot, profiles, report_dir) -> None:
+def offline(models: str | None, snapshot: str | None, profiles: str | None,
+            report_dir: Path | None) -> None:
     """Fit each candidate before the cut, measure it after: accuracy, slices, training
     time, latency, throughput and size, as markdown, JSON and an SVG plot. Registers
     nothing."""
@@ -109,7 +117,7 @@ def models() -> None:
     """List, inspect, promote and roll back registered model versions."""
 
 
-def _registry():
+def _registry() -> Registry:
     from recommender.registry import Registry
 
     return Registry(_settings().registry_dir)
@@ -126,11 +134,12 @@ def models_list(as_json: bool) -> None:
     for alias, version in aliases.items():
         by_version.setdefault(version, []).append(alias)
     metric = _settings().gate_metric
-    rows = [{"version": v.version, "name": v.name, "created": v.created,
-             "aliases": sorted(by_version.get(v.version, [])),
-             metric: v.metrics.get(metric),
-             "gate": None if v.meta.get("gate") is None else v.meta["gate"].get("passed")}
-            for v in sorted(versions, key=lambda v: v.created, reverse=True)]
+    rows: list[dict[str, Any]] = [
+        {"version": v.version, "name": v.name, "created": v.created,
+         "aliases": sorted(by_version.get(v.version, [])),
+         metric: v.metrics.get(metric),
+         "gate": None if v.meta.get("gate") is None else v.meta["gate"].get("passed")}
+        for v in sorted(versions, key=lambda v: v.created, reverse=True)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -68,7 +68,7 @@ def _value(metrics: Mapping | None, name: str) -> float | None:
     if isinstance(raw, bool):
         return None
     try:
-        value = float(raw)  # type: ignore[arg-type]
+        value = float(raw)  # type: ignore[arg-type]  # any object: what float refuses is None
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None

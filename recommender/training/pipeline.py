@@ -39,7 +39,7 @@ import pyarrow as pa
 from movierec.errors import MovierecError
 from offline_eval.compare import row_from_result, write_report
 from offline_eval.evaluate import EvalResult, compare_paired, evaluate
-from offline_eval.split import build_truth, temporal_split
+from offline_eval.split import Truth, build_truth, temporal_split
 from recommender.coldstart import TitleMatcher, profile_items
 from recommender.dataset import build_trainset, build_trainset_with_runtimes, event_ms
 from recommender.models import model_class
@@ -54,7 +54,7 @@ from recommender.training.settings import TrainSettings
 log = logging.getLogger(__name__)
 
 BASELINE = "popularity"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # recommender/training/pipeline.py -> the repository
 
 
 class PipelineError(MovierecError):
@@ -103,7 +103,7 @@ class RunReport:
 
 def candidate_params(settings: TrainSettings) -> dict[str, dict]:
     """Hyperparameters of each candidate named in the settings."""
-    known = {
+    known: dict[str, dict] = {
         "als": {"factors": settings.als_factors, "iterations": settings.als_iterations,
                 "regularization": settings.als_regularization, "alpha": settings.als_alpha,
                 "cg_steps": settings.als_cg_steps,
@@ -206,7 +206,7 @@ class Pipeline:
 
         return profile_for
 
-    def _evaluate(self, name: str, params: dict, train: TrainSet, truth,
+    def _evaluate(self, name: str, params: dict, train: TrainSet, truth: Truth,
                   profile_for: Callable[[int], Profile]) -> tuple[EvalResult, dict]:
         self.progress(f"fit {name} on the training side")
         model = model_class(name)(**params)
@@ -233,7 +233,7 @@ class Pipeline:
             out[c.name] = {"metric": metric, "against": BASELINE, **test.to_dict()}
         return out
 
-    def _champion_metrics(self, candidates: list[Candidate], train: TrainSet, truth,
+    def _champion_metrics(self, candidates: list[Candidate], train: TrainSet, truth: Truth,
                           profile_for: Callable[[int], Profile]) -> dict | None:
         assert self.registry is not None
         try:
@@ -304,6 +304,7 @@ class Pipeline:
             reason = "no candidate passed the gate and nothing served yet"
         else:
             metric = self.settings.gate_metric
+            # a candidate that passed the gate was evaluated: its result is set
             best = max(passing, key=lambda c: c.result.summary()[metric])  # type: ignore[union-attr]
             reason = f"best {metric} of the run among those that passed the gate"
         assert best.version is not None

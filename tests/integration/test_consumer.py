@@ -98,7 +98,10 @@ def test_consumer_turns_a_faulty_stream_into_recomputable_state(
     _apply(recomputed, accepted, len(accepted))
     clock = runner.validator.clock  # popularity is refreshed for the stream's last 14 days
     recomputed.refresh_popularity([day_of(clock - timedelta(days=age)) for age in range(14)])
-    strip = lambda state: {k.decode().split(":", 1)[1]: v for k, v in state.items()}  # noqa: E731
+
+    def strip(state: dict) -> dict:
+        return {k.decode().split(":", 1)[1]: v for k, v in state.items()}
+
     assert strip(dump(redis_client, unique)) == strip(dump(redis_client, reference.prefix))
 
     # the event store holds every accepted line once

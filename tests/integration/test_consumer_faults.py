@@ -81,7 +81,8 @@ def test_sigkill_five_times_loses_nothing_and_counts_nothing_twice(
     # the event store: every accepted line exactly once (reads deduplicate redeliveries)
     frame = EventStore(tmp_path / "store", topic).read(columns=["partition", "offset"])
     assert len(frame) == len(accepted)
-    assert set(zip(frame["partition"], frame["offset"])) == {(r.partition, r.offset) for r in accepted}
+    assert set(zip(frame["partition"], frame["offset"], strict=True)) == {
+        (r.partition, r.offset) for r in accepted}
 
     # the dead-letter topic: every rejected line (a redelivered batch may send one again)
     dead = {(d["partition"], d["offset"]) for d in
@@ -94,7 +95,10 @@ def test_sigkill_five_times_loses_nothing_and_counts_nothing_twice(
     _apply(recomputed, [r.value for r in accepted], 5000)
     clock = max(parser.parse(r.value).time for r in accepted[-2000:])
     recomputed.refresh_popularity([day_of(clock - timedelta(days=age)) for age in range(14)])
-    strip = lambda state: {k.decode().split(":", 1)[1]: v for k, v in state.items()}  # noqa: E731
+
+    def strip(state: dict) -> dict:
+        return {k.decode().split(":", 1)[1]: v for k, v in state.items()}
+
     mine = strip(dump(redis_client, unique))
     theirs = strip(dump(redis_client, reference.prefix))
     mine = {k: v for k, v in mine.items() if not k.startswith("pop:")}  # derived, refreshed later
@@ -121,12 +125,16 @@ def _assert_recomputable(stack: LocalStack, redis_client: redis.Redis, unique: s
     parser = LineParser()
     accepted = [r for r in records if not isinstance(parser.parse(r.value), Rejection)]
     frame = EventStore(store_dir, topic).read(columns=["partition", "offset"])
-    assert set(zip(frame["partition"], frame["offset"])) == {(r.partition, r.offset) for r in accepted}
+    assert set(zip(frame["partition"], frame["offset"], strict=True)) == {
+        (r.partition, r.offset) for r in accepted}
     assert len(frame) == len(accepted)
     reference = Keys(f"{unique}-ref")
     _apply(RedisOnlineStore(redis_client, reference), [r.value for r in accepted], 5000)
-    strip = lambda state: {k.decode().split(":", 1)[1]: v for k, v in state.items()  # noqa: E731
-                           if not k.decode().split(":", 1)[1].startswith("pop:")}
+
+    def strip(state: dict) -> dict:
+        return {k.decode().split(":", 1)[1]: v for k, v in state.items()
+                if not k.decode().split(":", 1)[1].startswith("pop:")}
+
     assert strip(dump(redis_client, unique)) == strip(dump(redis_client, reference.prefix))
     for prefix in (unique, reference.prefix):
         for key in redis_client.scan_iter(f"{prefix}:*", count=5000):
@@ -184,7 +192,7 @@ def test_a_member_joins_mid_stream_and_one_leaves(stack: LocalStack, unique: str
     def member(runner, idle_exit_s: float) -> None:
         try:
             runner.run(idle_exit_s=idle_exit_s)
-        except BaseException as exc:  # noqa: BLE001 - a member must survive the rebalances
+        except BaseException as exc:  # a member must survive the rebalances
             errors.append(exc)
 
     a = threading.Thread(target=member, args=(first, 60), daemon=True)

@@ -69,7 +69,8 @@ def test_profiles_and_metadata_arrive_clean(stack: LocalStack, redis_client: red
 def test_a_dead_api_keeps_the_ids_pending(stack: LocalStack, redis_client: redis.Redis,
                                           unique: str) -> None:
     keys = Keys(unique)
-    enricher = Enricher(RedisOnlineStore(redis_client, keys), f"http://127.0.0.1:{free_ports(1)[0]}", timeout_s=0.5)
+    enricher = Enricher(RedisOnlineStore(redis_client, keys), f"http://127.0.0.1:{free_ports(1)[0]}",
+                        timeout_s=0.5)
     redis_client.sadd(keys.pending_profiles(), 1, 2, 3)
     with pytest.raises(ApiError):
         enricher.run_once()

@@ -51,7 +51,7 @@ def test_lines_survive_kafka_and_land_in_redis(stack: LocalStack, unique: str,
     lines, kinds, watches = make_stream(N_LINES)
 
     producer = KafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=5, acks="all")
-    for i, line in enumerate(lines):
+    for line in lines:
         # key by user, as the real stream would be partitioned, so order holds per user
         producer.send(topic, key=line.split(b",", 2)[1], value=line)
     producer.flush(timeout=30)

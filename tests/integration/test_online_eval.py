@@ -17,6 +17,7 @@ from movierec.wire import rate_line, recommendation_line, watch_line
 from online_eval.cli import evaluate_online, online
 from online_eval.join import UNASSIGNED, OnlineEvalError
 from online_eval.settings import OnlineSettings
+from ops.cli import main
 from recommender.serving.telemetry import ServedRecord
 from tests.conftest import free_ports
 from tests.integration.conftest import LocalStack
@@ -80,7 +81,7 @@ def topics(stack: LocalStack, unique: str) -> OnlineSettings:
                             fallback="budget" if user == 6 else None, latency_ms=2.0 + i,
                             status=200).to_json()
                for i, (user, arm, version) in enumerate(SERVED)]
-    produce(stack.bootstrap, served_topic, [(u, r) for (u, _, _), r in zip(SERVED, records)])
+    produce(stack.bootstrap, served_topic, [(u, r) for (u, _, _), r in zip(SERVED, records, strict=True)])
     return load(OnlineSettings, kafka_bootstrap=stack.bootstrap, kafka_topic=log_topic,
                 served_topic=served_topic, online_idle_s=10.0)
 
@@ -132,7 +133,9 @@ def test_clear_errors_without_broker_or_records(stack: LocalStack, unique: str) 
                    served_topic=f"missing-{unique}", online_idle_s=5.0)
     with pytest.raises(OnlineEvalError, match="not found"):
         evaluate_online(missing)
-    result = CliRunner().invoke(online, [], env={"MOVIEREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"})
+    # through the root command, which turns the project's errors into one line
+    result = CliRunner().invoke(main, ["eval", "online"],
+                                env={"MOVIEREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"})
     assert result.exit_code == 1 and "Error: cannot reach Kafka" in result.output
 
 

@@ -113,7 +113,8 @@ def test_requests_that_queued_past_the_limit_are_shed_with_the_popular_list(one_
     world = World.build(WorldSpec(seed=SPEC.seed, n_users=SPEC.users, n_movies=SPEC.movies,
                                   describe_share=SPEC.describe_share))
     unsafe = {m for m, adult, rating in zip(world.catalog.ids, world.catalog.adult,
-                                            world.catalog.content_rating) if adult or rating >= RATED_R}
+                                            world.catalog.content_rating, strict=True)
+              if adult or rating >= RATED_R}
     assert not set(shed[0][0].split(",")) & unsafe  # minor-safe: nobody's age was read
 
     def delta(key: str) -> float:

@@ -89,7 +89,8 @@ def test_minors_and_unknown_ages_never_get_adult_or_r_rated_movies(stack, served
     service, staged, prefix, _ = served
     world = World.build(WorldSpec(seed=SPEC.seed, n_users=SPEC.users, n_movies=SPEC.movies,
                                   describe_share=SPEC.describe_share))
-    unsafe = {m for m, adult, rating in zip(world.catalog.ids, world.catalog.adult, world.catalog.content_rating)
+    unsafe = {m for m, adult, rating in zip(world.catalog.ids, world.catalog.adult,
+                                            world.catalog.content_rating, strict=True)
               if adult or rating >= RATED_R}
     assert unsafe and CONTENT_RATINGS[RATED_R] == "R"
     minors = [u for u in staged.known_users if (world.user_record(u) or {}).get("age", 99) < 18]

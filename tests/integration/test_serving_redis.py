@@ -245,13 +245,13 @@ def test_served_records_reach_the_topic_and_the_provenance_lookup(
     start = 1_740_830_400_000
     heavy = [served(i, 1, start + 10 * i) for i in range(250)]  # more than the 200 kept
     light = [served(i, 2, start + 10 * i + 5) for i in range(30)]
-    records = [r for pair in zip(heavy, light) for r in pair] + heavy[30:]
+    records = [r for pair in zip(heavy, light, strict=False) for r in pair] + heavy[30:]
     to_kafka, to_redis = Outcomes(), Outcomes()
     kafka = KafkaSink(stack.bootstrap, topic)
     telemetry = Lanes([
         Telemetry(kafka, capacity=10_000, batch_size=100, flush_s=0.02, on_outcome=to_kafka),
-        Telemetry(RedisProvenanceSink(RedisOnlineStore(redis_client, keys, provenance_ttl_s=60)), capacity=10_000,
-                  batch_size=100, flush_s=0.02, on_outcome=to_redis)])
+        Telemetry(RedisProvenanceSink(RedisOnlineStore(redis_client, keys, provenance_ttl_s=60)),
+                  capacity=10_000, batch_size=100, flush_s=0.02, on_outcome=to_redis)])
     for r in records:
         assert telemetry.submit(r)
     telemetry.close(timeout=30)
@@ -315,11 +315,12 @@ def test_a_dead_broker_fails_the_kafka_sink_not_the_provenance(
     telemetry = Lanes([
         Telemetry(KafkaSink(f"127.0.0.1:{port}", "served"), capacity=1000, batch_size=10,
                   flush_s=0.01, on_outcome=to_kafka),
-        Telemetry(RedisProvenanceSink(RedisOnlineStore(redis_client, keys, provenance_ttl_s=60)), capacity=1000,
-                  batch_size=10, flush_s=0.01, on_outcome=to_redis)])
+        Telemetry(RedisProvenanceSink(RedisOnlineStore(redis_client, keys, provenance_ttl_s=60)),
+                  capacity=1000, batch_size=10, flush_s=0.01, on_outcome=to_redis)])
     records = [served(i, 4, 1_740_830_400_000 + i) for i in range(40)]
     for r in records:
         telemetry.submit(r)
     telemetry.close(timeout=10)
     assert to_kafka == {"failed": 40} and to_redis == {"published": 40}
-    assert ProvenanceLookup(RedisOnlineStore(redis_client, keys)).by_user(4, 1_740_830_400_000 + 39) == records[-1]
+    lookup = ProvenanceLookup(RedisOnlineStore(redis_client, keys))
+    assert lookup.by_user(4, 1_740_830_400_000 + 39) == records[-1]

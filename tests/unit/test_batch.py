@@ -98,7 +98,8 @@ def test_columnar_batches_equal_line_by_line(seed: int, every: int, burst: int, 
     assert fast_clocks == slow_clocks
     rejected = set()
     for a, b in zip(fast, slow, strict=True):
-        assert (a.lines, a.rejected, a.kinds, a.oldest_ms, a.dead) == (b.lines, b.rejected, b.kinds, b.oldest_ms, b.dead)
+        assert ((a.lines, a.rejected, a.kinds, a.oldest_ms, a.dead)
+                == (b.lines, b.rejected, b.kinds, b.oldest_ms, b.dead))
         assert [_comparable(e) for e in a.accepted] == [_comparable(e) for e in b.accepted]
         assert (a.table is None) == (b.table is None)
         if a.table is not None:

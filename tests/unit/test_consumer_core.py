@@ -58,7 +58,8 @@ def test_folding_keeps_maxima_latest_ratings_and_sets() -> None:
     assert delta.ratings == {(7, "the+matrix+1999"): (epoch_ms(T + timedelta(minutes=6)), 5)}
     assert delta.viewers == {("the+matrix+1999", "20250301"): {7, 8}, ("up+2009", "20250302"): {8}}
     assert delta.new_users == {7: epoch_ms(T)}
-    assert delta.first_seen[7] == epoch_ms(T) and delta.last_seen[8] == epoch_ms(datetime(2025, 3, 2, 0, 0, 10))
+    assert delta.first_seen[7] == epoch_ms(T)
+    assert delta.last_seen[8] == epoch_ms(datetime(2025, 3, 2, 0, 0, 10))
     assert sum(len(v) for v in delta.identities.values()) == len(LINES)
 
 

@@ -134,7 +134,7 @@ def test_an_error_in_the_main_thread_during_a_retried_write_ends_run_without_a_c
     def run() -> None:
         try:
             runner.run()
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        except BaseException as exc:  # the test inspects it
             raised.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)

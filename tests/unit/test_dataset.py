@@ -5,7 +5,7 @@ follows from the rules in ``recommender/dataset.py``'s docstring."""
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -63,7 +63,8 @@ def mixed_log(seed: int = 7) -> list:
         if rng.random() < 0.3:
             events.append(Rate(at(k), user, movie, int(rng.integers(1, 6))))
         else:
-            events += [Watch(at(k) + timedelta(seconds=m), user, movie, m) for m in range(int(rng.integers(1, 40)))]
+            events += [Watch(at(k) + timedelta(seconds=m), user, movie, m)
+                       for m in range(int(rng.integers(1, 40)))]
     return events
 
 
@@ -85,7 +86,7 @@ def test_aggregate_folds_max_minute_latest_rating_and_latest_time():
     ]
     found = aggregate(table_of(events))
     assert list(found.user_ids) == [3, 7] and list(found.item_ids) == ["a+1999", "b+2001"]
-    pairs = list(zip(found.user_ids[found.user], found.item_ids[found.item]))
+    pairs = list(zip(found.user_ids[found.user], found.item_ids[found.item], strict=True))
     assert pairs == [(3, "b+2001"), (7, "a+1999"), (7, "b+2001")]
     assert list(found.max_minute) == [0, -1, 9]
     assert list(found.rating) == [-1, 5, 2]
@@ -162,7 +163,8 @@ def test_confidence_is_positive_float32_and_monotone_in_each_term():
 def test_runtime_estimate_and_given_runtimes():
     lengths = np.arange(10, 201, 10)  # minutes watched by 20 users
     events = [Watch(at(0), 100 + k, "long+2000", int(n) - 1) for k, n in enumerate(lengths)]
-    events += [Watch(at(0), 1, "short+2000", 2), Watch(at(0), 2, "short+2000", 3), Rate(at(0), 1, "rated+2000", 4)]
+    events += [Watch(at(0), 1, "short+2000", 2), Watch(at(0), 2, "short+2000", 3),
+               Rate(at(0), 1, "rated+2000", 4)]
     found = aggregate(table_of(events))
     assert list(found.item_ids) == ["long+2000", "rated+2000", "short+2000"]
     expected = np.quantile(lengths, 0.95, method="inverted_cdf")  # the 19th of 20 lengths
@@ -233,7 +235,7 @@ def test_ids_ascending_and_the_same_rows_give_the_same_matrix():
     assert list(train.user_ids) == sorted(users) and train.user_ids.dtype == np.int64
     assert list(train.item_ids) == sorted(movies) and train.item_ids.dtype == object
     coo = train.matrix.tocoo()
-    stored = {(int(train.user_ids[r]), train.item_ids[c]) for r, c in zip(coo.row, coo.col)}
+    stored = {(int(train.user_ids[r]), train.item_ids[c]) for r, c in zip(coo.row, coo.col, strict=True)}
     assert stored == {(users[k % 3], movies[k % 4]) for k in range(12)}
     assert train.matrix.has_canonical_format
     reversed_rows = table_of(events[::-1])
@@ -265,7 +267,7 @@ def test_bad_inputs_are_refused():
     with pytest.raises(DatasetError, match="lack column"):
         build_trainset(log.drop_columns(["minute"]), as_of=at(10))
     with pytest.raises(DatasetError, match="aware"):
-        build_trainset(log, as_of=datetime(2024, 3, 2, tzinfo=timezone.utc))
+        build_trainset(log, as_of=datetime(2024, 3, 2, tzinfo=UTC))
     with pytest.raises(DatasetError, match="above the rating scale"):
         build_trainset(table_of([Rate(at(0), 1, "m+2000", 7)]), as_of=at(1), rating_scale=5)
     with pytest.raises(ConfidenceError, match="recency_floor"):
@@ -287,7 +289,8 @@ def test_read_events_from_a_store_snapshot_builds_the_trainset(tmp_path):
     store.append(table_of(events[:150]))
     store.append(table_of(events[100:], first_offset=100))  # redelivers offsets 100..149
     snap = store.snapshot()
-    store.append(table_of([Watch(at(1), 999, "late+2000", 80)], first_offset=len(events)))  # after the snapshot
+    # after the snapshot
+    store.append(table_of([Watch(at(1), 999, "late+2000", 80)], first_offset=len(events)))
     table = read_events(store, snap)
     assert table.column_names == ["time", "kind", "user_id", "movie_id", "minute", "rating"]
     assert pa.types.is_dictionary(table["movie_id"].type)

@@ -65,7 +65,7 @@ def test_psi_of_identical_distributions_is_zero_and_grows_with_the_shift() -> No
         cur[-1] += 1000 * w
         values.append(psi(ref, cur))
     assert values[0] == pytest.approx(0.0, abs=1e-12)
-    assert all(a < b for a, b in zip(values, values[1:]))
+    assert all(a < b for a, b in zip(values, values[1:], strict=False))
 
 
 def test_psi_by_hand() -> None:
@@ -140,7 +140,7 @@ def test_session_priorities_are_the_same_scalar_and_vectorised() -> None:
     starts = np.concatenate([rng.integers(-2**40, 2**42, 500), [0, -1, 2**62]])
     for seed in (0, 7, 2**70 + 5):
         vector = session_priorities(users, starts, seed).tolist()
-        assert vector == [session_priority(int(u), int(t), seed) for u, t in zip(users, starts)]
+        assert vector == [session_priority(int(u), int(t), seed) for u, t in zip(users, starts, strict=True)]
     assert session_priority(1, 2, 0) != session_priority(1, 2, 1) != session_priority(2, 1, 1)
 
 
@@ -214,7 +214,8 @@ def test_apportion_keeps_the_total() -> None:
     assert apportion(0, {1: 1}) == {} and apportion(3, {}) == {}
     rng = np.random.default_rng(2)
     for _ in range(50):
-        weights = {int(k): int(w) for k, w in zip(rng.integers(0, 100, 5), rng.integers(1, 50, 5))}
+        weights = {int(k): int(w)
+                   for k, w in zip(rng.integers(0, 100, 5), rng.integers(1, 50, 5), strict=True)}
         assert sum(apportion(int(rng.integers(0, 1000)), weights).values()) >= 0
         total = int(rng.integers(1, 1000))
         assert sum(apportion(total, weights).values()) == total
@@ -343,7 +344,7 @@ def make_stream(seed: int, after: Regime = BASE, *, minutes: int = 120, shift_at
     lines = [line for line in lines if T0 <= line[0] < stop]
     draws, reasons = rng.random(len(lines)).tolist(), rng.integers(len(MALFORMED), size=len(lines)).tolist()
     out: list[Line] = []
-    for (t, event), draw, reason in zip(lines, draws, reasons):
+    for (t, event), draw, reason in zip(lines, draws, reasons, strict=True):
         if draw < 0.04:  # malformed, but never a session start: the basis must hold every
             start = type(event) is Watch and event.minute == 0  # session counted above
             out.append((t, event if start else MALFORMED[reason]))  # type: ignore[union-attr]

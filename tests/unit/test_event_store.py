@@ -14,7 +14,7 @@ import sys
 import textwrap
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,8 @@ def make_event(i: int, when: datetime):
     user = 1000 + i % 37
     match i % 10:
         case 0:
-            return Recommendation(when, user, "team15.example:8082", 200, (f"m{i}+2001", "x+1999"), "", 40 + i % 50)
+            return Recommendation(when, user, "team15.example:8082", 200, (f"m{i}+2001", "x+1999"), "",
+                                  40 + i % 50)
         case 1:
             return Recommendation(when, user, "team15.example:8082", 200, (), "", 7)
         case 2:
@@ -119,7 +120,8 @@ def test_schema_is_exactly_the_spec():
     assert not SCHEMA.metadata
 
 
-NULLS = dict.fromkeys(["movie_id", "minute", "rating", "server", "status", "items", "error", "response_time_ms"])
+NULLS = dict.fromkeys(["movie_id", "minute", "rating", "server", "status", "items", "error",
+                      "response_time_ms"])
 T = datetime(2024, 2, 27, 18, 45, 18, 123000)
 
 
@@ -278,7 +280,7 @@ def test_read_sorts_by_time_partition_offset_and_types_columns(store):
     store.append(table_of(reordered))
     store.append(table_of(same_time))
     frame = store.read()
-    keys = list(zip(frame["time"], frame["partition"], frame["offset"]))
+    keys = list(zip(frame["time"], frame["partition"], frame["offset"], strict=True))
     assert keys == sorted(keys)
     assert list(frame.columns) == SCHEMA.names
     assert frame.index.equals(pd.RangeIndex(len(frame)))
@@ -330,7 +332,7 @@ def test_read_starts_over_when_a_file_vanishes_under_it(store, monkeypatch):
 
 def test_read_refuses_aware_times(store):
     with pytest.raises(EventStoreError, match="naive"):
-        store.read(start=datetime(2024, 1, 1, tzinfo=timezone.utc))
+        store.read(start=datetime(2024, 1, 1, tzinfo=UTC))
 
 
 def test_a_damaged_file_is_reported_not_skipped(store):
@@ -353,11 +355,11 @@ def test_read_table_gives_the_rows_of_read_as_arrow_sorted_or_not(store):
     pd.testing.assert_frame_equal(table.to_pandas(), frame)
     assert table.num_rows == 35
     unsorted = store.read_table(snap, columns=columns, start=T0 + timedelta(seconds=5), sort=False)
-    keys = list(zip(unsorted["time"].to_pylist(), unsorted["offset"].to_pylist()))
+    keys = list(zip(unsorted["time"].to_pylist(), unsorted["offset"].to_pylist(), strict=True))
     assert keys[:5] == sorted(keys[:5], reverse=True)  # the file order shows: no sort was paid
-    assert sorted(keys) == list(zip(table["time"].to_pylist(), table["offset"].to_pylist()))
+    assert sorted(keys) == list(zip(table["time"].to_pylist(), table["offset"].to_pylist(), strict=True))
     with pytest.raises(EventStoreError, match="naive"):
-        store.read_table(start=datetime(2024, 1, 1, tzinfo=timezone.utc))
+        store.read_table(start=datetime(2024, 1, 1, tzinfo=UTC))
 
 
 def test_read_of_an_empty_store(store):
@@ -385,7 +387,8 @@ def test_snapshot_id_is_stable_for_the_same_content_and_changes_after_append(tmp
     assert m["file_count"] == 2 and m["rows"] == 100 and m["topic"] == TOPIC
     assert m["partitions"] == {"0": [0, 49], "1": [0, 49]}
     assert first.partitions == {0: (0, 49), 1: (0, 49)}
-    assert first.time_range == (T0.replace(microsecond=123000), T0.replace(microsecond=123000) + timedelta(seconds=99))
+    first_time = T0.replace(microsecond=123000)
+    assert first.time_range == (first_time, first_time + timedelta(seconds=99))
     entry = m["files"][0]
     assert set(entry) == {"path", "bytes", "sha256", "rows", "offsets", "time_min", "time_max"}
     assert entry["path"].startswith("events/date=2024-02-27/part-") and len(entry["sha256"]) == 64
@@ -554,7 +557,8 @@ def test_a_listing_that_overlaps_a_compaction_is_taken_again(store, monkeypatch)
     def listing(self):
         calls.append(1)
         if len(calls) == 1:  # a compaction finished while we listed: we saw neither side
-            (self.compactions_dir / "20990101T000000000000Z-deadbeef.json").write_text('{"sources": [], "outputs": []}')
+            record = self.compactions_dir / "20990101T000000000000Z-deadbeef.json"
+            record.write_text('{"sources": [], "outputs": []}')
             return []
         return real(self)
 
@@ -575,7 +579,7 @@ def test_readers_racing_compactions_always_see_every_row_once(store):
                 pd.testing.assert_frame_equal(store.read(), expected)
                 pd.testing.assert_frame_equal(store.read(snap), expected)
                 reads[0] += 1
-            except Exception as exc:  # noqa: BLE001 (reported below)
+            except Exception as exc:  # reported below
                 failures.append(exc)
                 return
 
@@ -692,7 +696,8 @@ WRITER = textwrap.dedent(
     while True:
         columns = EventColumns()
         for _ in range(2000):
-            columns.add(Watch(start + timedelta(seconds=offset), offset % 97, "a+2001", offset % 90), 0, offset)
+            columns.add(Watch(start + timedelta(seconds=offset), offset % 97, "a+2001", offset % 90),
+                        0, offset)
             offset += 1
         store.append(columns.to_table())
         print(offset, flush=True)  # "committed": everything below this offset is durable
@@ -703,7 +708,8 @@ WRITER = textwrap.dedent(
 def test_sigkill_at_any_instant_leaves_a_readable_store(tmp_path):
     root = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root)], stdout=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root)], stdout=subprocess.PIPE,
+                            env=env, text=True)
     try:
         committed = [int(proc.stdout.readline()) for _ in range(3)]
         time.sleep(0.013)  # somewhere inside a later write

@@ -93,7 +93,7 @@ def drain(cls, raw: bytes, *, fetch_offset=0, take=5, check_crcs=True, stop_afte
             trace.append((got, part.next_fetch_offset, part.leader_epoch))
             if len(trace) == stop_after:
                 part.drain()
-    except Exception as err:  # noqa: BLE001 - the error itself is what is compared
+    except Exception as err:  # the error itself is what is compared
         trace.append(("error", type(err)))
     return trace + [("metrics", aggregator.calls, drained)]
 

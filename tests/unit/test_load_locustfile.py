@@ -90,7 +90,7 @@ def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"  # keep-alive, as the real service
         disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs (40 ms)
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:  # http.server's naming
             headers: dict[str, str] = {}
             if self.path.startswith("/recommend/"):
                 status, body, headers = fake.answer(self.path[len("/recommend/"):])

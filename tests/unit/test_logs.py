@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from movierec import logs
+from movierec.settings import SettingsError
 
 
 @pytest.fixture(autouse=True)
@@ -32,11 +33,14 @@ def test_the_level_is_set_exported_and_kafka_held_back() -> None:
     assert logging.getLogger("kafka").level == logging.DEBUG
 
 
-def test_the_environment_gives_the_default_and_junk_is_ignored(monkeypatch) -> None:
+def test_the_environment_gives_the_default_and_junk_is_refused_by_name(monkeypatch) -> None:
     monkeypatch.setenv(logs.ENV, "error")
     assert logs.configure() == "ERROR"
-    monkeypatch.setenv(logs.ENV, "loud")
+    monkeypatch.setenv(logs.ENV, "")
     assert logs.level_from_env() == "INFO"
+    monkeypatch.setenv(logs.ENV, "loud")
+    with pytest.raises(SettingsError, match="MOVIEREC_LOG_LEVEL='loud': choose from"):
+        logs.level_from_env()
     with pytest.raises(ValueError, match="choose from"):
         logs.configure("loud")
 

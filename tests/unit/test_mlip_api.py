@@ -56,7 +56,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.api.connections.append(1)
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+    def do_GET(self) -> None:  # the http.server API
         self.api.requests.append((self.path, time.monotonic()))
         reply = self.api.next_reply()
         if reply.hang_up:
@@ -71,7 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(reply.body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

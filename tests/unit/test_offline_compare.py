@@ -226,10 +226,10 @@ def test_table_has_a_row_per_model_and_every_column() -> None:
     body = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
     assert [cells[0] for cells in body] == ["als", "popularity", "itemknn"]
     assert all(len(cells) == len(headers) for cells in body)
-    als = dict(zip(headers, body[0]))
+    als = dict(zip(headers, body[0], strict=True))
     assert als["NDCG@20"] == "0.31" and als["Disk MB"] == "12.3" and als["Memory MB"] == "24.7"
     assert als["Users/s"] == "12,000" and als["p99 ms"] == "4.25"
-    assert dict(zip(headers, body[2]))["Train s"] == "–"  # NaN is shown as missing
+    assert dict(zip(headers, body[2], strict=True))["Train s"] == "–"  # NaN is shown as missing
 
 
 def test_rows_are_checked() -> None:

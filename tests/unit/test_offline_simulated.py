@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -48,7 +49,10 @@ def test_history_table_equals_the_consumer_path(world, events):
     # times to the second.
     for name in ("kind", "user_id", "movie_id", "minute", "rating", "partition", "offset"):
         assert table[name].to_pylist() == expected[name].to_pylist(), name
-    secs = lambda t: pc.floor_temporal(t["time"], unit="second").to_pylist()  # noqa: E731
+
+    def secs(t: pa.Table) -> list:
+        return pc.floor_temporal(t["time"], unit="second").to_pylist()
+
     assert secs(table) == secs(expected)
 
 
@@ -64,7 +68,7 @@ def test_compaction_keeps_each_sessions_first_and_last_minute(events):
     def spans(ev):
         w = ev.kind == WATCH
         keys = {}
-        for u, m, v in zip(ev.user[w].tolist(), ev.movie[w].tolist(), ev.value[w].tolist()):
+        for u, m, v in zip(ev.user[w].tolist(), ev.movie[w].tolist(), ev.value[w].tolist(), strict=True):
             lo, hi = keys.get((u, m), (v, v))
             keys[(u, m)] = (min(lo, v), max(hi, v))
         return keys

@@ -248,9 +248,9 @@ def test_serving_weighs_a_history_as_training_did(run, inputs):
         minute, stars, last = (found.max_minute[entries], found.rating[entries],
                                found.last_ms[entries])
         state = UserState(
-            progress={m: int(x) for m, x in zip(movies, minute) if x >= 0},
-            ratings={m: (int(t), int(r)) for m, t, r in zip(movies, last, stars) if r >= 1},
-            recent={m: int(t) for m, t in zip(movies, last)})
+            progress={m: int(x) for m, x in zip(movies, minute, strict=True) if x >= 0},
+            ratings={m: (int(t), int(r)) for m, t, r in zip(movies, last, stars, strict=True) if r >= 1},
+            recent={m: int(t) for m, t in zip(movies, last, strict=True)})
         for runtimes, out in ((served.runtimes, served_w), (flat, flat_w)):
             history = history_of(state, served.index, runtimes, now_ms=now_ms,
                                  params=served.confidence, rating_scale=served.rating_scale)

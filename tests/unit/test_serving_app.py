@@ -283,7 +283,8 @@ def test_provenance_joins_the_served_record_with_the_model_meta(world):
     assert explained["model"]["data"]["snapshot_id"] == "snap-1"
     by_user = client.get("/provenance", query_string={"user": "7"}).json
     assert by_user["served"]["request_id"] == rid
-    assert client.get("/provenance", query_string={"user": "7", "at": "2000-01-01T00:00:00"}).status_code == 404
+    early = {"user": "7", "at": "2000-01-01T00:00:00"}
+    assert client.get("/provenance", query_string=early).status_code == 404
     assert client.get("/provenance/" + "0" * 32).status_code == 404
     for junk in ("yesterday", "²", "9" * 5000):
         assert client.get("/provenance", query_string={"user": "7", "at": junk}).status_code == 400

@@ -127,25 +127,31 @@ def test_a_trial_that_never_reports_is_replaced_after_reset() -> None:
     assert not breaker.allow()
 
 
+def trial_round() -> list[bool]:
+    """Eight threads ask a half-open breaker five times each, all at once: every answer."""
+    breaker, clock, _ = opened(clock=SlowClock())
+    clock.now += 2.0
+    start = threading.Barrier(8)
+    answers: list[bool] = []
+    lock = threading.Lock()
+
+    def ask() -> None:
+        start.wait()
+        got = [breaker.allow() for _ in range(5)]
+        with lock:
+            answers.extend(got)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers
+
+
 def test_exactly_one_trial_under_eight_threads() -> None:
     for _ in range(5):  # several rounds: a race would show up as two Trues in one
-        breaker, clock, _ = opened(clock=SlowClock())
-        clock.now += 2.0
-        start = threading.Barrier(8)
-        answers: list[bool] = []
-        lock = threading.Lock()
-
-        def ask() -> None:
-            start.wait()
-            got = [breaker.allow() for _ in range(5)]
-            with lock:
-                answers.extend(got)
-
-        threads = [threading.Thread(target=ask) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        answers = trial_round()
         assert len(answers) == 40 and answers.count(True) == 1
 
 

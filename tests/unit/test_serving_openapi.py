@@ -34,7 +34,7 @@ def test_the_description_is_valid_openapi():
     validate(openapi_spec())
 
 
-def test_every_route_is_described_and_every_description_is_a_route(world):  # noqa: F811
+def test_every_route_is_described_and_every_description_is_a_route(world):  # noqa: F811 - the fixture imported above
     client, _, _ = world
     spec = openapi_spec()
     described = {(path, method.upper()) for path, ops in spec["paths"].items() for method in ops}
@@ -68,7 +68,7 @@ CALLS = [
 
 
 @pytest.mark.parametrize(("template", "method", "url", "headers"), CALLS)
-def test_answers_match_their_description(world, template, method, url, headers):  # noqa: F811
+def test_answers_match_their_description(world, template, method, url, headers):  # noqa: F811 - the fixture
     client, _, _ = world
     client.get("/recommend/7")  # something served, for /provenance?user=7
     spec = openapi_spec()
@@ -85,7 +85,7 @@ def test_answers_match_their_description(world, template, method, url, headers):
         assert re.fullmatch(schema["pattern"], response.get_data(as_text=True))
 
 
-def test_provenance_body_matches_the_explanation_schema(world):  # noqa: F811
+def test_provenance_body_matches_the_explanation_schema(world):  # noqa: F811 - the fixture imported above
     client, _, _ = world
     rid = client.get("/recommend/7").headers["X-Request-Id"]
     spec = openapi_spec()

@@ -65,7 +65,8 @@ def test_overrides_win_and_are_checked() -> None:
 
 def test_describe_lists_every_variable() -> None:
     rows = describe(Example)
-    assert [name for name, _, _ in rows] == [env_name(n) for n in ("port", "ratio", "folder", "verbose", "mode")]
+    assert [name for name, _, _ in rows] == [env_name(n)
+                                             for n in ("port", "ratio", "folder", "verbose", "mode")]
     assert rows[0] == ("MOVIEREC_PORT", "80", "a port")
 
 

@@ -349,7 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a real service
     stop: threading.Event
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+    def do_GET(self) -> None:  # the http.server API
         uid = int(self.path.rsplit("/", 1)[1])
         kind = uid // 10 * 10 if uid >= 10 else GOOD
         if kind == ERROR:
@@ -370,7 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -462,7 +462,7 @@ class _ConnHandler(BaseHTTPRequestHandler):
         self.connections.append(1)
         self.served = 0
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+    def do_GET(self) -> None:  # the http.server API
         if self.mode == "never" or (self.mode == "once" and self.served):
             self.close_connection = True
             return
@@ -480,7 +480,7 @@ class _ConnHandler(BaseHTTPRequestHandler):
         else:
             self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

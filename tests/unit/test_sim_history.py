@@ -37,7 +37,7 @@ def test_every_line_parses_and_time_never_goes_back(events: list) -> None:
     assert all(isinstance(e, Watch | Rate | Account) for e in events)
     times = [e.time for e in events]
     assert times == sorted(times)
-    assert START <= times[0] and times[-1] < datetime(2025, 3, 2)
+    assert times[0] >= START and times[-1] < datetime(2025, 3, 2)
     kinds = {type(e) for e in events}
     assert kinds == {Watch, Rate, Account}
     assert max(e.rating for e in events if isinstance(e, Rate)) > 5  # the 10-point scale

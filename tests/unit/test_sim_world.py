@@ -66,7 +66,7 @@ def test_catalog_distributions_are_realistic(world: World) -> None:
 
 def test_population_is_plausible(world: World) -> None:
     p = world.population
-    assert 13 <= p.age.min() and p.age.max() <= 90
+    assert p.age.min() >= 13 and p.age.max() <= 90
     assert (p.occupation[p.age < 18] == K12).all()
     assert np.percentile(p.activity, 99) / np.median(p.activity) > 10  # heavy-tailed
     assert abs(p.describes.mean() - SPEC.describe_share) < 0.02

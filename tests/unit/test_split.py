@@ -3,7 +3,7 @@ side, and the truth holds exactly the relevant, unseen, known items of the test 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -63,7 +63,7 @@ def test_split_is_strict_before_the_cut_and_half_open_after():
     with pytest.raises(EvalError, match="empty"):
         temporal_split(table, CUT, end=CUT)
     with pytest.raises(EvalError, match="naive"):
-        temporal_split(table, CUT.replace(tzinfo=timezone.utc))
+        temporal_split(table, CUT.replace(tzinfo=UTC))
 
 
 # -- leakage ----------------------------------------------------------------------------------
@@ -82,7 +82,7 @@ def test_a_planted_future_event_reaches_only_the_truth():
     everything = build_trainset(table_of(events), as_of=CUT)  # the builder drops them too
     for t in (train, everything):
         assert list(t.user_ids) == [1, 2] and list(t.item_ids) == ["hit+2024", "old+1990"]
-        popularity = dict(zip(t.item_ids, t.matrix.getnnz(axis=0)))
+        popularity = dict(zip(t.item_ids, t.matrix.getnnz(axis=0), strict=True))
         assert popularity == {"hit+2024": 1, "old+1990": 2}
     assert train.matrix.nnz == everything.matrix.nnz == 3
     assert list(truth.user_ids) == [1, 3]
@@ -115,7 +115,8 @@ def test_items_seen_in_training_are_left_out_and_counted():
 
 def test_new_users_are_flagged_and_known_users_keep_their_row():
     events = [watched(5, "a+2000", 90, -2), watched(9, "b+2000", 90, -2),
-              watched(9, "a+2000", 90, 1), watched(7, "b+2000", 90, 1), watched(11, "a+2000", 90, 2)]  # fmt: skip
+              watched(9, "a+2000", 90, 1), watched(7, "b+2000", 90, 1),
+              watched(11, "a+2000", 90, 2)]  # fmt: skip
     train, truth = split_world(events)
     assert list(truth.user_ids) == [7, 9, 11]
     assert list(truth.new_user) == [True, False, True]

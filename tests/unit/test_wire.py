@@ -44,7 +44,10 @@ VALID = [
         "2024-02-27T18:45:18,12345,GET /data/m/the+lord+of+the+rings+the+return+of+the+king+2003/0.mpg",
         Watch(T, 12345, "the+lord+of+the+rings+the+return+of+the+king+2003", 0),
     ),
-    ("2024-02-27T18:45:18,0,GET /data/m/kill+bill+vol.+1+2003/89.mpg", Watch(T, 0, "kill+bill+vol.+1+2003", 89)),
+    (
+        "2024-02-27T18:45:18,0,GET /data/m/kill+bill+vol.+1+2003/89.mpg",
+        Watch(T, 0, "kill+bill+vol.+1+2003", 89),
+    ),
     ("2024-02-27T18:45:18,7,GET /data/m/spider-man+3+2007/12.mpg", Watch(T, 7, "spider-man+3+2007", 12)),
     ("2024-02-27T18:45:18,7,GET /data/m/monsters_+inc.+2001/1.mpg", Watch(T, 7, "monsters_+inc.+2001", 1)),
     (
@@ -64,7 +67,8 @@ VALID = [
         ),
     ),
     (
-        "2024-02-27T18:45:18,9,recommendation request team15:8082, status 200, result: 1900+1976,i_+robot+2004, 12 ms",
+        "2024-02-27T18:45:18,9,recommendation request team15:8082, status 200, "
+        "result: 1900+1976,i_+robot+2004, 12 ms",
         Recommendation(T, 9, "team15:8082", 200, ("1900+1976", "i_+robot+2004"), "", 12),
     ),
     (
@@ -260,7 +264,8 @@ MUTATIONS = st.sampled_from(["truncate", "insert", "delete", "replace", "duplica
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow])
-@given(EVENTS, st.lists(st.tuples(MUTATIONS, st.integers(0, 10_000), st.binary(min_size=1, max_size=4)), min_size=1, max_size=4))
+@given(EVENTS, st.lists(st.tuples(MUTATIONS, st.integers(0, 10_000), st.binary(min_size=1, max_size=4)),
+                       min_size=1, max_size=4))
 def test_mutated_valid_lines_never_raise(event: object, edits: list[tuple[str, int, bytes]]) -> None:
     raw = bytearray(format_event(event).encode("utf-8"))  # type: ignore[arg-type]
     for op, pos, junk in edits:
