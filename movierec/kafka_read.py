@@ -25,12 +25,13 @@ class _Consumer(Protocol):
 def drain(
     consumer: _Consumer,
     ends: dict[Any, int],
-    feed: Callable[[bytes], None],
+    feed: Callable[[bytes, int], None],
     *,
     timeout_s: float,
     idle_s: float,
 ) -> list[str]:
-    """Poll until every partition reaches its end offset in ``ends``; feed each value.
+    """Poll until every partition reaches its end offset in ``ends``; feed each value with
+    its record's timestamp (epoch ms; -1 when the record has none).
 
     Records at or past the end offset (written after the start) are skipped. Stops early
     after ``timeout_s`` in all or ``idle_s`` without a record; returns notes saying so.
@@ -53,7 +54,7 @@ def drain(
         for tp, records in batch.items():
             for record in records:
                 if record.offset < ends.get(tp, 0):
-                    feed(record.value)
+                    feed(record.value, record.timestamp)
             last_record = time.monotonic()
         remaining = {tp for tp in remaining if behind(tp)}
     return []
@@ -77,11 +78,12 @@ class TopicReadError(MovierecError):
     """A topic could not be read: no such topic, or the broker failed mid-read."""
 
 
-def read_once(bootstrap: str, topic: str, feed: Callable[[bytes], None], *, client_id: str,
+def read_once(bootstrap: str, topic: str, feed: Callable[[bytes, int], None], *, client_id: str,
               timeout_s: float, idle_s: float, since_ms: int | None = None,
               fetch_bytes: int = 1024 * 1024) -> list[str]:
-    """Feed every value of ``topic`` from its beginning (or from ``since_ms``, see
-    ``seek_since``) to the end offsets of now, then stop; returns ``drain``'s notes.
+    """Feed every value of ``topic``, with its record's timestamp (epoch ms), from its
+    beginning (or from ``since_ms``, see ``seek_since``) to the end offsets of now, then
+    stop; returns ``drain``'s notes.
 
     No consumer group, nothing committed, no topic created (safe on the course's broker).
     ``fetch_bytes`` bounds one partition's fetch: small fetches keep partitions close in

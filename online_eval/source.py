@@ -11,10 +11,10 @@
   consumer groups of the stream consumer or anyone else, and it never creates a topic.
   The reading is ``movierec.kafka_read.read_once``, shared with the grader.
 
-Log lines are parsed by ``movierec.wire.LineParser``; an event more than 6 h ahead of the
-stream's clock (an injected bad timestamp) is dropped by the consumer's own check
-(``stream_consumer.validate.Validator``), so it can neither take a list nor move the
-join's clock.
+Log lines are parsed by ``movierec.wire.LineParser``; an event stamped later than its line
+can have been written (a bad clock: the consumer's own check,
+``stream_consumer.validate.Validator``, against the Kafka record's timestamp) is dropped,
+so it can neither take a list nor move the join's clock.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class LogRead:
     notes: list[str] = field(default_factory=list)
 
 
-def read_topic(bootstrap: str, topic: str, feed: Callable[[bytes], None], *,
+def read_topic(bootstrap: str, topic: str, feed: Callable[[bytes, int], None], *,
                timeout_s: float, idle_s: float,
                written_since_ms: int | None = None) -> tuple[int, list[str]]:
     """Feed every value of ``topic`` up to the end offsets of now (only those written at
@@ -121,10 +121,10 @@ def read_topic(bootstrap: str, topic: str, feed: Callable[[bytes], None], *,
     broker fails mid-read."""
     count = 0
 
-    def counted(value: bytes) -> None:
+    def counted(value: bytes, written_ms: int) -> None:
         nonlocal count
         count += 1
-        feed(value)
+        feed(value, written_ms)
 
     try:
         notes = read_once(bootstrap, topic, counted, client_id="movierec-online-eval",
@@ -143,12 +143,12 @@ def read_log(bootstrap: str, topic: str, join: OutcomeJoin, *, rating_scale: int
     validator = Validator(runtime_of=lambda _movie: None)  # runtimes are the consumer's job
     read = LogRead()
 
-    def feed(value: bytes) -> None:
+    def feed(value: bytes, written_ms: int) -> None:
         event = parser.parse(value)
         if isinstance(event, Rejection):
             read.rejected += 1
             return
-        problem = validator.check(event)
+        problem = validator.check(event, written_ms)
         if problem is not None and problem[0] is Check.FUTURE_TIMESTAMP:
             read.implausible += 1
             return

@@ -84,7 +84,8 @@ def grade_topic(
         deadline_ms=deadline_ms, server=server, start=start, end=end, down_threshold=down_threshold
     )
     try:
-        notes = read_once(bootstrap, topic, acc.add_line, client_id="movierec-grade",
+        notes = read_once(bootstrap, topic, lambda value, _written_ms: acc.add_line(value),
+                          client_id="movierec-grade",
                           timeout_s=timeout_s, idle_s=idle_s, since_ms=since_ms)
     except TopicReadError as exc:
         raise GradeError(str(exc)) from None

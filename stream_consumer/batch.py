@@ -13,9 +13,8 @@ latest-by-time, sets and HyperLogLogs are order-free):
   ``datetime`` objects;
 - columnar, the default: canonical watch lines (over 99% of the log) are parsed a batch
   at a time in Arrow (movierec.wire_batch), checked and folded in numpy, and only the
-  other lines go line by line. The clock check is vectorised only when it provably
-  rejects nothing (``Validator.none_ahead``); otherwise the batch's events go through
-  ``Validator.check`` in order, exactly as on the first path.
+  other lines go line by line. Every check judges a line alone (its film's runtime, its
+  Kafka record's timestamp: ``Validator``), so the checks are vectorised too.
 """
 
 from __future__ import annotations
@@ -49,7 +48,8 @@ class Folded:
     """A batch's effects. ``accepted``: events in arrival order for the drift monitor
     (canonical watches as ``(time, user_id, movie_id, minute)`` tuples on the columnar
     path); ``table``: the event-store rows, None when none was accepted; ``dead``:
-    dead-letter records; ``oldest_ms``: the oldest Kafka timestamp."""
+    dead-letter records; ``oldest_ms``/``newest_ms``: the oldest and newest Kafka
+    timestamps."""
 
     lines: int = 0
     delta: FeatureDelta = field(default_factory=FeatureDelta)
@@ -59,6 +59,7 @@ class Folded:
     rejected: Counter = field(default_factory=Counter)
     kinds: Counter = field(default_factory=Counter)
     oldest_ms: int | None = None
+    newest_ms: int | None = None
 
 
 class BatchFolder:
@@ -74,6 +75,7 @@ class BatchFolder:
         if not records:
             return out
         out.oldest_ms = min(map(_TIMESTAMP, records))
+        out.newest_ms = max(map(_TIMESTAMP, records))
         values = [r.value if r.value is not None else b"" for r in records]
         fast = parse_watches(values) if self.columnar else None
         if fast is None or len(fast) == 0:
@@ -91,7 +93,7 @@ class BatchFolder:
             event = parse(raw)
             if isinstance(event, Rejection):
                 self._reject(record, raw, event, out)
-            elif (problem := check(event)) is not None:
+            elif (problem := check(event, record.timestamp)) is not None:
                 self._reject(record, raw, problem, out)
             else:
                 self._accept(record, raw, event, columns, out)
@@ -132,7 +134,7 @@ class BatchFolder:
         encoded = fast.movies.dictionary_encode()
         movies = encoded.dictionary.to_pylist()
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        fast_ok, problems = self._decide(values, fast, movies, codes, events)
+        fast_ok, problems = self._decide(records, values, fast, movies, codes, events)
 
         # Accepted fast watches, folded as columns first (into an empty delta: fastest).
         good = fast.take(fast_ok)
@@ -174,49 +176,34 @@ class BatchFolder:
         assert not isinstance(event, Rejection), event
         return event
 
-    def _decide(self, values: list[bytes], fast: WatchColumns, movies: list[str], codes: np.ndarray,
-                events: dict[int, Event]) -> tuple[np.ndarray, dict[int, tuple[Check, str] | None]]:
-        """The checks: which fast rows pass (a mask) and each other event's problem
-        (None when accepted). Adds the fast rows it had to parse to ``events``."""
-        fast_ok = fast.minutes <= self.validator.runtime_limits(movies)[codes]
-        problems = {i: self.validator.problem(e) for i, e in events.items()}
-        # Every parsed event, in arrival order: its time and whether it passes ``problem``.
+    def _decide(self, records: list, values: list[bytes], fast: WatchColumns, movies: list[str],
+                codes: np.ndarray, events: dict[int, Event],
+                ) -> tuple[np.ndarray, dict[int, tuple[Check, str] | None]]:
+        """The checks, as ``check`` makes them: which fast rows pass (a mask) and each
+        other event's problem (None when accepted); then the clock. Every check judges a
+        line alone (its runtime, its record's timestamp), so the fast rows are judged in
+        columns. Adds the fast rows it had to parse (rejected ones, for their detail) to
+        ``events``."""
+        written = np.fromiter(map(_TIMESTAMP, records), dtype=np.int64, count=len(records))
+        fast_ok = ((fast.minutes <= self.validator.runtime_limits(movies)[codes])
+                   & (fast.ms <= self.validator.time_limits(written)[fast.rows]))
+        problems = {i: self.validator.future(e, int(written[i])) or self.validator.problem(e)
+                    for i, e in events.items()}
+        for k in np.flatnonzero(~fast_ok).tolist():  # rare: build the event for its detail
+            row = int(fast.rows[k])
+            event = events[row] = self._parse_fast(values[row])
+            problems[row] = self.validator.future(event, int(written[row])) or self.validator.problem(event)
+        # The clock: the exact latest accepted time (the floored ms may tie; the exact
+        # times of the tied rows decide).
         at = np.concatenate([fast.rows, np.fromiter(events, dtype=np.int64, count=len(events))])
         ms = np.concatenate([fast.ms, np.array([epoch_ms(e.time) for e in events.values()], dtype=np.int64)])
-        ok = np.concatenate([fast_ok, np.array([p is None for p in problems.values()], dtype=bool)])
-        order = np.argsort(at, kind="stable")
-        at, ms, ok = at[order], ms[order], ok[order]
-        if self.validator.none_ahead(ms, ok):
-            self._settle(at, ms, ok, events, values)
-            for k in np.flatnonzero(~fast_ok).tolist():  # rare: build the event for its detail
-                row = int(fast.rows[k])
-                events[row] = self._parse_fast(values[row])
-                problems[row] = self.validator.problem(events[row])
-            return fast_ok, problems
-        # Some event may be ahead of the clock: decide every one exactly, in order.
-        check = self.validator.check
-        fast_index = {row: k for k, row in enumerate(fast.rows.tolist())}
-        for row in at.tolist():
-            event = events.get(row)
-            if event is None:
-                event = events[row] = self._parse_fast(values[row])
-            problems[row] = check(event)
-            if row in fast_index:
-                fast_ok[fast_index[row]] = problems[row] is None
+        ok = np.concatenate([fast_ok, np.array([problems[i] is None for i in events], dtype=bool)])
+        if ok.any():
+            top = ms[ok].max()
+            tied = at[ok & (ms == top)].tolist()
+            self.validator.settle(max((events[row] if row in events else self._parse_fast(values[row])).time
+                                      for row in tied))
         return fast_ok, problems
-
-    def _settle(self, at: np.ndarray, ms: np.ndarray, ok: np.ndarray, events: dict[int, Event],
-                values: list[bytes]) -> None:
-        """Set the clock as ``check`` would have: the exact latest accepted time (the
-        floored ``ms`` may tie; the exact times of the tied rows decide)."""
-        if not ok.any():
-            self.validator.settle(None)
-            return
-        top = ms[ok].max()
-        tied = at[ok & (ms == top)].tolist()
-        latest = max((events[row] if row in events else self._parse_fast(values[row])).time
-                     for row in tied)
-        self.validator.settle(latest)
 
 
 def _in_order(good: WatchColumns, movies: list[str], codes: np.ndarray,

@@ -76,7 +76,8 @@ class StreamConsumer:
     def __init__(self, consumer: KafkaConsumer, features: OnlineStore, events: EventStore | None, *,
                  dlq: DeadLetterSink, metrics: ConsumerMetrics, topic: str, rating_scale: int = 5,
                  batch_max: int = 20_000, poll_ms: int = 500, runtime_slack_min: int = 10,
-                 future_tolerance_h: float = 6.0, runtime_of: Callable[[str], int | None] | None = None,
+                 future_tolerance_h: float = 6.0, log_utc_offset_h: float = 14.0,
+                 runtime_of: Callable[[str], int | None] | None = None,
                  known_user: Callable[[int], bool] | None = None,
                  known_movie: Callable[[str], bool] | None = None,
                  drift: DriftMonitor | None = None, columnar: bool = True) -> None:
@@ -90,7 +91,7 @@ class StreamConsumer:
         self.parser = LineParser(rating_scale)
         self.validator = Validator(runtime_of=runtime_of or (lambda movie: None),
                                    runtime_slack_min=runtime_slack_min,
-                                   future_tolerance=timedelta(hours=future_tolerance_h))
+                                   ahead=timedelta(hours=log_utc_offset_h + future_tolerance_h))
         self.folder = BatchFolder(self.parser, self.validator, columnar=columnar)
         self.known_user = known_user or (lambda user: True)
         self.known_movie = known_movie or (lambda movie: True)
@@ -122,7 +123,7 @@ class StreamConsumer:
                 self.dlq.flush()
             self._durably("dead-letter topic", send_dead)
         if self.drift is not None:  # only once the batch is durable: never counted twice
-            self.drift.observe_batch(folded.accepted, folded.rejected)
+            self.drift.observe_batch(folded.accepted, folded.rejected, written_ms=folded.newest_ms)
         for kind, n in folded.kinds.items():
             self.metrics.events.labels(kind).inc(n)
         for reason, n in folded.rejected.items():

@@ -80,9 +80,13 @@ class DriftMonitor:
     called. The current window is the last ``window_buckets`` buckets up to the newest
     bucket seen (the head). Events older than the held buckets are dropped and counted
     (``late_lines``). An event more than ``max_jump_buckets`` ahead of the head is dropped
-    too (``ahead_lines``: one bad timestamp must not flush the window), unless
-    ``jump_after`` such events come with nothing in range in between: then the stream
-    really moved on and the head follows.
+    too (``ahead_lines``: one bad timestamp must not flush the window), unless the stream
+    really moved on: either the wall clock says so (the batch's Kafka timestamp,
+    ``written_ms``, is at least the jump limit past that of the last batch that filed an
+    event: the stream was quiet that long, a night or an outage), or ``jump_after`` such
+    events come with nothing in range in between (a replay racing through a gap). Then
+    the head follows. Without the wall clock, a quiet stream (tens of lines an hour) would
+    never reach ``jump_after`` and its drift statistics would stop at its first gap.
 
     Unknown users and movies: by default, those the basis (first half of the reference)
     never saw in an action. That suits small worlds; at the course's scale a 30-minute
@@ -119,6 +123,8 @@ class DriftMonitor:
         # old buckets leave only ``grace_buckets`` behind the newest bucket seen.
         self.grace = grace_buckets
         self.late_lines = self.ahead_lines = 0
+        self._written_ms: int | None = None       # this batch's newest Kafka timestamp
+        self._last_written_ms: int | None = None  # that of the last batch that filed an event
         self._lock = threading.Lock()
         self._seed_key = _mix64(seed & _M64)
         self._start_fresh()
@@ -149,16 +155,22 @@ class DriftMonitor:
 
     # -- feeding -------------------------------------------------------------------------
 
-    def observe_batch(self, events: Iterable[Accepted], rejections: Mapping[str, int] | None = None) -> None:
+    def observe_batch(self, events: Iterable[Accepted], rejections: Mapping[str, int] | None = None,
+                      *, written_ms: int | None = None) -> None:
         """Fold one consumer batch: its accepted events in arrival order (``movierec.wire``
         Watch, Rate, Recommendation, Account, or a watch as a plain ``(time, user_id,
         movie_id, minute)`` tuple, which the consumer's columnar path passes instead of
         building a ``Watch``) and its rejected lines as reason -> count
         (wire.Reason values or the consumer's own check names). Rejected lines carry no
         trusted time: they are spread over the buckets of the batch's accepted events in
-        proportion to those events (all under the newest bucket if there are none)."""
+        proportion to those events (all under the newest bucket if there are none).
+        ``written_ms``: the batch's newest Kafka record timestamp (epoch ms), the wall
+        clock that tells a quiet gap from a bad timestamp."""
         with self._lock:
+            self._written_ms = written_ms if written_ms is not None and written_ms >= 0 else None
             weights = self._observe(events)
+            if weights and self._written_ms is not None:
+                self._last_written_ms = self._written_ms
             if rejections:
                 self._file_rejections(rejections, weights)
 
@@ -236,6 +248,14 @@ class DriftMonitor:
             self._ahead = 0
         return filed
 
+    def _quiet_gap(self) -> bool:
+        """Whether the wall clock has moved at least the jump limit since the last batch
+        that filed an event (so a jump of event time is the stream's, not a bad clock)."""
+        if self._written_ms is None or self._last_written_ms is None:
+            return False
+        limit_ms = self.max_jump_buckets * (self.bucket // _MS)
+        return self._written_ms - self._last_written_ms >= limit_ms
+
     def _locate(self, when: datetime) -> _Bucket | None:
         """The held bucket of an event time, advancing the head (and freezing the
         reference when due); None, counted, when the event is too late or too far ahead."""
@@ -243,7 +263,7 @@ class DriftMonitor:
         if self._head is None:
             self._first = self._head = index
         elif index > self._head:
-            if index - self._head > self.max_jump_buckets:
+            if index - self._head > self.max_jump_buckets and not self._quiet_gap():
                 self._ahead += 1
                 if self._ahead < self.jump_after:
                     self.ahead_lines += 1

@@ -35,8 +35,11 @@ class ConsumerSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings
     recent_history: int = setting(50, "Recent-history entries kept per user", min=1, max=10_000)
     runtime_slack_min: int = setting(10, "Minutes past a movie's runtime still accepted", min=0)
     future_tolerance_h: float = setting(
-        6.0, "Hours an event may run ahead of the stream's clock before it is rejected", min=0.01
-    )
+        6.0, "Hours an event's time may run past when Kafka received its line (beyond the log's "
+             "UTC offset) before it is rejected as a bad clock", min=0.01)
+    log_utc_offset_h: float = setting(
+        14.0, "How far the log's local times may run ahead of UTC, hours (14: any zone on Earth; "
+              "the site's real offset, e.g. -5, tightens the future-time check)", min=-12, max=14)
 
     @property
     def dlq(self) -> str:

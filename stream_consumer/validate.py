@@ -1,21 +1,39 @@
-"""Checks that need context beyond one line: the movie's runtime, the stream's clock,
-the size of a served list. Pure; the consumer supplies the context.
+"""Checks that need context beyond one line: the movie's runtime, when Kafka received the
+line, the size of a served list. Pure; the consumer supplies the context.
 
 The parser (movierec.wire) rejects what is malformed in itself; these reject what is
-impossible given what we know: a minute past the runtime (plus slack), an event far
-ahead of the stream's own clock, a "successful" answer with more than 20 ids.
+impossible given what we know: a minute past the runtime (plus slack), an event stamped
+later than it can have happened, a "successful" answer with more than 20 ids.
+
+**When is a time in the future?** The reference is the Kafka record's timestamp: when
+the producer (CreateTime) or the broker (LogAppendTime) wrote the line. An event cannot
+have happened after its line was written, so an event time more than ``ahead`` past its
+record's timestamp is a bad clock. The log's times are site-local with no zone
+(mlip-interface.md), so ``ahead`` is the most the site's zone may run ahead of UTC (14 h
+anywhere on Earth, by default; the site's real offset tightens it) plus a tolerance for
+clocks that drift (6 h by default).
+
+Why not the stream's own past, as before: a stream's clock can only be the latest time it
+has seen, so after any quiet gap longer than the tolerance (a night, an outage, a replay
+of an old period) every valid line looked "ahead" until a run of them forced the clock to
+follow; a real ratings log lost 24% of its lines that way. The record's timestamp does not
+depend on what came before, so gaps, restarts and replays cost nothing, each line is
+judged alone, and a batch is judged in one vectorised comparison. A record without a
+timestamp (-1: an old message format) cannot be judged and is accepted.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from movierec.wire import MAX_ITEMS, Event, Recommendation, Watch
 from stores.feature_delta import epoch_ms
+
+NO_LIMIT = np.iinfo(np.int64).max
 
 
 class Check(enum.StrEnum):
@@ -27,25 +45,19 @@ class Check(enum.StrEnum):
 
 
 class Validator:
-    """Per-consumer state: the stream's clock (the latest accepted event time).
-
-    The clock comes from the stream, not the wall: simulated and replayed streams run
-    on their own time. An event more than ``future_tolerance`` ahead of it is rejected
-    and does not move it; but after ``jump_after`` such events in a row the stream has
-    truly jumped (a replay of a later period), and the clock follows.
-    """
+    """The checks, and the stream's clock: the latest accepted event time, which names the
+    stream's current day (popularity is refreshed for the days before it). The clock never
+    rejects anything."""
 
     def __init__(self, *, runtime_of: Callable[[str], int | None], runtime_slack_min: int = 10,
-                 future_tolerance: timedelta = timedelta(hours=6), jump_after: int = 1000) -> None:
+                 ahead: timedelta = timedelta(hours=14 + 6)) -> None:
         self.runtime_of = runtime_of
         self.slack = runtime_slack_min
-        self.tolerance = future_tolerance
-        self.jump_after = jump_after
+        self.ahead_ms = ahead // timedelta(milliseconds=1)
         self.clock: datetime | None = None
-        self._ahead = 0
 
     def problem(self, event: Event) -> tuple[Check, str] | None:
-        """The checks that need no clock: (reason, detail), or None."""
+        """The checks that need no timestamp: (reason, detail), or None."""
         if isinstance(event, Watch):
             runtime = self.runtime_of(event.movie_id)
             if runtime is not None and event.minute > runtime + self.slack:
@@ -54,61 +66,46 @@ class Validator:
             return Check.TOO_MANY_ITEMS, f"{len(event.items)} ids, at most {MAX_ITEMS}"
         return None
 
-    def check(self, event: Event) -> tuple[Check, str] | None:
-        """None if the event is plausible, else (reason, detail)."""
-        when = event.time
-        if self.clock is not None and when > self.clock + self.tolerance:
-            self._ahead += 1
-            if self._ahead < self.jump_after:
-                return Check.FUTURE_TIMESTAMP, f"{when.isoformat()} is ahead of {self.clock.isoformat()}"
-            self.clock = when  # the stream itself moved on
-        self._ahead = 0
-        problem = self.problem(event)
-        if problem is not None:
-            return problem
-        if self.clock is None or when > self.clock:
-            self.clock = when
-        return None
+    def future(self, event: Event, written_ms: int) -> tuple[Check, str] | None:
+        """``FUTURE_TIMESTAMP`` when the event time (epoch ms, floored, its naive time read
+        as UTC) is more than ``ahead`` past ``written_ms`` (the record's timestamp; < 0:
+        unknown, never rejected)."""
+        if written_ms < 0 or epoch_ms(event.time) <= written_ms + self.ahead_ms:
+            return None
+        written = datetime.fromtimestamp(written_ms / 1000, UTC).replace(tzinfo=None)
+        hours = (event.time - written) / timedelta(hours=1)
+        return (Check.FUTURE_TIMESTAMP,
+                f"{event.time.isoformat()} is {hours:.1f} h after its line was written "
+                f"({written.isoformat(timespec='seconds')} UTC)")
+
+    def check(self, event: Event, written_ms: int) -> tuple[Check, str] | None:
+        """None if the event is plausible (and the clock moves to it if later), else
+        (reason, detail)."""
+        problem = self.future(event, written_ms) or self.problem(event)
+        if problem is None and (self.clock is None or event.time > self.clock):
+            self.clock = event.time
+        return problem
 
     # -- a batch at a time (the consumer's columnar path) ---------------------------------
 
     def runtime_limits(self, movies: list[str]) -> np.ndarray:
         """The highest plausible minute of each movie (int64; a huge value when the
         runtime is unknown): ``minutes > limits`` is the runtime check, vectorised."""
-        limits = np.full(len(movies), np.iinfo(np.int64).max, dtype=np.int64)
+        limits = np.full(len(movies), NO_LIMIT, dtype=np.int64)
         for i, movie in enumerate(movies):
             runtime = self.runtime_of(movie)
             if runtime is not None:
                 limits[i] = runtime + self.slack
         return limits
 
-    def none_ahead(self, ms: np.ndarray, static_ok: np.ndarray) -> bool:
-        """Whether ``check`` over a batch of events, in order, with event times ``ms``
-        (epoch ms, floored) would find none ahead of the clock; ``static_ok`` marks the
-        events that pass ``problem``. If so, ``check`` accepts exactly the ``static_ok``
-        events and the caller may skip it, then call ``settle``.
-
-        The clock before event i is the latest accepted time before it: the running
-        maximum of the accepted times (np.maximum.accumulate). A margin of 1 ms covers
-        the sub-millisecond digits ``ms`` floors, so "True" is never wrong; a batch
-        within 1 ms of the tolerance goes through ``check`` one by one.
-        """
-        if len(ms) == 0:
-            return True
-        accepted = np.where(static_ok, ms, np.iinfo(np.int64).min)
-        before = np.empty_like(accepted)
-        before[0] = np.iinfo(np.int64).min
-        np.maximum.accumulate(accepted[:-1], out=before[1:])
-        if self.clock is not None:
-            np.maximum(before, epoch_ms(self.clock), out=before)
-        seen = before > np.iinfo(np.int64).min
-        limit = before[seen] + (self.tolerance // timedelta(milliseconds=1)) - 1
-        return not bool(np.any(ms[seen] > limit))
+    def time_limits(self, written_ms: np.ndarray) -> np.ndarray:
+        """The latest plausible event time (epoch ms, int64) of each record given its
+        timestamp: ``ms > limits`` is ``future``, vectorised (unknown timestamps: none)."""
+        written = np.asarray(written_ms, dtype=np.int64)
+        return np.where(written < 0, NO_LIMIT, written + self.ahead_ms)
 
     def settle(self, latest: datetime | None) -> None:
-        """After a batch ``none_ahead`` cleared: what ``check`` would have left, given
-        the exact latest accepted event time (None if none was accepted)."""
-        self._ahead = 0
+        """After a batch judged in columns: the clock as ``check`` would have left it,
+        given the exact latest accepted event time (None if none was accepted)."""
         if latest is not None and (self.clock is None or latest > self.clock):
             self.clock = latest
-

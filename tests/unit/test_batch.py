@@ -3,6 +3,7 @@ columnar one is the default, the line-by-line one is the reference."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import namedtuple
 from datetime import datetime, timedelta
@@ -51,9 +52,21 @@ def _stream(seed: int) -> tuple[list[bytes | None], dict[str, int]]:
     return lines, runtimes
 
 
+def _written(lines: list[bytes | None], seed: int) -> list[int]:
+    """Each line's Kafka timestamp: its own time (when it parses) plus up to 2 s of
+    delivery, else the previous line's; one in 50 has none (-1, an old message format)."""
+    rng = random.Random(seed)
+    out, last = [], epoch_ms(START)
+    for line in lines:
+        with contextlib.suppress(TypeError, ValueError, UnicodeDecodeError):  # no time: the last one
+            last = epoch_ms(datetime.fromisoformat(line[:19].decode())) + rng.randrange(2000)  # type: ignore[index]
+        out.append(-1 if rng.random() < 0.02 else last)
+    return out
+
+
 def _ahead(lines: list[bytes | None], every: int, burst: int, hours: float) -> list[bytes | None]:
-    """``burst`` lines in a row out of every ``every`` moved ``hours`` into the future (a
-    burst longer than the validator's ``jump_after`` makes its clock jump)."""
+    """``burst`` lines in a row out of every ``every`` stamped ``hours`` later than they
+    were written (a bad clock; their Kafka timestamps stay)."""
     out = []
     for i, line in enumerate(lines):
         if line and 0 < i % every <= burst and line[:4] == b"2025" and line[19:20] == b",":
@@ -71,18 +84,19 @@ def _comparable(event) -> tuple:
     return (event,)
 
 
-def _run(lines: list[bytes | None], runtimes: dict[str, int], sizes: list[int], columnar: bool):
-    validator = Validator(runtime_of=runtimes.get, jump_after=5)
+def _run(lines: list[bytes | None], written: list[int], runtimes: dict[str, int], sizes: list[int],
+         columnar: bool):
+    validator = Validator(runtime_of=runtimes.get, ahead=timedelta(hours=6))
     folder = BatchFolder(LineParser(), validator, columnar=columnar)
     drift = DriftMonitor(grace_buckets=1, bucket=timedelta(minutes=30))
-    records = [Record("t", i % 3, i, 1_000 + i, line) for i, line in enumerate(lines)]
+    records = [Record("t", i % 3, i, w, line) for i, (line, w) in enumerate(zip(lines, written, strict=True))]
     outs, clocks, at, k = [], [], 0, 0
     while at < len(records):
         size = sizes[k % len(sizes)]
         folded = folder.fold(records[at:at + size])
-        drift.observe_batch(folded.accepted, folded.rejected)
+        drift.observe_batch(folded.accepted, folded.rejected, written_ms=folded.newest_ms)
         outs.append(folded)
-        clocks.append((validator.clock, validator._ahead))
+        clocks.append(validator.clock)
         at, k = at + size, k + 1
     return outs, clocks, drift
 
@@ -90,16 +104,17 @@ def _run(lines: list[bytes | None], runtimes: dict[str, int], sizes: list[int], 
 @pytest.mark.parametrize("seed,every,burst,hours", [(1, 0, 0, 0), (2, 97, 1, 7.0), (3, 2_000, 8, 30.0)])
 def test_columnar_batches_equal_line_by_line(seed: int, every: int, burst: int, hours: float) -> None:
     lines, runtimes = _stream(seed)
+    written = _written(lines, seed)
     if every:
         lines = _ahead(lines, every, burst, hours)
     sizes = [1, 7, 500, 3_000, 64]
-    fast, fast_clocks, fast_drift = _run(lines, runtimes, sizes, columnar=True)
-    slow, slow_clocks, slow_drift = _run(lines, runtimes, sizes, columnar=False)
+    fast, fast_clocks, fast_drift = _run(lines, written, runtimes, sizes, columnar=True)
+    slow, slow_clocks, slow_drift = _run(lines, written, runtimes, sizes, columnar=False)
     assert fast_clocks == slow_clocks
     rejected = set()
     for a, b in zip(fast, slow, strict=True):
-        assert ((a.lines, a.rejected, a.kinds, a.oldest_ms, a.dead)
-                == (b.lines, b.rejected, b.kinds, b.oldest_ms, b.dead))
+        assert ((a.lines, a.rejected, a.kinds, a.oldest_ms, a.newest_ms, a.dead)
+                == (b.lines, b.rejected, b.kinds, b.oldest_ms, b.newest_ms, b.dead))
         assert [_comparable(e) for e in a.accepted] == [_comparable(e) for e in b.accepted]
         assert (a.table is None) == (b.table is None)
         if a.table is not None:
@@ -124,7 +139,8 @@ def test_batches_the_fast_path_matches_but_the_checks_or_the_parser_reject_agree
     line with 9,000 newlines after it (too long for the parser): both paths agree."""
     lines = [f"2025-03-01T12:00:{i:02d},{i},GET /data/m/up+2009/{50 + i}.mpg".encode() for i in range(20)]
     lines.append(lines[0] + b"\n" * 9_000)
-    records = [Record("t", 0, i, 5, line) for i, line in enumerate(lines)]
+    records = [Record("t", 0, i, epoch_ms(datetime(2025, 3, 1, 12, 0, i)), line)
+               for i, line in enumerate(lines)]
     results = []
     for columnar in (True, False):
         folder = BatchFolder(LineParser(), Validator(runtime_of={"up+2009": 30}.get), columnar=columnar)

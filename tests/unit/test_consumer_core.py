@@ -6,10 +6,11 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
+import numpy as np
 import pytest
 
 from movierec.wire import LineParser, Recommendation, Watch
-from stores.feature_delta import FeatureDelta, epoch_ms
+from stores.feature_delta import EPOCH, FeatureDelta, epoch_ms
 from stores.keys import Keys, day_of
 from stream_consumer.dlq import dead_letter, read_dead_letter
 from stream_consumer.enrich import clean_movie, clean_user
@@ -85,29 +86,62 @@ def test_a_tie_in_rating_time_keeps_the_higher_score() -> None:
 
 def test_minutes_past_the_runtime_are_rejected() -> None:
     v = Validator(runtime_of={"x+2000": 90}.get, runtime_slack_min=10)
-    assert v.check(Watch(T, 1, "x+2000", 100)) is None
-    assert v.check(Watch(T, 1, "x+2000", 101))[0] is Check.MINUTE_BEYOND_RUNTIME
-    assert v.check(Watch(T, 1, "unknown+2000", 5000)) is None  # runtime unknown: benefit of doubt
+    written = epoch_ms(T)
+    assert v.check(Watch(T, 1, "x+2000", 100), written) is None
+    assert v.check(Watch(T, 1, "x+2000", 101), written)[0] is Check.MINUTE_BEYOND_RUNTIME
+    assert v.check(Watch(T, 1, "unknown+2000", 5000), written) is None  # runtime unknown: benefit of doubt
 
 
-def test_events_far_ahead_of_the_streams_clock_are_rejected_until_it_jumps() -> None:
-    v = Validator(runtime_of=lambda m: None, future_tolerance=timedelta(hours=6), jump_after=3)
-    assert v.check(Watch(T, 1, "x+2000", 0)) is None
-    far = T + timedelta(days=400)
-    assert v.check(Watch(far, 1, "x+2000", 1))[0] is Check.FUTURE_TIMESTAMP
-    assert v.check(Watch(T + timedelta(hours=5), 1, "x+2000", 1)) is None  # within tolerance
-    assert v.clock == T + timedelta(hours=5)  # the rejected line did not move the clock
-    assert v.check(Watch(far, 1, "x+2000", 2))[0] is Check.FUTURE_TIMESTAMP
-    assert v.check(Watch(far, 1, "x+2000", 3))[0] is Check.FUTURE_TIMESTAMP
-    assert v.check(Watch(far, 1, "x+2000", 4)) is None  # three in a row: the stream jumped
-    assert v.clock == far
+def test_the_future_is_judged_against_when_the_line_was_written_not_the_streams_past() -> None:
+    """Each line alone, against its Kafka record's timestamp: gaps of hours or days and a
+    replay of an old period lose nothing; a line stamped past its writing (beyond the
+    allowed offset) is rejected, and a line without a timestamp cannot be judged."""
+    v = Validator(runtime_of=lambda m: None, ahead=timedelta(hours=20))
+    # a quiet stream, each line written as it happened: gaps of 8 h, 3 days, 40 days
+    for gap in (0, 8, 72, 960):
+        when = T + timedelta(hours=gap)
+        assert v.check(Watch(when, 1, "x+2000", 0), epoch_ms(when) + 150) is None
+    assert v.clock == T + timedelta(hours=960)
+    # a replay: old times written now, in any order
+    now = epoch_ms(T + timedelta(days=400))
+    assert v.check(Watch(T - timedelta(days=300), 2, "x+2000", 0), now) is None
+    assert v.check(Watch(T - timedelta(days=900), 2, "x+2000", 1), now) is None
+    # site-local time up to the offset plus the tolerance ahead of UTC is fine; past it not
+    written = epoch_ms(T)
+    assert v.check(Watch(T + timedelta(hours=19, minutes=59), 3, "x+2000", 0), written) is None
+    problem = v.check(Watch(T + timedelta(hours=20, seconds=1), 3, "x+2000", 0), written)
+    assert problem is not None and problem[0] is Check.FUTURE_TIMESTAMP
+    assert "20.0 h after its line was written (2025-03-01T12:00:00 UTC)" in problem[1]
+    assert v.check(Watch(T + timedelta(days=365), 3, "x+2000", 0), written)[0] is Check.FUTURE_TIMESTAMP
+    assert v.clock == T + timedelta(hours=960)  # a rejected line never moves the clock
+    # no timestamp (-1, an old message format): nothing to judge against
+    assert v.check(Watch(T + timedelta(days=365), 4, "x+2000", 0), -1) is None
+
+
+def test_a_known_site_offset_tightens_the_check() -> None:
+    """A site 5 h behind UTC with 6 h of tolerance: its times may be 1 h past the record."""
+    v = Validator(runtime_of=lambda m: None, ahead=timedelta(hours=-5 + 6))
+    written = epoch_ms(T)
+    assert v.check(Watch(T + timedelta(minutes=59), 1, "x+2000", 0), written) is None
+    assert v.check(Watch(T + timedelta(hours=2), 1, "x+2000", 0), written)[0] is Check.FUTURE_TIMESTAMP
+
+
+def test_the_vectorised_limits_say_what_future_says() -> None:
+    v = Validator(runtime_of=lambda m: None, ahead=timedelta(hours=20))
+    written = np.array([epoch_ms(T), epoch_ms(T) + 5], dtype=np.int64)
+    for w, limit in zip(written.tolist(), v.time_limits(written).tolist(), strict=True):
+        at_limit = EPOCH + timedelta(milliseconds=limit)
+        assert v.future(Watch(at_limit, 1, "x+2000", 0), w) is None
+        assert v.future(Watch(at_limit + timedelta(milliseconds=1), 1, "x+2000", 0), w) is not None
+    assert v.time_limits(np.array([-1]))[0] == np.iinfo(np.int64).max  # unknown: no limit
 
 
 def test_a_success_with_more_than_twenty_ids_is_rejected() -> None:
     v = Validator(runtime_of=lambda m: None)
+    written = epoch_ms(T)
     ok = Recommendation(T, 1, "h:1", 200, tuple(f"m+{i}+2000" for i in range(20)), "", 5)
     big = Recommendation(T, 1, "h:1", 200, tuple(f"m+{i}+2000" for i in range(21)), "", 5)
-    assert v.check(ok) is None and v.check(big)[0] is Check.TOO_MANY_ITEMS
+    assert v.check(ok, written) is None and v.check(big, written)[0] is Check.TOO_MANY_ITEMS
 
 
 @pytest.mark.parametrize("raw", [b"2025-03-01T12:00:00,x,GET /create_account",

@@ -25,7 +25,8 @@ TP0, TP1 = TopicPartition("t", 0), TopicPartition("t", 1)
 
 
 def _batch(tp: TopicPartition, first: int, n: int) -> dict:
-    return {tp: [Record("t", tp.partition, first + i, 1_000,
+    written = 1_740_830_400_000  # 2025-03-01T12:00:00 UTC: lines written as they happened
+    return {tp: [Record("t", tp.partition, first + i, written + 1000 * (i % 60) + 50,
                         f"2025-03-01T12:00:{i % 60:02d},{i},GET /data/m/up+2009/{i}.mpg".encode())
                  for i in range(n)]}
 

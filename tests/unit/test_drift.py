@@ -20,6 +20,7 @@ import pytest
 from scipy import stats
 
 from movierec.wire import Account, Event, Rate, Reason, Recommendation, Rejection, Watch
+from stores.feature_delta import epoch_ms
 from stream_consumer.drift import (
     DECILES,
     FEATURES,
@@ -552,6 +553,31 @@ def test_one_wild_timestamp_does_not_flush_the_window() -> None:
         m.observe_batch([Account(at(500, 1), 98)])
     assert m.ahead_lines == 3
     assert m.report().current_span == (at(498), at(501))
+
+
+def test_a_quiet_gap_moves_the_window_at_once_but_a_bad_clock_in_a_busy_stream_does_not() -> None:
+    """The wall clock (the batches' Kafka timestamps) tells a night without lines from a
+    wild timestamp: after a gap at least as long as the jump limit, the first line past it
+    moves the head; a jump while lines keep coming is a bad clock and is dropped."""
+    m = DriftMonitor(bucket=BUCKET, reference_buckets=2, window_buckets=3, jump_after=1000)
+    limit_ms = 3 * (BUCKET // timedelta(milliseconds=1))  # max_jump_buckets = window_buckets
+
+    def written(when: datetime) -> int:
+        return epoch_ms(when) + 500
+
+    m.observe_batch([Account(at(b), b) for b in range(4)], written_ms=written(at(3)))
+    # a bad clock: 500 buckets ahead, but written a second after the last batch
+    m.observe_batch([Account(at(500), 99)], written_ms=written(at(3)) + 1000)
+    assert m.ahead_lines == 1 and m.report().current_span == (at(2), at(4))
+    # a quiet night: the next line comes 100 buckets later, written as it happened
+    m.observe_batch([Account(at(104), 100)], written_ms=written(at(104)))
+    assert m.ahead_lines == 1 and m.report().current_span == (at(102), at(105))
+    # a gap just under the limit (by the wall clock) is not enough for a 50-bucket jump
+    m.observe_batch([Account(at(154), 101)], written_ms=written(at(104)) + limit_ms - 1)
+    assert m.ahead_lines == 2
+    # without Kafka timestamps (-1), only a run of jump_after lines would move it
+    m.observe_batch([Account(at(300), 102)], written_ms=-1)
+    assert m.ahead_lines == 3
 
 
 def test_manual_freeze_reset_and_rejections_without_events() -> None:

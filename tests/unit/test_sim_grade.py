@@ -316,7 +316,7 @@ class FakeConsumer:
     def poll(self, timeout_ms: int = 0) -> dict[int, list[SimpleNamespace]]:
         for p, values in self.values.items():
             if self.pos[p] < len(values) and self.pos[p] != self.stall_at:
-                record = SimpleNamespace(offset=self.pos[p], value=values[self.pos[p]])
+                record = SimpleNamespace(offset=self.pos[p], value=values[self.pos[p]], timestamp=-1)
                 self.pos[p] += 1
                 return {p: [record]}
         return {}
@@ -328,14 +328,15 @@ class FakeConsumer:
 def test_drain_reads_to_the_end_offsets_and_skips_newer_records() -> None:
     consumer = FakeConsumer({0: [b"a", b"b", b"new"], 1: [b"c"]})
     fed: list[bytes] = []
-    notes = drain(consumer, {0: 2, 1: 1}, fed.append, timeout_s=5, idle_s=5)
+    notes = drain(consumer, {0: 2, 1: 1}, lambda value, _ms: fed.append(value), timeout_s=5, idle_s=5)
     assert notes == [] and sorted(fed) == [b"a", b"b", b"c"]
 
 
 def test_drain_gives_up_when_idle_and_says_so() -> None:
     consumer = FakeConsumer({0: [b"a", b"b"], 1: []}, stall_at=1)
     fed: list[bytes] = []
-    notes = drain(consumer, {0: 2, 1: 0}, fed.append, timeout_s=5, idle_s=0.05)
+    notes = drain(consumer, {0: 2, 1: 0}, lambda value, _ms: fed.append(value), timeout_s=5,
+                  idle_s=0.05)
     assert fed == [b"a"]
     assert len(notes) == 1 and "incomplete" in notes[0] and "0" in notes[0]
 
