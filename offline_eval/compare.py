@@ -19,6 +19,10 @@ memory may be the worse choice for a service retrained daily under a latency bud
   second through ``recommend_batch``.
 - ``disk_bytes`` int: size of the saved model folder; ``memory_bytes`` int: bytes of its
   learned arrays in memory (``Recommender.memory_bytes``).
+- ``slices`` (optional, schema 2) list: every metric within every user slice
+  (``offline_eval.slices``: cohort, activity band, age group, gender), each with its
+  users, means, how many users each mean is over and its 95% interval
+  (``SliceMeans.to_dict``). The report shows the gate metric and recall by slice.
 
 Missing or non-finite numbers are stored as None and shown as ``–``.
 """
@@ -34,7 +38,11 @@ from offline_eval.evaluate import EvalResult
 from offline_eval.plot import Panel, format_value, small_multiples
 from offline_eval.ranking_metrics import EvalError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""1: rows without ``slices``."""
+SLICE_FAMILIES = ("cohort", "activity", "age", "gender")
+"""The slice families the report shows, in this order."""
 TIMING_KEYS: tuple[str, ...] = ("train_seconds", "infer_p50_ms", "infer_p95_ms",
                                 "infer_p99_ms", "throughput_users_s")
 SIZE_KEYS: tuple[str, ...] = ("disk_bytes", "memory_bytes")
@@ -80,7 +88,22 @@ def normalise_row(row: Mapping) -> dict:
     for key in SIZE_KEYS:
         size = _number(row[key], key)
         out[key] = None if size is None else int(size)
+    if row.get("slices") is not None:
+        out["slices"] = [_slice(s, row["name"]) for s in row["slices"]]
     return out
+
+
+def _slice(entry: Mapping, name: object) -> dict:
+    """A checked copy of one slice entry of a row."""
+    try:
+        return {"family": str(entry["family"]), "name": str(entry["name"]),
+                "users": int(entry["users"]),
+                "means": {str(m): _number(v, f"slice metric {m}") for m, v in entry["means"].items()},
+                "evaluated": {str(m): int(v) for m, v in entry["evaluated"].items()},
+                "ci95": {str(m): [_number(lo, f"slice interval {m}"), _number(hi, f"slice interval {m}")]
+                         for m, (lo, hi) in entry.get("ci95", {}).items()}}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise EvalError(f"row {name!r}: a bad slice entry {entry!r}: {exc}") from None
 
 
 def row_from_result(result: EvalResult, *, version: str, train_seconds: float,
@@ -96,6 +119,7 @@ def row_from_result(result: EvalResult, *, version: str, train_seconds: float,
         "infer_p99_ms": timing.latency_percentile(99),
         "throughput_users_s": timing.throughput_users_s,
         "disk_bytes": disk_bytes, "memory_bytes": memory_bytes,
+        "slices": [s.to_dict() for s in result.slices],
     })
 
 
@@ -163,6 +187,48 @@ def comparison_svg(rows: Sequence[Mapping]) -> str:
                            title="Candidate models")
 
 
+def slice_table(rows: Sequence[Mapping], family: str, metric: str) -> str:
+    """Markdown table of ``metric`` within each slice of ``family``: a row per slice, a
+    column per candidate, each cell the mean with its 95% interval; the users of each
+    slice (the same test users for every candidate)."""
+    names = [r["name"] for r in rows]
+    by_model = [{s["name"]: s for s in r.get("slices") or [] if s["family"] == family} for r in rows]
+    order = list(dict.fromkeys(n for slices in by_model for n in slices))
+    if not order:
+        return ""
+    lines = [f"| {family} | users | " + " | ".join(names) + " |",
+             "|---|---:|" + "---:|" * len(names)]
+    for slice_name in order:
+        cells = []
+        for slices in by_model:
+            s = slices.get(slice_name)
+            mean = None if s is None else s["means"].get(metric)
+            lo, hi = (None, None) if s is None else s["ci95"].get(metric, (None, None))
+            cells.append("–" if mean is None else
+                         f"{mean:.4f}" + ("" if lo is None else f" [{lo:.4f}, {hi:.4f}]"))
+        users = next((slices[slice_name]["users"] for slices in by_model if slice_name in slices), 0)
+        if users == 0:
+            continue  # a slice no test user falls in (e.g. no unknown gender)
+        lines.append(f"| {slice_name} | {users:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _slices_markdown(rows: list[dict], k: int) -> str:
+    if not any(r.get("slices") for r in rows):
+        return ""
+    parts = ["\n## By slice\n\nMeans over the test users of each slice with a relevant item, "
+             "[95% interval] (normal approximation, `offline_eval.slices.mean_interval`). "
+             "cohort: new (not in the training set, served by each model's cold start) or "
+             "established; activity: distinct training items a user had; age and gender "
+             "from the profile (? = unknown).\n"]
+    for metric in (f"ndcg@{k}", f"recall@{k}"):
+        for family in SLICE_FAMILIES:
+            table = slice_table(rows, family, metric)
+            if table:
+                parts.append(f"\n### {metric} by {family}\n\n{table}")
+    return "".join(parts)
+
+
 def _markdown(rows: list[dict], k: int) -> str:
     return (
         "# Candidate comparison\n\n"
@@ -177,6 +243,7 @@ def _markdown(rows: list[dict], k: int) -> str:
           "- p50/p95/p99: one `recommend` call in process, no HTTP. Users/s: "
           "`recommend_batch` throughput. MB = 10^6 bytes; memory counts the learned "
           "arrays only.\n"
+        + _slices_markdown(rows, k)
     )
 
 
@@ -199,9 +266,9 @@ def read_rows(path: Path | str) -> list[dict]:
     """The rows of a ``comparison.json``; ``EvalError`` if it is not one."""
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        if doc.get("schema_version") != SCHEMA_VERSION:
+        if doc.get("schema_version") not in READABLE_VERSIONS:
             raise EvalError(f"{path}: schema version {doc.get('schema_version')!r}, "
-                            f"expected {SCHEMA_VERSION}")
+                            f"expected one of {READABLE_VERSIONS}")
         return [normalise_row(r) for r in doc["rows"]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise EvalError(f"cannot read comparison rows from {path}: {exc}") from exc

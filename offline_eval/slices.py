@@ -63,18 +63,40 @@ class UserSlice:
 @dataclass(frozen=True)
 class SliceMeans:
     """Per-metric means over one slice: ``users`` members, ``evaluated[m]`` of whom had a
-    finite value of metric ``m`` (NaN means are those with none)."""
+    finite value of metric ``m`` (NaN means are those with none), and ``ci95[m]``, the 95%
+    interval of each mean (``mean_interval``; NaN bounds when fewer than two values)."""
 
     family: str
     name: str
     users: int
     means: dict[str, float]
     evaluated: dict[str, int]
+    ci95: dict[str, tuple[float, float]]
 
     def to_dict(self) -> dict:
         return {"family": self.family, "name": self.name, "users": self.users,
                 "means": {m: _json_float(v) for m, v in self.means.items()},
-                "evaluated": dict(self.evaluated)}
+                "evaluated": dict(self.evaluated),
+                "ci95": {m: [_json_float(lo), _json_float(hi)] for m, (lo, hi) in self.ci95.items()}}
+
+
+Z95 = 1.959963984540054
+"""The standard normal's 97.5% quantile."""
+
+
+def mean_interval(values: np.ndarray) -> tuple[float, float]:
+    """The 95% interval of the mean of the finite ``values``: mean +- z * s / sqrt(n), the
+    normal approximation the central limit theorem gives for a mean of n independent
+    users' values (per-user metrics are bounded, so it holds from a few dozen users; a
+    slice smaller than that shows a wide interval, which is the point). NaN bounds when
+    fewer than two values."""
+    finite = values[np.isfinite(values)]
+    n = len(finite)
+    if n < 2:
+        return float("nan"), float("nan")
+    mean = float(finite.mean())
+    half = Z95 * float(finite.std(ddof=1)) / math.sqrt(n)
+    return mean - half, mean + half
 
 
 def _json_float(value: float) -> float | None:
@@ -131,7 +153,8 @@ def slice_means(slices: Sequence[UserSlice],
         stats = {m: mean_over_users(values[s.mask]) for m, values in per_user.items()}
         out.append(SliceMeans(s.family, s.name, int(s.mask.sum()),
                               {m: v for m, (v, _) in stats.items()},
-                              {m: n for m, (_, n) in stats.items()}))
+                              {m: n for m, (_, n) in stats.items()},
+                              {m: mean_interval(values[s.mask]) for m, values in per_user.items()}))
     return out
 
 

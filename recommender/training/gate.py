@@ -27,7 +27,7 @@ non-finite metric fails the gate with a reason, never passes it silently.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -156,3 +156,26 @@ def _check_guards(candidate: Mapping, champion: Mapping, config: GateConfig,
     if guards:
         numbers["guards"] = guards
     return ok
+
+
+GATE_SLICE_FAMILIES = ("cohort", "activity")
+"""The slices whose gate-metric numbers every decision records: new and established users,
+and established users by activity band."""
+
+
+def slice_numbers(candidate: Sequence[Mapping], baseline: Sequence[Mapping], metric: str) -> dict:
+    """``{"<family>:<slice>": {"users", "candidate", "baseline", "candidate_ci95"}}`` for the
+    ``GATE_SLICE_FAMILIES`` slices of ``metric``, from ``SliceMeans.to_dict`` entries of the
+    candidate and the baseline (the same test users): recorded with each decision, so a
+    promotion that wins overall but loses a slice shows it."""
+    base = {(s["family"], s["name"]): s for s in baseline}
+    out: dict = {}
+    for s in candidate:
+        if s["family"] not in GATE_SLICE_FAMILIES:
+            continue
+        other = base.get((s["family"], s["name"]), {})
+        out[f"{s['family']}:{s['name']}"] = {
+            "users": s["users"], "candidate": _value(s["means"], metric),
+            "baseline": _value(other.get("means"), metric),
+            "candidate_ci95": s.get("ci95", {}).get(metric)}
+    return out

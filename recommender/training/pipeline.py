@@ -48,7 +48,7 @@ from recommender.models.profiles import Profile, Profiles
 from recommender.provenance import code_version, package_versions, peak_memory_bytes
 from recommender.registry import Registry, RegistryError
 from recommender.runtimes import RUNTIME_ARRAY, given_runtimes
-from recommender.training.gate import GateConfig, decide
+from recommender.training.gate import GateConfig, decide, slice_numbers
 from recommender.training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -289,6 +289,9 @@ class Pipeline:
                 continue
             decision = decide(c.result.summary(), base.result.summary(), champion, self.gate)
             c.gate = decision.to_dict()
+            c.gate["numbers"]["slices"] = slice_numbers(
+                [s.to_dict() for s in c.result.slices], [s.to_dict() for s in base.result.slices],
+                self.gate.metric)
             self.registry.record_gate(c.version, c.gate)
             if decision.passed:
                 passing.append(c)

@@ -103,3 +103,21 @@ def test_the_decision_serialises_to_strict_json():
 def test_bad_configs_are_refused(kwargs):
     with pytest.raises(ValueError):
         GateConfig(**kwargs)
+
+
+def test_each_decision_can_record_the_gate_metric_by_slice() -> None:
+    from recommender.training.gate import slice_numbers
+
+    def entry(family: str, name: str, users: int, mean: float | None) -> dict:
+        return {"family": family, "name": name, "users": users, "means": {"ndcg@20": mean},
+                "ci95": {"ndcg@20": [0.0, 1.0]}}
+
+    candidate = [entry("cohort", "new", 10, 0.02), entry("cohort", "established", 90, 0.3),
+                 entry("activity", "5-19", 50, 0.25), entry("age", "18-24", 30, 0.4)]
+    baseline = [entry("cohort", "new", 10, 0.05), entry("cohort", "established", 90, None)]
+    numbers = slice_numbers(candidate, baseline, "ndcg@20")
+    assert set(numbers) == {"cohort:new", "cohort:established", "activity:5-19"}  # gate families only
+    assert numbers["cohort:new"] == {"users": 10, "candidate": 0.02, "baseline": 0.05,
+                                     "candidate_ci95": [0.0, 1.0]}
+    assert numbers["cohort:established"]["baseline"] is None
+    assert numbers["activity:5-19"]["baseline"] is None  # the baseline lacked the slice

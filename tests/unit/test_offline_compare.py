@@ -19,6 +19,7 @@ from offline_eval.compare import (
     normalise_row,
     read_rows,
     row_from_result,
+    slice_table,
     write_report,
 )
 from offline_eval.evaluate import compare_paired, evaluate
@@ -306,3 +307,49 @@ def test_small_multiples_checks_and_formats() -> None:
     assert root.findtext(f".//{SVG}rect/{SVG}title") == f"{long}: 2"
     assert [format_value(v) for v in (None, math.nan, 0.0, 0.01234, 12.34, 99.4, 1234.5)] == [
         "n/a", "n/a", "0", "0.0123", "12.3", "99.4", "1,234"]
+
+
+# -- slices in the report ----------------------------------------------------------------------
+
+def sliced(name: str, new: float, established: float) -> dict:
+    def entry(family: str, slice_name: str, users: int, mean: float) -> dict:
+        return {"family": family, "name": slice_name, "users": users,
+                "means": {"ndcg@20": mean, "recall@20": mean * 2}, "evaluated": {"ndcg@20": users},
+                "ci95": {"ndcg@20": [mean - 0.01, mean + 0.01], "recall@20": [None, None]}}
+
+    return {**row(name, (new + established) / 2, 1000),
+            "slices": [entry("cohort", "new", 40, new), entry("cohort", "established", 160, established),
+                       entry("age", "?", 200, established)]}
+
+
+def test_the_report_shows_each_slice_with_its_interval(tmp_path: Path) -> None:
+    rows = [sliced("als", 0.02, 0.30), sliced("popularity", 0.05, 0.10)]
+    table = slice_table([normalise_row(r) for r in rows], "cohort", "ndcg@20").splitlines()
+    assert table[0] == "| cohort | users | als | popularity |"
+    assert table[2] == "| new | 40 | 0.0200 [0.0100, 0.0300] | 0.0500 [0.0400, 0.0600] |"
+    assert table[3] == "| established | 160 | 0.3000 [0.2900, 0.3100] | 0.1000 [0.0900, 0.1100] |"
+    assert slice_table([normalise_row(r) for r in rows], "gender", "ndcg@20") == ""
+    text = write_report(rows, tmp_path)["md"].read_text()
+    assert "## By slice" in text and "### ndcg@20 by cohort" in text and "### recall@20 by age" in text
+    assert "| ? | 200 | 0.6000 | 0.2000 |" in text  # recall: no interval known
+    back = read_rows(tmp_path / "comparison.json")
+    assert back[0]["slices"][0]["ci95"]["ndcg@20"] == [pytest.approx(0.01), pytest.approx(0.03)]
+
+
+def test_rows_of_the_first_schema_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"schema_version": 1, "rows": ROWS[:1]}))
+    assert read_rows(path)[0]["name"] == "als" and "slices" not in read_rows(path)[0]
+    with pytest.raises(EvalError, match="bad slice entry"):
+        normalise_row({**ROWS[0], "slices": [{"family": "cohort"}]})
+
+
+def test_evaluated_rows_carry_every_slice_family(tmp_path: Path) -> None:
+    train, truth = world()
+    result = evaluate(fitted(train), train, truth, k=2, latency_sample=3)
+    r = row_from_result(result, version="v1", train_seconds=1.0, disk_bytes=1, memory_bytes=1)
+    assert {s["family"] for s in r["slices"]} >= {"cohort", "activity", "age", "gender"}
+    cohort = {s["name"]: s for s in r["slices"] if s["family"] == "cohort"}
+    assert set(cohort) <= {"new", "established"}
+    assert sum(s["users"] for s in cohort.values()) == len(truth.user_ids)
+    json.dumps(r, allow_nan=False)

@@ -217,3 +217,16 @@ def test_long_tail_metrics_ignore_head_items() -> None:
     # two hits, m = min(3, 3)
     np.testing.assert_allclose(got["tail_recall"], [1.0, np.nan, 2 / 3])
     np.testing.assert_allclose(got["tail_hit_rate"], [1.0, np.nan, 1.0])
+
+
+def test_a_slice_mean_has_its_normal_interval() -> None:
+    from offline_eval.slices import Z95, mean_interval
+
+    values = np.array([0.0, 1.0, 0.0, 1.0, np.nan])
+    lo, hi = mean_interval(values)
+    half = Z95 * np.std([0, 1, 0, 1], ddof=1) / 2
+    assert (lo, hi) == pytest.approx((0.5 - half, 0.5 + half))
+    assert all(np.isnan(mean_interval(np.array([0.3, np.nan]))))
+    wide = mean_interval(np.tile([0.0, 1.0], 10))
+    narrow = mean_interval(np.tile([0.0, 1.0], 1000))
+    assert narrow[1] - narrow[0] < (wide[1] - wide[0]) / 5  # ~1/sqrt(n)

@@ -133,11 +133,18 @@ def test_gate_records_decisions_and_promotes_the_winner(run):
                  key=lambda c: c.row["metrics"]["ndcg@20"])
     assert report.promoted == winner.version
     assert any(s.startswith("promote") for s in stages)
+    # each decision records the gate metric for new and established users and by activity
+    slices = registry.get(names["als"].version).meta["gate"]["numbers"]["slices"]
+    assert {"cohort:new", "cohort:established"} <= set(slices)
+    assert any(key.startswith("activity:") for key in slices)
+    established = slices["cohort:established"]
+    assert established["candidate"] > established["baseline"] and established["users"] > 0
 
 
 def test_report_files_exist(run):
     report, _, _ = run
-    assert report.report_files["md"].read_text().count("| als ") == 1
+    overall = report.report_files["md"].read_text().split("## By slice")
+    assert overall[0].count("| als ") == 1 and "### ndcg@20 by cohort" in overall[1]
     assert report.report_files["svg"].read_text().startswith("<svg")
 
 
