@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -108,7 +108,8 @@ class EvalResult:
     ``popularity`` (mean popularity percentile of the list) and ``novelty`` (mean
     self-information of the list, bits; both NaN for empty lists). ``means``/``evaluated``
     are their means and how many users each mean is over; ``coverage`` is the catalog
-    coverage of all the lists.
+    coverage of all the lists; ``recs`` the lists themselves (int32 (n_users, k) item
+    indices, -1 padded), kept for what judges lists as wholes (how many differ).
     """
 
     model: str
@@ -121,6 +122,7 @@ class EvalResult:
     coverage: float
     slices: list[SliceMeans]
     timing: Timing
+    recs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32), repr=False)
 
     def summary(self) -> dict[str, float]:
         """Every overall number under one name each: ``means`` plus ``coverage@<k>``. The
@@ -262,6 +264,7 @@ def evaluate(model: Recommender, train: TrainSet, truth: TruthLike, *, k: int = 
         slices=slice_means(slices, per_user),
         timing=Timing(int((rows >= 0).sum()), batch_seconds, int((rows < 0).sum()),
                       new_seconds, latency),
+        recs=recs,
     )
 
 

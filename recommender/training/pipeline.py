@@ -86,6 +86,18 @@ class Candidate:
     gate: dict | None = None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A run's split, ready for candidates: the training set before ``cut``, the truth of
+    the test period ``[cut, end)``, and each user's profile for cold start."""
+
+    cut: datetime
+    end: datetime
+    train: TrainSet
+    truth: Truth
+    profile_for: Callable[[int], Profile]
+
+
 @dataclass
 class RunReport:
     """What a run did: per-candidate rows and versions, paired tests, the promotion, and
@@ -153,22 +165,13 @@ class Pipeline:
         if register and self.registry is None:
             raise PipelineError("registering needs a registry")
         params = candidate_params(s)
-        cut, end = split_cut(inputs.events, s.eval_test_share)
-
-        self.progress(f"split at {cut:%Y-%m-%d %H:%M}")
-        train_events, test_events = temporal_split(inputs.events, cut, end=end)
-        train = build_trainset(train_events, as_of=cut, profiles=inputs.profiles,
-                               runtimes=inputs.runtimes, rating_scale=s.rating_scale)
-        truth = build_truth(train, test_events, runtimes=inputs.runtimes,
-                            rating_scale=s.rating_scale)
-        if len(truth) == 0:
-            raise PipelineError("no user has a relevant event in the test period")
-        profile_for = self._profiles(train, inputs)
-
+        prepared = self.prepare(inputs)
+        cut, end, train, truth, profile_for = (prepared.cut, prepared.end, prepared.train,
+                                               prepared.truth, prepared.profile_for)
         candidates = [Candidate(n, params[n]) for n in names]
         self.progress("evaluate candidates")
         for c in candidates:
-            c.result, c.row = self._evaluate(c.name, c.params, train, truth, profile_for)
+            c.result, c.row = self.evaluate_candidate(c.name, c.params, prepared)
         paired = self._paired(candidates)
 
         report_dir = report_dir or s.reports_dir / f"{datetime.now():%Y%m%dT%H%M%S}"
@@ -191,6 +194,26 @@ class Pipeline:
                          int(np.sum(truth.new_user)))
 
     # -- steps ----------------------------------------------------------------------------------
+
+    def prepare(self, inputs: TrainInputs) -> Prepared:
+        """Split ``inputs`` at the settings' test share: the training set, the truth, the
+        profiles for cold start. ``PipelineError`` when the test period has no truth."""
+        s = self.settings
+        cut, end = split_cut(inputs.events, s.eval_test_share)
+        self.progress(f"split at {cut:%Y-%m-%d %H:%M}")
+        train_events, test_events = temporal_split(inputs.events, cut, end=end)
+        train = build_trainset(train_events, as_of=cut, profiles=inputs.profiles,
+                               runtimes=inputs.runtimes, rating_scale=s.rating_scale)
+        truth = build_truth(train, test_events, runtimes=inputs.runtimes,
+                            rating_scale=s.rating_scale)
+        if len(truth) == 0:
+            raise PipelineError("no user has a relevant event in the test period")
+        return Prepared(cut, end, train, truth, self._profiles(train, inputs))
+
+    def evaluate_candidate(self, name: str, params: dict, prepared: Prepared) -> tuple[EvalResult, dict]:
+        """Fit candidate ``name`` with ``params`` before the cut and measure it after: its
+        result and its comparison row (no version yet)."""
+        return self._evaluate(name, params, prepared.train, prepared.truth, prepared.profile_for)
 
     def _profiles(self, train: TrainSet, inputs: TrainInputs) -> Callable[[int], Profile]:
         """Profile of a (new) user, with the titles of their self-description matched
