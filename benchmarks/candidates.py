@@ -5,11 +5,12 @@ What it measures (issue #21): NDCG@20 overall and for established users (in the 
 set) and new users, each candidate's relative lift over the popularity baseline with a
 paired test on the same users (bootstrap interval of the mean difference, Wilcoxon
 signed-rank p), fit time, single-request p99 latency, and the share of test users whose
-list differs from the most common list (the grader's "personalized", offline). No
+list differs from the most common list (the grader's "personalized", offline); then the
+issue's targets, PASS or FAIL, for the candidate the gate would promote. No
 services: the world's history goes straight into event-store rows
 (``offline_eval.simulated``, an evaluation tool that reads the simulator's truth only to
-build the log), with the world's profiles, titles and runtimes as the consumer's
-enrichment would store them.
+build the log), with the world's profiles, and its movies' metadata as the consumer's
+enrichment stores them (titles, runtimes, genres, vote average, API popularity).
 
 A candidate is a name with optional parameters, e.g. ``itemknn:similarity_input=confidence``.
 
@@ -38,6 +39,7 @@ from recommender.models.profiles import Profiles
 from recommender.training.pipeline import Pipeline, TrainInputs, candidate_params
 from recommender.training.settings import TrainSettings
 from simulator.world import World, WorldSpec
+from stream_consumer.enrich import clean_movie
 
 START = datetime(2025, 3, 1)
 METRIC = "ndcg@20"
@@ -71,9 +73,10 @@ def world_inputs(users: int, movies: int, days: float, seed: int) -> TrainInputs
     profiles = Profiles.from_records(r for u in seen.tolist() if (r := world.user_record(int(u))))
     catalog = world.catalog
     runtimes = {m: int(r) for m, r in zip(catalog.ids, catalog.runtime.tolist(), strict=True)}
-    titles = {m: str(world.movie_record(m)["title"]) for m in catalog.ids}
+    stored = {m: clean_movie(world.movie_record(m) or {}) or {} for m in catalog.ids}
+    titles = {m: fields["title"] for m, fields in stored.items() if fields.get("title")}
     return TrainInputs(table, {"world": f"{users}x{movies}x{days}d seed {seed}"}, profiles,
-                       runtimes, titles)
+                       runtimes, titles, stored)
 
 
 def personalized_share(recs: np.ndarray) -> float:
@@ -122,7 +125,7 @@ def main() -> None:
             "recall@20": round(evaluated.means["recall@20"], 5),
             "fit_s": round(row["train_seconds"], 2),
             "infer_p99_ms": round(row["infer_p99_ms"], 3),
-            "personalized_share": round(personalized_share(evaluated.recs), 4),
+            "personalized_share": round(float(personalized_share(evaluated.recs)), 4),
         }
         print(f"{label}: {result[label]}", flush=True)
     base = per_user.get("popularity")
@@ -136,8 +139,27 @@ def main() -> None:
                     "lift": round(test.mean_diff / test.mean_b, 4) if test.mean_b else None,
                     "mean_diff": round(test.mean_diff, 5),
                     "ci95": [round(x, 5) for x in test.ci], "wilcoxon_p": float(f"{test.p_value:.3g}")}
+    result["targets"] = targets(result, [label for label in per_user if label != "popularity"])
     result["total_s"] = round(time.perf_counter() - started, 1)
     emit(result, args)
+
+
+def targets(result: dict, labels: list[str]) -> list[str]:
+    """Issue #21's targets for the champion, the candidate the gate would promote (the
+    best overall NDCG@20 among those that beat popularity): a lift of at least 10%
+    overall and for established users, each significant (Wilcoxon p < 0.05)."""
+    if not labels or "popularity" not in result:
+        return []
+    champion = max(labels, key=lambda label: result[label][METRIC])
+    lines = [f"champion: {champion}"]
+    for scope in ("overall", "established"):
+        test = result[champion].get(f"vs_popularity_{scope}", {})
+        lift, p = test.get("lift"), test.get("wilcoxon_p")
+        ok = lift is not None and p is not None and lift >= 0.10 and p < 0.05
+        lines.append(f"{'PASS' if ok else 'FAIL'} {scope}: lift {lift} >= 0.10, Wilcoxon p {p} < 0.05")
+    share = result[champion]["personalized_share"]
+    lines.append(f"{'PASS' if share >= 0.9 else 'FAIL'} personalized share {share} >= 0.90")
+    return lines
 
 
 if __name__ == "__main__":

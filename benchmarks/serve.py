@@ -139,6 +139,8 @@ def main() -> None:
     parser.add_argument("--kafka-bootstrap",
                         default=os.environ.get("MOVIEREC_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     parser.add_argument("--world-users", type=int, default=20_000)
+    parser.add_argument("--champion", default="als", choices=("als", "hybrid"),
+                        help="the model the service serves")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=3)
@@ -152,7 +154,8 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    staged = stage(StageSpec(users=args.world_users), redis_url=args.redis_url, prefix="bench-serve",
+    staged = stage(StageSpec(users=args.world_users, champion=args.champion), redis_url=args.redis_url,
+                   prefix="bench-serve",
                    registry_dir=tmp / "registry", progress=lambda s: print(f"stage: {s}", flush=True))
     rnd = random.Random(1)
     known = rnd.sample(staged.known_users, min(5000, len(staged.known_users)))
@@ -180,6 +183,7 @@ def main() -> None:
     wait_answering(f"http://127.0.0.1:{bare_port}/recommend/1")
     result: dict = {"world_users": args.world_users, "movies": StageSpec.movies,
                     "connections": args.connections, "seconds": args.seconds, "repeats": args.repeats,
+                    "champion": args.champion,
                     "workers": args.workers, "worker_class": args.worker_class, "threads": args.threads,
                     "shed_ms": shed_ms}
     try:

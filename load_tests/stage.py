@@ -51,6 +51,7 @@ class StageSpec:
     seed: int = 11
     describe_share: float = 0.3
     als_factors: int = 16
+    champion: str = "als"  # or "hybrid": what the service serves by default
 
 
 @dataclass(frozen=True)
@@ -108,13 +109,17 @@ def _train_and_register(registry: Registry, world: World, events: Events, spec: 
     # the events come from the world: every user has a record (the filter drops none)
     profiles = Profiles.from_records([r for u in users if (r := world.user_record(int(u))) is not None])
     runtimes = {m: int(r) for m, r in zip(world.catalog.ids, world.catalog.runtime.tolist(), strict=True)}
+    movies = {m: fields for m in world.catalog.ids if (fields := clean_movie(world.movie_record(m) or {}))}
     train, runtime = build_trainset_with_runtimes(table, as_of=end, profiles=profiles,
-                                                  runtimes=runtimes)
+                                                  runtimes=runtimes, movies=movies)
     data = {"snapshot_id": f"stage-{spec.seed}-{spec.users}-{spec.movies}-{spec.days:g}",
             "topic": "staged", "partitions": {"0": [0, table.num_rows]}, "rows": table.num_rows}
     versions = {}
-    for name, params in (("als", {"factors": spec.als_factors, "regularization": 1.0,
-                                  "alpha": 20.0, "iterations": 10}), ("popularity", {})):
+    als = {"factors": spec.als_factors, "regularization": 1.0, "alpha": 20.0, "iterations": 10}
+    staged: list[tuple[str, dict]] = [("als", als), ("popularity", {})]
+    if spec.champion == "hybrid":
+        staged.append(("hybrid", als))
+    for name, params in staged:
         model = model_class(name)(**params)
         started = time.perf_counter()
         model.fit(train)
@@ -123,7 +128,7 @@ def _train_and_register(registry: Registry, world: World, events: Events, spec: 
             "code": code_version(REPO_ROOT), "packages": package_versions(), "data": data,
             "training": {"seconds": seconds, "peak_memory_bytes": peak_memory_bytes()}})
         versions[name] = version.version
-    registry.promote(versions["als"], alias="champion", reason="staged")
+    registry.promote(versions[spec.champion], alias="champion", reason="staged")
     registry.set_alias("baseline", versions["popularity"], reason="staged")
     return versions
 

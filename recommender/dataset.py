@@ -35,6 +35,7 @@ import scipy.sparse as sp
 from movierec.errors import MovierecError
 from recommender.confidence import ConfidenceParams, confidence
 from recommender.models.base import TrainSet
+from recommender.models.item_meta import ItemMeta
 from recommender.models.profiles import Profiles
 from recommender.runtimes import item_runtimes
 
@@ -288,6 +289,7 @@ def _empty_interactions() -> Interactions:
 
 def build_trainset(events: Events, *, as_of: datetime, profiles: Profiles | None = None,
                    runtimes: Mapping[str, object] | None = None,
+                   movies: Mapping[str, Mapping[str, str]] | None = None,
                    params: ConfidenceParams = ConfidenceParams(), rating_scale: int = 5,
                    min_user_items: int = 1, min_item_users: int = 1) -> TrainSet:  # fmt: skip
     """The ``TrainSet`` of the watch and rate rows strictly before ``as_of`` (naive).
@@ -296,16 +298,18 @@ def build_trainset(events: Events, *, as_of: datetime, profiles: Profiles | None
     applied once each (not iterated to a fixed point): drop items with fewer than
     ``min_item_users`` users, then users left with fewer than ``min_user_items`` items.
     The defaults (1, 1) keep everything. Runtimes are estimated from the same rows (only
-    the ones before ``as_of``) unless ``runtimes`` gives them.
+    the ones before ``as_of``) unless ``runtimes`` gives them. ``movies`` (the stored
+    metadata by movie id) makes the set's ``item_meta``.
     """
     return build_trainset_with_runtimes(
-        events, as_of=as_of, profiles=profiles, runtimes=runtimes, params=params,
+        events, as_of=as_of, profiles=profiles, runtimes=runtimes, movies=movies, params=params,
         rating_scale=rating_scale, min_user_items=min_user_items, min_item_users=min_item_users,
     )[0]  # fmt: skip
 
 
 def build_trainset_with_runtimes(events: Events, *, as_of: datetime, profiles: Profiles | None = None,
                                  runtimes: Mapping[str, object] | None = None,
+                                 movies: Mapping[str, Mapping[str, str]] | None = None,
                                  params: ConfidenceParams = ConfidenceParams(), rating_scale: int = 5,
                                  min_user_items: int = 1, min_item_users: int = 1,
                                  ) -> tuple[TrainSet, np.ndarray]:  # fmt: skip
@@ -334,7 +338,8 @@ def build_trainset_with_runtimes(events: Events, *, as_of: datetime, profiles: P
     matrix = sp.csr_matrix((values, found.item.astype(index), indptr), shape=(n_users, n_items))
     matrix.has_sorted_indices = True  # entries come sorted by (user, item)
     train = TrainSet(matrix, found.user_ids, found.item_ids, age_s, as_of,
-                     profiles if profiles is not None else Profiles.empty())  # fmt: skip
+                     profiles if profiles is not None else Profiles.empty(),
+                     None if movies is None else ItemMeta.from_fields(found.item_ids, movies))
     return train, runtime
 
 

@@ -169,7 +169,7 @@ def run(plan: DemoPlan, stages: Stages, *, reset_data: bool) -> Outcome:
                    "store and the DLQ (it keeps running)",
                    movierec("consume"), env=env, timeout_s=DRAIN_LIMIT_S,
                    ready=_drained(plan, stages))
-    stages.command("train", "three candidates on an event-store snapshot, offline "
+    stages.command("train", "four candidates on an event-store snapshot, offline "
                    "evaluation, the gate, promotion",
                    movierec("train", "--report-dir", str(outcome.offline_dir)), env=env)
     stages.service("serve", f"the recommendation API on {plan.serve_url}",

@@ -14,6 +14,7 @@ CANDIDATES: dict[str, str] = {
     "als": "recommender.models.als:ALSRecommender",
     "popularity": "recommender.models.popularity:PopularityRecommender",
     "itemknn": "recommender.models.itemknn:ItemKNNRecommender",
+    "hybrid": "recommender.models.hybrid:HybridRecommender",
 }
 """Model name -> "module:Class"."""
 

@@ -37,6 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from movierec.errors import MovierecError
+from recommender.models.item_meta import ItemMeta
 from recommender.models.profiles import Profile, Profiles
 
 MODEL_JSON = "model.json"
@@ -59,6 +60,8 @@ class TrainSet:
       interaction's latest event and ``as_of`` (>= 0), for time-decayed models.
     - ``as_of``: the cut time; no event at or after it is in this set.
     - ``profiles``: demographics of (some of) the users, by user id.
+    - ``item_meta``: what the movie API says of each item (genres, vote average,
+      popularity), when training had it; None otherwise.
     """
 
     matrix: sp.csr_matrix
@@ -67,6 +70,7 @@ class TrainSet:
     last_time: np.ndarray
     as_of: datetime
     profiles: Profiles = field(default_factory=Profiles.empty)
+    item_meta: ItemMeta | None = None
 
     @property
     def n_users(self) -> int:

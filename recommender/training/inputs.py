@@ -60,4 +60,4 @@ def load_inputs(settings: TrainSettings, *, snapshot_id: str | None = None,
              len(profiles), len(users), len(meta), len(movies))
     titles = {m: f["title"] for m, f in meta.items() if f.get("title")}
     return TrainInputs(events, data, profiles if len(profiles) else Profiles.empty(),
-                       api_runtimes(meta), titles)
+                       api_runtimes(meta), titles, meta)

@@ -65,13 +65,15 @@ class PipelineError(MovierecError):
 class TrainInputs:
     """What a run trains on: ``events`` (watch and rate rows, ``dataset.EVENT_COLUMNS``),
     ``data`` (provenance of those rows, e.g. ``snapshot_provenance``), profiles by user id,
-    runtimes and titles by movie id (both optional)."""
+    runtimes and titles by movie id, and the movies' stored metadata (genres, vote
+    average, popularity) by movie id (all optional)."""
 
     events: pa.Table
     data: dict
     profiles: Profiles = field(default_factory=Profiles.empty)
     runtimes: Mapping[str, int] = field(default_factory=dict)
     titles: Mapping[str, str] = field(default_factory=dict)
+    movies: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,6 +125,11 @@ def candidate_params(settings: TrainSettings) -> dict[str, dict]:
                 "num_threads": settings.train_threads},
         "popularity": {"by_segment": True},
         "itemknn": {"num_threads": settings.train_threads},
+        "hybrid": {"factors": settings.als_factors, "iterations": settings.als_iterations,
+                   "regularization": settings.als_regularization, "alpha": settings.als_alpha,
+                   "cg_steps": settings.als_cg_steps,
+                   "item_cg_steps": settings.als_item_cg_steps or settings.als_cg_steps,
+                   "num_threads": settings.train_threads},
     }
     return {name: known.get(name, {}) for name in settings.model_names()}
 
@@ -181,7 +188,7 @@ class Pipeline:
             champion = self._champion_metrics(candidates, train, truth, profile_for)
             full, runtime = build_trainset_with_runtimes(
                 inputs.events, as_of=end, profiles=inputs.profiles, runtimes=inputs.runtimes,
-                rating_scale=s.rating_scale)
+                movies=inputs.movies, rating_scale=s.rating_scale)
             from_api = int(np.count_nonzero(~np.isnan(given_runtimes(full.item_ids, inputs.runtimes))))
             runtimes = {"stored_as": RUNTIME_ARRAY, "from_api": from_api,
                         "estimated": full.n_items - from_api}
@@ -203,7 +210,8 @@ class Pipeline:
         self.progress(f"split at {cut:%Y-%m-%d %H:%M}")
         train_events, test_events = temporal_split(inputs.events, cut, end=end)
         train = build_trainset(train_events, as_of=cut, profiles=inputs.profiles,
-                               runtimes=inputs.runtimes, rating_scale=s.rating_scale)
+                               runtimes=inputs.runtimes, movies=inputs.movies,
+                               rating_scale=s.rating_scale)
         truth = build_truth(train, test_events, runtimes=inputs.runtimes,
                             rating_scale=s.rating_scale)
         if len(truth) == 0:

@@ -24,7 +24,7 @@ class TrainSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings, R
     The Kafka topic names the event store's data; training never connects to Kafka."""
 
     reports_dir: Path = setting(Path("var/reports"), "Folder for offline-evaluation reports")
-    train_models: str = setting("als,popularity,itemknn", "Candidates to train, comma-separated")
+    train_models: str = setting("als,popularity,itemknn,hybrid", "Candidates to train, comma-separated")
     train_profiles: str = setting(
         "redis", "Where user profiles come from: redis (the consumer's enriched profiles) or none",
         choices=("redis", "none"),

@@ -81,6 +81,11 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "popularity-segment": ("popularity", {"by_segment": True, "shrinkage": 10.0}),
     "itemknn-bm25": ("itemknn", {"kind": "bm25", "k": 10, "num_threads": 1}),
     "itemknn-cosine": ("itemknn", {"kind": "cosine", "k": 10, "num_threads": 1}),
+    # No time spread in this world: the hybrid orders by rank fusion (its ranker's own
+    # path is tests/unit/test_hybrid.py's)
+    "hybrid": ("hybrid", {"factors": 2, "iterations": 15, "regularization": 0.1, "alpha": 10.0,
+                          "num_threads": 1, "knn_k": 10, "n_als": 10, "n_knn": 5, "n_seg": 5,
+                          "n_recent": 3}),
 }
 PERSONAL = ["als", "itemknn-bm25", "itemknn-cosine"]
 """Candidates that rank by what the user watched or liked (popularity does not)."""

@@ -42,7 +42,7 @@ def test_train_registers_gates_and_promotes(env):
     assert "champion: als-" in result.output
     assert "als vs popularity" in result.output
     listed = json.loads(invoke(env, "models", "list", "--json").output)
-    assert {r["name"] for r in listed} == {"als", "popularity", "itemknn"}
+    assert {r["name"] for r in listed} == {"als", "popularity", "itemknn", "hybrid"}
     champion = next(r for r in listed if "champion" in r["aliases"])
     assert champion["name"] == "als" and champion["gate"] is True
     shown = json.loads(invoke(env, "models", "show", "champion").output)
