@@ -216,7 +216,7 @@ def _register_components() -> None:
     from online_eval.cli import online
     from ops.demo.cli import demo
     from recommender.serving.cli import experiment, serve
-    from recommender.training.cli import models, offline, train
+    from recommender.training.cli import models, offline, train, tune
     from simulator.cli import sim
     from stream_consumer.cli import consume, drift
 
@@ -224,6 +224,7 @@ def _register_components() -> None:
     main.add_command(consume)
     main.add_command(drift)
     main.add_command(train)
+    main.add_command(tune)
     main.add_command(models)
     eval_group.add_command(offline)
     eval_group.add_command(online)

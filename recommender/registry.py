@@ -38,6 +38,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -57,6 +58,8 @@ from recommender.models import model_class
 from recommender.models.base import Recommender
 from recommender.versions import VERSION as _VERSION
 from recommender.versions import version_id
+
+log = logging.getLogger(__name__)
 
 META_JSON = "meta.json"
 VERSION_ARRAYS = "version_arrays.npz"
@@ -249,6 +252,39 @@ class Registry:
             self._write_meta(mv.path, mv.meta)
             self._append_event("gate", version=mv.version, decision=decision)
         return mv
+
+    # -- hyperparameter searches ------------------------------------------------------------
+
+    def record_tuning(self, result: dict) -> Path:
+        """Keep one search (``recommender.training.tuning.TuningResult.to_dict()``: the
+        model, every trial, the best, the data) as ``tuning/<model>-<time>.json``, and log
+        it; returns the file."""
+        model = str(result.get("model", ""))
+        if not re.fullmatch(r"[A-Za-z0-9_.]+", model):
+            raise RegistryError(f"a tuning record needs a model name, got {model!r}")
+        stamp = _now()
+        path = self.root / "tuning" / f"{model}-{stamp:%Y%m%dT%H%M%S%f}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _write_json(path, {"recorded": stamp.isoformat(timespec="seconds"), **result})
+        except (TypeError, ValueError) as exc:
+            raise RegistryError(f"tuning record is not plain JSON: {exc}") from exc
+        self._event("tune", model=model, file=path.name, best=result.get("best"))
+        return path
+
+    def tunings(self, model: str | None = None) -> list[dict]:
+        """The recorded searches (of ``model``, or all), newest first; an unreadable file
+        is skipped (logged), never fatal."""
+        records = []
+        for path in sorted((self.root / "tuning").glob("*.json"), reverse=True):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                log.warning("tuning record %s is unreadable: %s", path, exc)
+                continue
+            if model is None or record.get("model") == model:
+                records.append({**record, "file": path.name})
+        return records
 
     # -- reading versions -----------------------------------------------------------------
 

@@ -112,7 +112,8 @@ class ServingModel:
         """Load ``version`` (id or alias) memory-mapped and verified, and derive the rest
         from the metadata ``movies`` gives for the model's movies and the runtimes stored
         with the version (``default_runtime`` minutes, for a movie without a metadata
-        runtime, only when the version stored none). Any failure, a failed metadata read
+        runtime, only when the version stored none). ``confidence`` weighs histories
+        unless the version stored the parameters it was trained with. Any failure, a failed metadata read
         included, raises ``ModelUnavailable`` naming the version and the cause."""
         try:
             if not default_runtime > 0 or list_size < 1 or rating_scale < 2:
@@ -121,6 +122,10 @@ class ServingModel:
             mv = registry.get(version)
             model = registry.load(mv.version, mmap=True, verify=True)
             trained = registry.arrays(mv).get(RUNTIME_ARRAY)  # None: stored before runtimes were
+            # the confidence the version was trained with (tuned, perhaps): a history must
+            # be weighed as training weighed it; versions stored before it was kept: ours
+            if mv.meta.get("confidence"):
+                confidence = ConfidenceParams(**mv.meta["confidence"])
             return cls._build(mv.version, mv.name, mv.meta, model, movies, confidence,
                               rating_scale, float(default_runtime), list_size, trained)
         except Exception as exc:

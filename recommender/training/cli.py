@@ -109,6 +109,51 @@ def offline(models: str | None, snapshot: str | None, profiles: str | None,
     click.echo(report.report_files["md"].read_text())
 
 
+@click.command("tune")
+@click.option("--model", type=click.Choice(["als", "hybrid"]), default="hybrid", show_default=True,
+              help="The candidate whose hyperparameters (and the confidence formula's) to search.")
+@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Configurations to try (one fit and one evaluation each).")
+@click.option("--timeout-s", type=click.FloatRange(min=0, min_open=True),
+              help="Stop the search after this many seconds (the trials done count).")
+@click.option("--snapshot", help="Tune on this saved snapshot id (default: snapshot the store now).")
+@click.option("--if-older-than", "if_older_h", type=click.FloatRange(min=0),
+              help="Search only when the model's latest recorded search is older than this many "
+                   "hours (or there is none): for a schedule.")
+@click.option("--json", "as_json", is_flag=True, help="Print the search's record as JSON.")
+def tune(model: str, trials: int, timeout_s: float | None, snapshot: str | None,
+         if_older_h: float | None, as_json: bool) -> None:
+    """Search hyperparameters on the validation period (the stretch before the test cut),
+    record the search in the registry; the next `movierec train` uses its best."""
+    from datetime import UTC, datetime
+
+    from recommender.registry import Registry
+    from recommender.training.inputs import load_inputs
+    from recommender.training.tuning import tune as run_search
+
+    settings = _settings()
+    registry = Registry(settings.registry_dir)
+    if if_older_h is not None:
+        latest = registry.tunings(model)
+        if latest:
+            age_h = (datetime.now(UTC) - datetime.fromisoformat(latest[0]["recorded"])).total_seconds() / 3600
+            if age_h < if_older_h:
+                click.echo(f"skipped: the latest search of {model} ({latest[0]['file']}) is "
+                           f"{age_h:.1f} h old, under {if_older_h:g} h")
+                return
+    inputs = load_inputs(settings, snapshot_id=snapshot)
+    result = run_search(settings, inputs, model=model, trials=trials, timeout_s=timeout_s,
+                        progress=lambda line: click.echo(line, err=True))
+    path = registry.record_tuning(result.to_dict())
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    best = result.best
+    click.echo(f"{model}: best {result.metric} {best[result.metric]:.5f} of {len(result.trials)} "
+               f"trials in {result.seconds:.0f} s; params {best['params']}, confidence "
+               f"{best['confidence']}\nrecorded: {path}")
+
+
 # -- models ------------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ mix catalogs and, when its data reaches past the cut, leak test events into it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -41,6 +42,7 @@ from offline_eval.compare import row_from_result, write_report
 from offline_eval.evaluate import EvalResult, compare_paired, evaluate
 from offline_eval.split import Truth, build_truth, temporal_split
 from recommender.coldstart import TitleMatcher, profile_items
+from recommender.confidence import ConfidenceParams
 from recommender.dataset import build_trainset, build_trainset_with_runtimes, event_ms
 from recommender.models import model_class
 from recommender.models.base import Recommender, TrainSet
@@ -148,15 +150,44 @@ def split_cut(events: pa.Table, test_share: float) -> tuple[datetime, datetime]:
     return epoch + timedelta(milliseconds=cut), epoch + timedelta(milliseconds=hi + 1)
 
 
+@dataclass(frozen=True)
+class Tuned:
+    """What training takes from the recorded searches (``recommender.training.tuning``):
+    each tunable model its own latest best ``params`` (and the ``files`` they came from);
+    the dataset, which every candidate shares, the ``confidence`` of the newest search of
+    any model."""
+
+    params: dict[str, dict] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    confidence: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def latest(cls, registry: Registry) -> Tuned:
+        records = registry.tunings()
+        params: dict[str, dict] = {}
+        files: dict[str, str] = {}
+        for record in records:
+            model = str(record.get("model"))
+            if model not in params:
+                params[model] = dict(record.get("best", {}).get("params", {}))
+                files[model] = str(record.get("file"))
+        confidence = dict(records[0].get("best", {}).get("confidence", {})) if records else {}
+        return cls(params, files, confidence)
+
+
 class Pipeline:
     """Runs the steps above with one settings object; ``progress(stage)`` is told each
     stage as it starts (the CLI draws a bar from it)."""
 
     def __init__(self, settings: TrainSettings, *, registry: Registry | None = None,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None,
+                 confidence: ConfidenceParams | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.progress = progress or (lambda stage: log.info("%s", stage))
+        self.tuned = (Tuned.latest(registry) if registry is not None and settings.train_use_tuned
+                      else Tuned())
+        self.confidence = confidence or ConfidenceParams(**self.tuned.confidence)
         self.gate = GateConfig(metric=settings.gate_metric,
                                min_lift_over_baseline=settings.gate_min_lift,
                                max_regression=settings.gate_max_regression)
@@ -172,6 +203,9 @@ class Pipeline:
         if register and self.registry is None:
             raise PipelineError("registering needs a registry")
         params = candidate_params(s)
+        for name, tuned in self.tuned.params.items():
+            if name in params:
+                params[name] = {**params[name], **tuned}
         prepared = self.prepare(inputs)
         cut, end, train, truth, profile_for = (prepared.cut, prepared.end, prepared.train,
                                                prepared.truth, prepared.profile_for)
@@ -188,7 +222,7 @@ class Pipeline:
             champion = self._champion_metrics(candidates, train, truth, profile_for)
             full, runtime = build_trainset_with_runtimes(
                 inputs.events, as_of=end, profiles=inputs.profiles, runtimes=inputs.runtimes,
-                movies=inputs.movies, rating_scale=s.rating_scale)
+                movies=inputs.movies, params=self.confidence, rating_scale=s.rating_scale)
             from_api = int(np.count_nonzero(~np.isnan(given_runtimes(full.item_ids, inputs.runtimes))))
             runtimes = {"stored_as": RUNTIME_ARRAY, "from_api": from_api,
                         "estimated": full.n_items - from_api}
@@ -211,7 +245,7 @@ class Pipeline:
         train_events, test_events = temporal_split(inputs.events, cut, end=end)
         train = build_trainset(train_events, as_of=cut, profiles=inputs.profiles,
                                runtimes=inputs.runtimes, movies=inputs.movies,
-                               rating_scale=s.rating_scale)
+                               params=self.confidence, rating_scale=s.rating_scale)
         truth = build_truth(train, test_events, runtimes=inputs.runtimes,
                             rating_scale=s.rating_scale)
         if len(truth) == 0:
@@ -303,6 +337,9 @@ class Pipeline:
                      "runtimes": runtime_meta},
             "training": {"seconds": seconds, "peak_memory_bytes": peak_memory_bytes()},
             "metrics": metrics,
+            # serving weighs a user's history with the same confidence (ServingModel.load)
+            "confidence": dataclasses.asdict(self.confidence),
+            "tuning": self.tuned.files.get(c.name),
         })
         c.version = version.version
         c.row = {**c.row, "version": version.version, "train_seconds": seconds,

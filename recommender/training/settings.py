@@ -30,6 +30,9 @@ class TrainSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings, R
         choices=("redis", "none"),
     )
     train_threads: int = setting(0, "Threads for model fitting and batch scoring (0: all cores)", min=0)
+    train_use_tuned: bool = setting(
+        True, "Train with the best parameters of the latest recorded search (movierec tune), "
+              "where there is one")
     eval_test_share: float = setting(
         0.15, "Share of the snapshot's time span held out, at its end, for offline evaluation",
         min=0.01, max=0.9,
