@@ -87,12 +87,17 @@ def personalized_share(recs: np.ndarray) -> float:
     return 1.0 - counts.max() / len(recs)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_world_args(ap: argparse.ArgumentParser) -> None:
+    """The simulated world's size (the demo's by default) and seed."""
     ap.add_argument("--users", type=int, default=6_000)
     ap.add_argument("--movies", type=int, default=3_000)
     ap.add_argument("--days", type=float, default=25.0)
     ap.add_argument("--seed", type=int, default=42)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_world_args(ap)
     ap.add_argument("--candidates", default="popularity;als;itemknn;itemknn:similarity_input=confidence",
                     help="candidates separated by ;, each name[:key=value,...]")
     ap.add_argument("--threads", type=int, default=0, help="fit and batch threads (0: all cores)")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.candidates import world_inputs
+from benchmarks.candidates import add_world_args, world_inputs
 from benchmarks.report import add_output_args, emit
 from movierec.settings import load
 from offline_eval.evaluate import compare_paired
@@ -34,10 +34,7 @@ METRIC = "ndcg@20"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--users", type=int, default=6_000)
-    ap.add_argument("--movies", type=int, default=3_000)
-    ap.add_argument("--days", type=float, default=25.0)
-    ap.add_argument("--seed", type=int, default=42)
+    add_world_args(ap)
     ap.add_argument("--model", default="hybrid", choices=("als", "hybrid"))
     ap.add_argument("--trials", type=int, default=20)
     add_output_args(ap)
