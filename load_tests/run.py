@@ -22,6 +22,7 @@ Exit status: 0 when every check passed, 1 when one failed, 2 when the test could
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import signal
@@ -132,6 +133,8 @@ def run_locust(cmd: Sequence[str], *, env: Mapping[str, str], log: Path,
     """Run locust to completion in its own session, output to ``log``; past
     ``timeout_s`` the whole session (master and forked workers) is killed and
     ``LoadTestError`` raised. Returns locust's exit status."""
+    if importlib.util.find_spec("locust") is None:
+        raise LoadTestError("locust is not installed: pip install 'movierec[load]'")
     with log.open("w", encoding="utf-8") as out:
         proc = subprocess.Popen(list(cmd), env=dict(env), stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
