@@ -19,12 +19,15 @@ of an old period) every valid line looked "ahead" until a run of them forced the
 follow; a real ratings log lost 24% of its lines that way. The record's timestamp does not
 depend on what came before, so gaps, restarts and replays cost nothing, each line is
 judged alone, and a batch is judged in one vectorised comparison. A record without a
-timestamp (-1: an old message format) cannot be judged and is accepted.
+timestamp (-1: an old message format) is judged against the time it was read instead
+(``now_ms``): it cannot have been written later than that, so a line stamped past it is
+as impossible, and cannot move the stream's clock into the future either.
 """
 
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -50,10 +53,12 @@ class Validator:
     rejects anything."""
 
     def __init__(self, *, runtime_of: Callable[[str], int | None], runtime_slack_min: int = 10,
-                 ahead: timedelta = timedelta(hours=14 + 6)) -> None:
+                 ahead: timedelta = timedelta(hours=14 + 6),
+                 now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
         self.runtime_of = runtime_of
         self.slack = runtime_slack_min
         self.ahead_ms = ahead // timedelta(milliseconds=1)
+        self.now_ms = now_ms
         self.clock: datetime | None = None
 
     def problem(self, event: Event) -> tuple[Check, str] | None:
@@ -69,8 +74,10 @@ class Validator:
     def future(self, event: Event, written_ms: int) -> tuple[Check, str] | None:
         """``FUTURE_TIMESTAMP`` when the event time (epoch ms, floored, its naive time read
         as UTC) is more than ``ahead`` past ``written_ms`` (the record's timestamp; < 0:
-        unknown, never rejected)."""
-        if written_ms < 0 or epoch_ms(event.time) <= written_ms + self.ahead_ms:
+        unknown, and the time of reading, ``now_ms``, stands in)."""
+        if written_ms < 0:
+            written_ms = self.now_ms()
+        if epoch_ms(event.time) <= written_ms + self.ahead_ms:
             return None
         written = datetime.fromtimestamp(written_ms / 1000, UTC).replace(tzinfo=None)
         hours = (event.time - written) / timedelta(hours=1)
@@ -100,9 +107,11 @@ class Validator:
 
     def time_limits(self, written_ms: np.ndarray) -> np.ndarray:
         """The latest plausible event time (epoch ms, int64) of each record given its
-        timestamp: ``ms > limits`` is ``future``, vectorised (unknown timestamps: none)."""
+        timestamp: ``ms > limits`` is ``future``, vectorised (unknown timestamps: the time
+        of reading). A timestamp too large to add to saturates at ``NO_LIMIT``."""
         written = np.asarray(written_ms, dtype=np.int64)
-        return np.where(written < 0, NO_LIMIT, written + self.ahead_ms)
+        written = np.where(written < 0, self.now_ms(), written)
+        return np.minimum(written, NO_LIMIT - self.ahead_ms) + self.ahead_ms
 
     def settle(self, latest: datetime | None) -> None:
         """After a batch judged in columns: the clock as ``check`` would have left it,

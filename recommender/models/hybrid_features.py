@@ -165,15 +165,22 @@ def candidates(block: UserBlock, pop: Popularity, per_source: tuple[int, int, in
     return rows.astype(np.int64), items.astype(np.int64)
 
 
-def _ranks(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """float32: the rank of each value among its row's (0 = highest; rows ascending)."""
+def row_ranks(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """float32: the rank of each value among its row's (0 = highest; rows ascending).
+    Equal values share the best of their ranks ("1224" competition ranking): most
+    candidates have no kNN score at all, and numbering those zeros apart would give the
+    ranker a feature that only follows the movie ids' order."""
     if len(rows) == 0:
         return np.zeros(0, np.float32)
     order = np.lexsort((-values, rows))
-    sorted_rows = rows[order]
+    sorted_rows, sorted_values = rows[order], values[order]
+    position = np.arange(len(rows))
     starts = np.searchsorted(sorted_rows, sorted_rows)  # first position of each row
+    new_value = np.ones(len(rows), dtype=bool)
+    new_value[1:] = (sorted_rows[1:] != sorted_rows[:-1]) | (sorted_values[1:] != sorted_values[:-1])
+    first_of_tie = np.maximum.accumulate(np.where(new_value, position, 0))
     ranks = np.empty(len(rows), np.float32)
-    ranks[order] = np.arange(len(rows)) - starts
+    ranks[order] = first_of_tie - starts
     return ranks
 
 
@@ -193,7 +200,7 @@ def feature_rows(block: UserBlock, items_facts: ItemFacts, pop: Popularity, rows
     seg_genre_match = np.einsum("ij,ij->i", pop.genres[block.pop_rows[rows]], item_genres)
     vote, api_pop = items_facts.vote[items], items_facts.api_pop[items]
     columns = [
-        als, _ranks(rows, als), knn, _ranks(rows, knn), seg, _ranks(rows, seg),
+        als, row_ranks(rows, als), knn, row_ranks(rows, knn), seg, row_ranks(rows, seg),
         items_facts.pop_long[items], items_facts.pop_short[items], items_facts.trend[items],
         item_users, np.where(np.isnan(release_age), UNKNOWN, release_age),
         genre_match, seg_genre_match, np.where(np.isnan(vote), UNKNOWN, vote),

@@ -95,8 +95,11 @@ def test_minutes_past_the_runtime_are_rejected() -> None:
 def test_the_future_is_judged_against_when_the_line_was_written_not_the_streams_past() -> None:
     """Each line alone, against its Kafka record's timestamp: gaps of hours or days and a
     replay of an old period lose nothing; a line stamped past its writing (beyond the
-    allowed offset) is rejected, and a line without a timestamp cannot be judged."""
-    v = Validator(runtime_of=lambda m: None, ahead=timedelta(hours=20))
+    allowed offset) is rejected, and a line without a timestamp is judged against the
+    time it was read."""
+    read_at = T + timedelta(days=500)
+    v = Validator(runtime_of=lambda m: None, ahead=timedelta(hours=20),
+                  now_ms=lambda: epoch_ms(read_at))
     # a quiet stream, each line written as it happened: gaps of 8 h, 3 days, 40 days
     for gap in (0, 8, 72, 960):
         when = T + timedelta(hours=gap)
@@ -114,8 +117,13 @@ def test_the_future_is_judged_against_when_the_line_was_written_not_the_streams_
     assert "20.0 h after its line was written (2025-03-01T12:00:00 UTC)" in problem[1]
     assert v.check(Watch(T + timedelta(days=365), 3, "x+2000", 0), written)[0] is Check.FUTURE_TIMESTAMP
     assert v.clock == T + timedelta(hours=960)  # a rejected line never moves the clock
-    # no timestamp (-1, an old message format): nothing to judge against
+    # no timestamp (-1, an old message format): judged against the time of reading, and a
+    # line past it moves no clock
     assert v.check(Watch(T + timedelta(days=365), 4, "x+2000", 0), -1) is None
+    assert v.clock == T + timedelta(days=365)
+    late = v.check(Watch(read_at + timedelta(hours=21), 4, "x+2000", 0), -1)
+    assert late is not None and late[0] is Check.FUTURE_TIMESTAMP
+    assert v.clock == T + timedelta(days=365)
 
 
 def test_a_known_site_offset_tightens_the_check() -> None:
@@ -127,13 +135,17 @@ def test_a_known_site_offset_tightens_the_check() -> None:
 
 
 def test_the_vectorised_limits_say_what_future_says() -> None:
-    v = Validator(runtime_of=lambda m: None, ahead=timedelta(hours=20))
-    written = np.array([epoch_ms(T), epoch_ms(T) + 5], dtype=np.int64)
+    v = Validator(runtime_of=lambda m: None, ahead=timedelta(hours=20),
+                  now_ms=lambda: epoch_ms(T) + 99)
+    written = np.array([epoch_ms(T), epoch_ms(T) + 5, -1], dtype=np.int64)
     for w, limit in zip(written.tolist(), v.time_limits(written).tolist(), strict=True):
         at_limit = EPOCH + timedelta(milliseconds=limit)
         assert v.future(Watch(at_limit, 1, "x+2000", 0), w) is None
         assert v.future(Watch(at_limit + timedelta(milliseconds=1), 1, "x+2000", 0), w) is not None
-    assert v.time_limits(np.array([-1]))[0] == np.iinfo(np.int64).max  # unknown: no limit
+    assert v.time_limits(np.array([-1]))[0] == epoch_ms(T) + 99 + 20 * 3_600_000  # read time
+    # a bogus timestamp near the int64 limit saturates instead of wrapping negative
+    huge = np.iinfo(np.int64).max - 5
+    assert v.time_limits(np.array([huge]))[0] == np.iinfo(np.int64).max
 
 
 def test_a_success_with_more_than_twenty_ids_is_rejected() -> None:
