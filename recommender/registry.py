@@ -276,7 +276,11 @@ class Registry:
         """The recorded searches (of ``model``, or all), newest first; an unreadable file
         is skipped (logged), never fatal."""
         records = []
-        for path in sorted((self.root / "tuning").glob("*.json"), reverse=True):
+        # by the time stamp after the model's name (names hold no "-"), not the whole
+        # file name, which would sort every "hybrid-" record before every "als-" one
+        paths = sorted((self.root / "tuning").glob("*.json"),
+                       key=lambda path: path.stem.rpartition("-")[2], reverse=True)
+        for path in paths:
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:

@@ -105,10 +105,17 @@ class Recommender(ABC):
     """Base class of every candidate. Subclasses set ``name`` and implement the methods."""
 
     name: ClassVar[str] = ""
+    absent_params: ClassVar[dict[str, Any]] = {}
+    """Params added after versions were registered without them, with the value that
+    reproduces how those versions behaved (re-evaluating a stored configuration must
+    evaluate the model that was promoted, not today's default)."""
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
         self.item_ids: np.ndarray = np.zeros(0, dtype=object)
+        # what the last fit decided that its params do not say (plain JSON; the registry
+        # keeps it in the version's metadata under "training")
+        self.fit_facts: dict[str, Any] = {}
 
     # -- learning -------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ Persistence: S as its CSR arrays (``sim_data`` float32, ``sim_indices`` int32,
 from __future__ import annotations
 
 import warnings
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -147,6 +148,8 @@ class ItemKNNRecommender(Recommender):
     """
 
     name = "itemknn"
+    # versions registered before the binary input existed computed S from confidence
+    absent_params: ClassVar[dict[str, Any]] = {"similarity_input": "confidence"}
 
     def __init__(self, *, kind: str = "cosine", k: int = 300, k1: float = 1.2, b: float = 0.75,
                  similarity_input: str = "binary", num_threads: int = 0,
@@ -168,7 +171,7 @@ class ItemKNNRecommender(Recommender):
             raise ModelError(f"{self.name}: empty training matrix {train.matrix.shape}")
         p = self.params
         source = train.matrix
-        if p.get("similarity_input", "binary") == "binary":
+        if p["similarity_input"] == "binary":
             source = sp.csr_matrix((np.ones_like(source.data), source.indices, source.indptr),
                                    shape=source.shape)
         weighted = weighted_matrix(source, p["kind"], p["k1"], p["b"])

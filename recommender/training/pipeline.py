@@ -155,24 +155,32 @@ class Tuned:
     """What training takes from the recorded searches (``recommender.training.tuning``):
     each tunable model its own latest best ``params`` (and the ``files`` they came from);
     the dataset, which every candidate shares, the ``confidence`` of the newest search of
-    any model."""
+    any model. Only searches that saw nothing at or after the run's test cut count
+    (``seen_until``), so a search on today's log never chooses the parameters of a
+    training on an older snapshot, whose test period it has seen."""
 
     params: dict[str, dict] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     confidence: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def latest(cls, registry: Registry) -> Tuned:
-        records = registry.tunings()
+    def latest(cls, registry: Registry, *, cut: datetime) -> Tuned:
         params: dict[str, dict] = {}
         files: dict[str, str] = {}
-        for record in records:
+        confidence: dict[str, float] | None = None
+        for record in registry.tunings():  # newest first
+            seen_until = record.get("data", {}).get("seen_until")
+            if seen_until is None or datetime.fromisoformat(seen_until) > cut:
+                log.info("tuning %s not used: it saw events up to %s, past this run's test "
+                         "cut %s", record.get("file"), seen_until or "(not recorded)", cut)
+                continue
             model = str(record.get("model"))
             if model not in params:
                 params[model] = dict(record.get("best", {}).get("params", {}))
                 files[model] = str(record.get("file"))
-        confidence = dict(records[0].get("best", {}).get("confidence", {})) if records else {}
-        return cls(params, files, confidence)
+            if confidence is None:
+                confidence = dict(record.get("best", {}).get("confidence", {}))
+        return cls(params, files, confidence or {})
 
 
 class Pipeline:
@@ -185,9 +193,9 @@ class Pipeline:
         self.settings = settings
         self.registry = registry
         self.progress = progress or (lambda stage: log.info("%s", stage))
-        self.tuned = (Tuned.latest(registry) if registry is not None and settings.train_use_tuned
-                      else Tuned())
-        self.confidence = confidence or ConfidenceParams(**self.tuned.confidence)
+        self._confidence_given = confidence
+        self.tuned = Tuned()  # taken up by run(), which knows its test cut
+        self.confidence = confidence or ConfidenceParams()
         self.gate = GateConfig(metric=settings.gate_metric,
                                min_lift_over_baseline=settings.gate_min_lift,
                                max_regression=settings.gate_max_regression)
@@ -202,10 +210,8 @@ class Pipeline:
             raise PipelineError(f"the gate needs the {BASELINE!r} baseline among the candidates")
         if register and self.registry is None:
             raise PipelineError("registering needs a registry")
-        params = candidate_params(s)
-        for name, tuned in self.tuned.params.items():
-            if name in params:
-                params[name] = {**params[name], **tuned}
+        self._take_tuned(split_cut(inputs.events, s.eval_test_share)[0])
+        params = self._tuned_params(candidate_params(s))
         prepared = self.prepare(inputs)
         cut, end, train, truth, profile_for = (prepared.cut, prepared.end, prepared.train,
                                                prepared.truth, prepared.profile_for)
@@ -235,6 +241,31 @@ class Pipeline:
                          int(np.sum(truth.new_user)))
 
     # -- steps ----------------------------------------------------------------------------------
+
+    def _take_tuned(self, cut: datetime) -> None:
+        """Take up the latest usable searches (``Tuned``), unless the settings say not to;
+        a confidence given to the constructor wins over the searches'."""
+        if self.registry is None or not self.settings.train_use_tuned:
+            return
+        self.tuned = Tuned.latest(self.registry, cut=cut)
+        if self._confidence_given is None:
+            self.confidence = ConfidenceParams(**self.tuned.confidence)
+
+    def _tuned_params(self, params: dict[str, dict]) -> dict[str, dict]:
+        """``params`` with each model's tuned values over the settings' (logged, since a
+        ``MOVIEREC_ALS_*`` value then has no effect; ``MOVIEREC_TRAIN_USE_TUNED=0`` keeps
+        the settings)."""
+        out = dict(params)
+        for name, tuned in self.tuned.params.items():
+            if name not in out:
+                continue
+            changed = {k: v for k, v in tuned.items() if out[name].get(k) != v}
+            if changed:
+                log.info("%s: %s from tuning %s over the settings", name,
+                         ", ".join(f"{k}={v}" for k, v in sorted(changed.items())),
+                         self.tuned.files.get(name))
+            out[name] = {**out[name], **tuned}
+        return out
 
     def prepare(self, inputs: TrainInputs) -> Prepared:
         """Split ``inputs`` at the settings' test share: the training set, the truth, the
@@ -305,7 +336,8 @@ class Pipeline:
             champion = self.registry.get("champion")
         except RegistryError:
             return None
-        name, params = champion.name, champion.meta.get("hyperparameters", {})
+        name = champion.name
+        params = {**model_class(name).absent_params, **champion.meta.get("hyperparameters", {})}
         for c in candidates:  # same configuration: compare full params, defaults included
             if c.name == name and model_class(c.name)(**c.params).params == params:
                 assert c.result is not None
@@ -335,7 +367,8 @@ class Pipeline:
             "data": {**inputs.data, "train_users": full.n_users, "train_items": full.n_items,
                      "interactions": int(full.matrix.nnz),
                      "runtimes": runtime_meta},
-            "training": {"seconds": seconds, "peak_memory_bytes": peak_memory_bytes()},
+            "training": {"seconds": seconds, "peak_memory_bytes": peak_memory_bytes(),
+                         **model.fit_facts},
             "metrics": metrics,
             # serving weighs a user's history with the same confidence (ServingModel.load)
             "confidence": dataclasses.asdict(self.confidence),

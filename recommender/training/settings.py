@@ -31,8 +31,8 @@ class TrainSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings, R
     )
     train_threads: int = setting(0, "Threads for model fitting and batch scoring (0: all cores)", min=0)
     train_use_tuned: bool = setting(
-        True, "Train with the best parameters of the latest recorded search (movierec tune), "
-              "where there is one")
+        True, "Train with the best parameters of the latest recorded search (movierec tune) "
+              "that saw nothing of the run's test period; they win over MOVIEREC_ALS_*")
     eval_test_share: float = setting(
         0.15, "Share of the snapshot's time span held out, at its end, for offline evaluation",
         min=0.01, max=0.9,

@@ -15,7 +15,8 @@ the gate's numbers never come from.
 **Recorded** in the registry (``Registry.record_tuning``): every trial's parameters and
 score, the best, the data it was tuned on and when; ``movierec models show`` of a
 version names the tuning it used. Training then takes the latest record's best
-parameters for that model (``tuned_params``), and every model version stores the
+parameters for that model, among the records that saw nothing of its own test period
+(``seen_until``, ``pipeline.Tuned``), and every model version stores the
 confidence parameters it was trained with, which serving uses to weigh a history the
 same way (``ServingModel.load``).
 
@@ -108,7 +109,11 @@ def tune(settings: TrainSettings, inputs: TrainInputs, *, model: str = "hybrid",
     validation = validation_inputs(inputs, settings.eval_test_share)
     metric = settings.gate_metric
     base_params = candidate_params(dataclasses.replace(settings, train_models=model))[model]
-    result = TuningResult(model, metric, data={**inputs.data, "validation_rows": validation.events.num_rows},
+    # seen_until: every event the search saw is before it (a training whose test period
+    # starts earlier must not take this search up: Tuned.latest)
+    seen_until = split_cut(inputs.events, settings.eval_test_share)[0]
+    result = TuningResult(model, metric, data={**inputs.data, "validation_rows": validation.events.num_rows,
+                                               "seen_until": seen_until.isoformat()},
                           started=datetime.now(UTC).isoformat(timespec="seconds"))
     started = time.perf_counter()
 

@@ -103,7 +103,12 @@ def test_offline_ranking_agrees_with_the_oracle(run, inputs, world):
         lists = [[str(train.item_ids[i]) for i in r if i >= 0] for r in recs]
         value[c.name] = oracle_values(world, users.tolist(), lists).mean()
     offline = {c.name: c.row["metrics"]["ndcg@20"] for c in report.candidates}
-    assert sorted(offline, key=offline.get) == sorted(value, key=value.get)
+    # every pair offline orders clearly (more than 5% apart) the oracle orders the same
+    # way; a near tie offline (ALS and the hybrid here, within 1%) says nothing about
+    # which the users prefer (docs/models.md)
+    clear = [(a, b) for a in offline for b in offline if offline[a] > 1.05 * offline[b]]
+    assert len(clear) >= 4, offline
+    assert [(a, b) for a, b in clear if value[a] <= value[b]] == [], (offline, value)
 
 
 def test_registry_holds_complete_provenance(run):
@@ -193,22 +198,24 @@ def test_a_later_run_is_gated_against_the_champions_configuration(run, inputs, t
     """A run whose ALS differs from the champion's re-fits the champion's configuration
     on its own split and holds the candidate to it; the same configuration is reused."""
     report, registry, _ = run
-    champion_ndcg = registry.get("champion").metrics["ndcg@20"]
+    champion = registry.get("champion")
+    name = champion.name  # ALS or the hybrid (they tie here); both take als_factors
+    assert name in ("als", "hybrid"), name
     settings = load(TrainSettings, {}, registry_dir=registry.root, reports_dir=tmp_path,
-                    train_threads=1, train_models="als,popularity", als_factors=4)
+                    train_threads=1, train_models=f"{name},popularity", als_factors=4)
     stages: list[str] = []
     later = Pipeline(settings, registry=registry, progress=stages.append).run(inputs, promote=False)
-    als = by_name(later)["als"]
     assert any(s.startswith("re-evaluate the champion") for s in stages)
-    assert als.gate["numbers"]["champion"] == pytest.approx(champion_ndcg)
+    assert by_name(later)[name].gate["numbers"]["champion"] == pytest.approx(
+        champion.metrics["ndcg@20"])
 
     same = load(TrainSettings, {}, registry_dir=registry.root, reports_dir=tmp_path,
-                train_threads=1, train_models="als,popularity")
+                train_threads=1, train_models=f"{name},popularity")
     stages.clear()
     again = Pipeline(same, registry=registry, progress=stages.append).run(inputs, promote=False)
     assert not any(s.startswith("re-evaluate the champion") for s in stages)
-    assert by_name(again)["als"].gate["numbers"]["champion"] == pytest.approx(
-        by_name(again)["als"].row["metrics"]["ndcg@20"])
+    assert by_name(again)[name].gate["numbers"]["champion"] == pytest.approx(
+        by_name(again)[name].row["metrics"]["ndcg@20"])
 
 
 # -- the runtimes training used, stored for serving ------------------------------------------
@@ -267,3 +274,19 @@ def test_serving_weighs_a_history_as_training_did(run, inputs):
     served_w, flat_w, trained_w = (np.concatenate(w) for w in (served_w, flat_w, trained_w))
     np.testing.assert_allclose(served_w, trained_w, rtol=1e-6)
     assert np.mean(np.abs(flat_w - trained_w) > 1e-3 * trained_w) > 0.2  # the skew it removes
+
+
+def test_an_old_champion_is_re_evaluated_as_it_was_promoted(monkeypatch):
+    """A champion registered before a param existed is re-evaluated with the value that
+    reproduces it (``absent_params``), not with today's default."""
+    from types import SimpleNamespace
+
+    stored = {"kind": "bm25", "k": 100, "k1": 1.2, "b": 0.75, "num_threads": 0, "liked_weight": 1.0}
+    champion = SimpleNamespace(name="itemknn", version="itemknn-old", meta={"hyperparameters": stored})
+    registry = SimpleNamespace(get=lambda alias: champion)
+    evaluated = []
+    monkeypatch.setattr(Pipeline, "_evaluate", lambda self, name, params, *rest: (
+        evaluated.append((name, params)) or (SimpleNamespace(summary=lambda: {"ndcg@20": 0.1}), {})))
+    pipeline = Pipeline(load(TrainSettings, {}), registry=registry)
+    assert pipeline._champion_metrics([], None, None, None) == {"ndcg@20": 0.1}
+    assert evaluated == [("itemknn", {**stored, "similarity_input": "confidence"})]

@@ -58,11 +58,13 @@ def test_a_search_is_recorded_and_the_next_training_uses_its_best(inputs, tmp_pa
     assert registry.tunings("als")[0]["file"] == path.name and registry.tunings("hybrid") == []
     assert any(e["event"] == "tune" for e in registry.events())
 
-    tuned = Tuned.latest(registry)
+    cut, _ = split_cut(inputs.events, s.eval_test_share)
+    assert result.data["seen_until"] == cut.isoformat()
+    tuned = Tuned.latest(registry, cut=cut)
     assert tuned.params["als"] == result.best["params"] and tuned.files["als"] == path.name
     pipeline = Pipeline(s, registry=registry)
-    assert pipeline.confidence == ConfidenceParams(**result.best["confidence"])
     report = pipeline.run(inputs, promote=False)
+    assert pipeline.confidence == ConfidenceParams(**result.best["confidence"])
     als = next(c for c in report.candidates if c.name == "als")
     meta = registry.get(als.version).meta
     assert meta["hyperparameters"]["factors"] == result.best["params"]["factors"]
@@ -70,7 +72,48 @@ def test_a_search_is_recorded_and_the_next_training_uses_its_best(inputs, tmp_pa
     assert meta["tuning"] == path.name
     # switched off, training ignores the record
     plain = Pipeline(settings(tmp_path, train_use_tuned=False), registry=registry)
+    plain.run(inputs, register=False)
     assert plain.confidence == ConfidenceParams() and plain.tuned == Tuned()
+
+
+def test_each_trial_fits_and_scores_on_events_before_the_test_cut(inputs, tmp_path,
+                                                                   monkeypatch) -> None:
+    cut, _ = split_cut(inputs.events, 0.15)
+    seen = []
+    prepare = Pipeline.prepare
+
+    def spy(self, given):
+        seen.append(int(event_ms(given.events).max()))
+        return prepare(self, given)
+
+    monkeypatch.setattr(Pipeline, "prepare", spy)
+    tune(settings(tmp_path), inputs, model="als", trials=2, seed=1)
+    cut_ms = int((cut - datetime(1970, 1, 1)).total_seconds() * 1000)
+    assert len(seen) == 2 and max(seen) < cut_ms
+
+
+def record(registry: Registry, model: str, seen_until: datetime | None, half_life: float) -> str:
+    data = {} if seen_until is None else {"seen_until": seen_until.isoformat()}
+    return registry.record_tuning({"model": model, "data": data, "trials": [], "best": {
+        "params": {"factors": int(half_life)}, "confidence": {"half_life_days": half_life}}}).name
+
+
+def test_training_takes_the_newest_usable_search_of_any_model(tmp_path) -> None:
+    registry = Registry(tmp_path / "registry")
+    cut = datetime(2025, 3, 10)
+    hybrid = record(registry, "hybrid", cut, 10.0)
+    als = record(registry, "als", cut - timedelta(days=1), 99.0)  # newer, though "als" < "hybrid"
+    assert [r["file"] for r in registry.tunings()] == [als, hybrid]
+    tuned = Tuned.latest(registry, cut=cut)
+    assert tuned.confidence == {"half_life_days": 99.0}
+    assert tuned.files == {"als": als, "hybrid": hybrid}
+    # a search that saw the test period of a run on an older snapshot is not taken up
+    # by it, nor one that does not say what it saw
+    record(registry, "als", cut + timedelta(hours=1), 5.0)
+    record(registry, "als", None, 6.0)
+    assert Tuned.latest(registry, cut=cut) == tuned
+    newer = Tuned.latest(registry, cut=cut + timedelta(days=1))
+    assert newer.confidence == {"half_life_days": 5.0} and newer.params["als"] == {"factors": 5}
 
 
 def test_serving_weighs_histories_with_the_versions_own_confidence(inputs, tmp_path) -> None:
