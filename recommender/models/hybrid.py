@@ -13,16 +13,18 @@ Covington et al. 2016, "Deep Neural Networks for YouTube Recommendations", RecSy
    ``TrainSet.last_time``) is held out: the first stages are fitted on what came before
    (``validation_base``), as if that were all there was.
 2. For up to ``max_train_users`` users with an interaction in the held-out period (new
-   users included, through their cold start), the first stages propose candidates; a
+   users included: the segment's cold-start vector, no kNN scores), the first stages
+   propose candidates; a
    candidate the user went on to interact with is a positive. A LightGBM ranker learns to
    score them from the features, the content ones included (genres, the movie API's vote
    average and popularity, ``recommender.models.item_meta``): on a sparse day the log
    says little of a user, what a film is says more. The objective is pointwise
    (``binary``, logistic loss on every candidate) by default: with about one positive
-   among a hundred candidates per user, LambdaRank's pairwise gradients (Burges 2010,
+   among about 130 candidates per user, LambdaRank's pairwise gradients (Burges 2010,
    "From RankNet to LambdaRank to LambdaMART: An Overview") were noisier; at full scale
-   (1M users, 2 days) the pointwise ranker beat popularity by 20% against 4% for
-   LambdaRank, on the demo's world they tied (docs/models.md). ``objective`` selects.
+   (1M users, 2 days; 12k sampled test users) the pointwise ranker beat popularity by 20%
+   against 4% for LambdaRank, on the demo's world they tied (docs/models.md).
+   ``objective`` selects.
 3. The first stages are fitted again on the whole training set (the freshest interactions
    are the ones trending now), and the ranker is kept.
 
@@ -31,20 +33,23 @@ held-out interaction among their candidates: a tiny log, a log with no time spre
 candidates are ordered by reciprocal rank fusion of the three stages instead, the sum of
 ``1 / (60 + rank)`` (Cormack, Clarke & Buettcher 2009, "Reciprocal rank fusion outperforms
 Condorcet and individual rank learning methods", SIGIR): no parameters to learn, and no
-stage can dominate by the scale of its scores. ``fit_facts`` says which was used.
+stage can dominate by the scale of its scores. ``fit_facts`` says which was used (the
+registry keeps it with the version).
 
 **Answer**: the first stages score every film for the user (ALS by request-time fold-in
 of the current history, item-kNN from the history, the user's segment's popularity), the
 union of their top films are the candidates, the ranker orders them. New users: the
 ALS cold-start vector (liked titles from the self-description, else the segment's mean),
-liked titles as the kNN history, the segment's popularity. The ranker serves through a
-numpy copy of its trees (``trees``): LightGBM is only needed to train.
+liked titles as the kNN history, the segment's popularity. (The ranker learns new users
+without their liked titles, which the training set does not carry matched to films; so
+a new user who named some is scored by what it learned from established users. At full scale the
+hybrid ties popularity for new users.) The ranker serves through a numpy copy of its
+trees (``trees``): LightGBM is only needed to train.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -178,7 +183,6 @@ class HybridRecommender(Recommender):
         self._row_segments = np.zeros(0, np.int16)
         self._ranker: TreeArrays | None = None
         self._train: sp.csr_matrix | None = None
-        self.fit_facts: dict[str, Any] = {}
 
     def _new_als(self) -> ALSRecommender:
         p = self.params
@@ -212,7 +216,8 @@ class HybridRecommender(Recommender):
         x, y, groups = self._ranking_examples(base, held)
         self._ranker = self._train_ranker(x, y, groups) if len(groups) >= MIN_RANKER_USERS else None
         self._fit_stages(train)
-        self.fit_facts = {"ranker": "lambdarank" if self._ranker is not None else "rank fusion",
+        self.fit_facts = {"ranker": self.params["objective"] if self._ranker is not None
+                          else "rank fusion",
                           "ranker_users": len(groups), "ranker_rows": int(len(y)),
                           "ranker_positives": int(y.sum()), "held_out_interactions": int(held.nnz)}
 

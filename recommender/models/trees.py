@@ -20,9 +20,10 @@ one comparison over all ``rows x trees`` paths at once (a request of 200 candida
 for a node whose missing type is None, which is what ``use_missing=false`` training gives:
 a NaN value is read as 0.0, then left when ``x <= threshold`` (compared in double
 precision, as LightGBM does). Other missing types and categorical splits are refused. The
-prediction of a row is the sum of its leaf values (a LambdaRank model has no initial
-score), so ``predict`` equals ``Booster.predict`` up to float rounding; a unit test holds
-that.
+prediction of a row is the sum of its leaf values (LightGBM folds any initial score into
+the first tree), so ``predict`` equals ``Booster.predict(raw_score=True)`` up to float
+rounding, for the binary objective (whose probability is the logistic of it, in the same
+order) as for LambdaRank; a unit test holds that for both.
 """
 
 from __future__ import annotations

@@ -13,10 +13,6 @@ from recommender.serving.breaker import CircuitBreaker
 from recommender.serving.state import FeaturesUnavailable
 from stores.online import OnlineStore, OnlineStoreError, UserState
 
-POOL_SIZE = 8
-"""Connections per process: one per request thread is enough (a sync gunicorn worker
-uses one, a threaded one a few); a thread that finds none free waits up to the timeout."""
-
 
 class OnlineFeatures:
     """The store's request-path reads, guarded by ``breaker`` (see the module docstring)."""

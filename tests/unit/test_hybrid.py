@@ -19,7 +19,7 @@ from offline_eval.split import build_truth, temporal_split
 from recommender.dataset import build_trainset
 from recommender.models.base import History, TrainSet
 from recommender.models.hybrid import HybridRecommender, validation_base
-from recommender.models.hybrid_features import FEATURES, release_years, top_per_row
+from recommender.models.hybrid_features import FEATURES, release_years, row_ranks, top_per_row
 from recommender.models.popularity import PopularityRecommender
 from recommender.models.profiles import Profile, Profiles
 from recommender.training.pipeline import split_cut
@@ -68,11 +68,14 @@ def test_features_and_ranks_helpers() -> None:
     assert top_per_row(rows, items, np.array([1.0, 2.0, 1.0, 0.5]), 3, 2).tolist() == [
         [3, 5], [2, -1], [-1, -1]]
     assert len(FEATURES) == 19 and len(set(FEATURES)) == 19
+    # ties share their best rank, whatever the items' order (0 = highest)
+    ranks = row_ranks(np.array([0, 0, 0, 0, 0, 1, 1, 1]), np.array([0, 0, 0.5, 0, 0.2, 3, 1, 3]))
+    assert ranks.tolist() == [2, 2, 0, 2, 1, 0, 2, 0]
 
 
 def test_the_ranker_learns_from_the_held_out_period_and_beats_popularity(split, hybrid) -> None:
     train, truth = split
-    assert hybrid.fit_facts["ranker"] == "lambdarank"
+    assert hybrid.fit_facts["ranker"] == "binary"  # the default objective
     assert hybrid.fit_facts["ranker_users"] >= 50 and hybrid.fit_facts["ranker_positives"] > 0
     mine = evaluate(hybrid, train, truth, k=20, latency_sample=5)
     popularity = PopularityRecommender(by_segment=True)
