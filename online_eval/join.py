@@ -109,7 +109,8 @@ class OutcomeJoin:
     def __init__(self, arm_of: Mapping[int, str], *, window: timedelta = DEFAULT_WINDOW,
                  follow_up: timedelta = DEFAULT_FOLLOW_UP, since: datetime | None = None,
                  until: datetime | None = None, server: str | None = None,
-                 lateness: timedelta = DEFAULT_LATENESS, max_pending: int = MAX_PENDING) -> None:
+                 lateness: timedelta = DEFAULT_LATENESS, max_pending: int = MAX_PENDING,
+                 per_user: bool = False) -> None:
         if window <= timedelta(0) or follow_up < window:
             raise OnlineEvalError(f"need 0 < window <= follow-up, got {window} and {follow_up}")
         if lateness < timedelta(0) or max_pending < 1:
@@ -122,6 +123,9 @@ class OutcomeJoin:
         self.since, self.until, self.server = since, until, server
         self.max_pending = max_pending
         self.outcomes: dict[str, ArmOutcome] = {}
+        self.per_user: dict[str, dict[int, list[int]]] | None = {} if per_user else None
+        """With ``per_user``: arm -> user -> [eligible lists, taken lists], the unit of the
+        canary's sequential test (``online_eval.sequential``)."""
         self.filtered = 0   # requests outside since/until or from another server
         self.overflow = 0   # lists closed early: the user got more than max_pending newer ones
         self.clock: datetime | None = None
@@ -147,6 +151,12 @@ class OutcomeJoin:
             self._watch(event)
         else:
             self._rate(event)
+
+    def user_take_rates(self, arm: str) -> list[float]:
+        """Each of the arm's users' share of eligible lists taken (needs ``per_user``)."""
+        if self.per_user is None:
+            raise OnlineEvalError("per-user take rates need OutcomeJoin(per_user=True)")
+        return [taken / eligible for eligible, taken in self.per_user.get(arm, {}).values()]
 
     def finish(self, end: datetime | None = None) -> dict[str, ArmOutcome]:
         """Close every open list, eligible when its window ended by ``end`` (default: the
@@ -243,6 +253,10 @@ class OutcomeJoin:
             return
         outcome.eligible += 1
         outcome.taken += bool(opened.watched)
+        if self.per_user is not None:
+            tally = self.per_user.setdefault(opened.arm, {}).setdefault(opened.user, [0, 0])
+            tally[0] += 1
+            tally[1] += bool(opened.watched)
         outcome.minutes += sum(m + 1 for m in opened.watched.values())
         outcome.ratings += len(opened.stars)
         outcome.rating_sum += sum(stars for _, stars in opened.stars.values())

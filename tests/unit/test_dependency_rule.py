@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model data and registry", ("recommender",)),
     ("serving and offline evaluation", ("recommender.serving", "offline_eval")),
     ("training and online evaluation", ("recommender.training", "online_eval")),
+    ("the retraining loop", ("recommender.loop",)),
     ("roofs", ("ops", "load_tests", "benchmarks", "offline_eval.simulated")),
 ]
 """Lowest first. A package imports only packages of lower layers; the roofs may also

@@ -251,3 +251,20 @@ def test_random_logs_match_the_definitions(seed: int) -> None:
     assert sum(o.censored for o in want.values()) > 0
     for lateness in (timedelta(0), timedelta(days=30)):  # sweeping must not change answers
         assert run(events, arms, window=WINDOW, follow_up=FOLLOW, lateness=lateness) == want
+
+
+def test_per_user_tallies_give_each_user_one_take_rate() -> None:
+    events = [rec(0, 1), *session(5, 1, B, 3), rec(60, 1), rec(120, 1),  # user 1: 1 of 3
+              rec(0, 2), *session(2, 2, A, 2),                            # user 2: 1 of 1
+              rec(0, 3), rec(500, 3),                                     # user 3: 1 eligible
+              tick(520)]
+    join = OutcomeJoin({1: "als", 2: "als", 3: "pop"}, per_user=True)
+    for event in sorted(events, key=lambda e: e.time):
+        join.add(event)
+    outcomes = join.finish()
+    assert sorted(join.user_take_rates("als")) == [pytest.approx(1 / 3), 1.0]
+    assert join.user_take_rates("pop") == [0.0]  # the list at 500 is censored
+    assert outcomes["pop"].censored == 1
+    assert join.user_take_rates("nobody") == []
+    with pytest.raises(OnlineEvalError, match="per_user"):
+        OutcomeJoin({}).user_take_rates("als")
