@@ -253,6 +253,17 @@ class Registry:
             self._append_event("gate", version=mv.version, decision=decision)
         return mv
 
+    def record_canary(self, version: str, outcome: dict) -> ModelVersion:
+        """Store how the version's canary ended (result, reason, numbers: the retraining
+        loop's ``recommender.loop.effects``) in meta and the log; ``models show`` prints
+        it. A rolled-back version keeps its files: its numbers explain the decision."""
+        with self._locked():
+            mv = self.get(version)
+            mv.meta["canary"] = {"time": _now().isoformat(timespec="seconds"), **outcome}
+            self._write_meta(mv.path, mv.meta)
+            self._append_event("canary", version=mv.version, outcome=outcome)
+        return mv
+
     # -- hyperparameter searches ------------------------------------------------------------
 
     def record_tuning(self, result: dict) -> Path:
