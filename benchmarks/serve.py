@@ -8,6 +8,9 @@ the same gunicorn settings, returning a constant string) measured in the same ru
 full-path run also reports how many /recommend answers were shed and their share (the
 service's ``movierec_serve_fallbacks_total{reason="shed"}`` before and after).
 
+A demo-load phase then measures the full path at the demo's live rate (40 requests/s
+from 4 connections), where the p99 target is 15 ms.
+
 Each repeat runs wrk against the bare endpoint and then the full service (alternating,
 so both see the same machine noise); figures are medians over the repeats. The mix is
 85% known users (ids with history in Redis) and 15% never-seen ids (cold start).
@@ -142,6 +145,8 @@ def main() -> None:
     parser.add_argument("--champion", default="als", choices=("als", "hybrid"),
                         help="the model the service serves")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--demo-rate", type=float, default=40.0,
+                        help="requests/s of the demo's live stage, for the demo-load phase")
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
@@ -200,6 +205,13 @@ def main() -> None:
             result[f"{name}_errors"] = sum(row["socket_errors"] + row["non_2xx"] for row in rows)
         result["full_to_bare_ratio"] = round(result["full_rps"] / result["bare_rps"], 3)
         result.update({f"full_{k}": v for k, v in shed_since(service.url, start).items()})
+
+        # The demo's load: its live rate (MOVIEREC_DEMO_LIVE_RATE, 40 requests/s) from 4
+        # connections, each pausing 4 / rate s between requests.
+        demo = wrk(f"http://127.0.0.1:{full_port}",
+                   lua(ids, tmp / "demo.lua", delay_ms=int(4 * 1000 / args.demo_rate)),
+                   connections=4, seconds=args.seconds)
+        result.update({f"demo_load_{k}": v for k, v in demo.items()})
 
         # A training on the same box: the full path at half its sustainable rate.
         paced = lua(ids, tmp / "paced.lua",
