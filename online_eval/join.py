@@ -36,7 +36,7 @@ user), but partitions interleave, so one user's events may lag the clock a littl
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -126,6 +126,9 @@ class OutcomeJoin:
         self.per_user: dict[str, dict[int, list[int]]] | None = {} if per_user else None
         """With ``per_user``: arm -> user -> [eligible lists, taken lists], the unit of the
         canary's sequential test (``online_eval.sequential``)."""
+        self.plays: dict[str, Counter[str]] = {}
+        """With ``per_user``: arm -> movie -> films started from the arm's eligible lists
+        (what the license cost of a play is counted on)."""
         self.filtered = 0   # requests outside since/until or from another server
         self.overflow = 0   # lists closed early: the user got more than max_pending newer ones
         self.clock: datetime | None = None
@@ -257,6 +260,7 @@ class OutcomeJoin:
             tally = self.per_user.setdefault(opened.arm, {}).setdefault(opened.user, [0, 0])
             tally[0] += 1
             tally[1] += bool(opened.watched)
+            self.plays.setdefault(opened.arm, Counter()).update(opened.watched.keys())
         outcome.minutes += sum(m + 1 for m in opened.watched.values())
         outcome.ratings += len(opened.stars)
         outcome.rating_sum += sum(stars for _, stars in opened.stars.values())

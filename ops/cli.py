@@ -133,6 +133,7 @@ def settings_classes() -> list[type]:
     from online_eval.settings import OnlineSettings
     from ops.demo.settings import DemoSettings
     from ops.stack.settings import StackSettings
+    from recommender.loop.settings import LoopSettings
     from recommender.serving.settings import ServeSettings
     from recommender.training.settings import TrainSettings
     from simulator.api import ApiSettings
@@ -140,7 +141,7 @@ def settings_classes() -> list[type]:
     from stream_consumer.settings import ConsumerSettings
 
     return [LogSettings, StackSettings, WireSettings, SimSettings, ApiSettings, ConsumerSettings,
-            TrainSettings, ServeSettings, OnlineSettings, DemoSettings]
+            TrainSettings, ServeSettings, OnlineSettings, LoopSettings, DemoSettings]
 
 
 def all_settings() -> list[tuple[str, str, str]]:
@@ -215,6 +216,7 @@ def _register_components() -> None:
     from load_tests.loadtest import loadtest
     from online_eval.cli import online
     from ops.demo.cli import demo
+    from recommender.loop.cli import loop
     from recommender.serving.cli import experiment, serve
     from recommender.training.cli import models, offline, train, tune
     from simulator.cli import sim
@@ -225,6 +227,7 @@ def _register_components() -> None:
     main.add_command(drift)
     main.add_command(train)
     main.add_command(tune)
+    main.add_command(loop)
     main.add_command(models)
     eval_group.add_command(offline)
     eval_group.add_command(online)

@@ -80,6 +80,8 @@ class Cycle:
     stage: Stage
     trigger: str
     started: datetime
+    log_time: datetime | None = None
+    """The log's latest event time when the cycle began (the schedule counts from it)."""
     challenger: str | None = None
     champion: str | None = None
     experiment: str | None = None
@@ -115,7 +117,9 @@ def fold(entries: Iterable[Mapping]) -> list[Cycle]:
             if cid in by_id or (cycles and cycles[-1].open):
                 raise JournalError(f"cycle {cid} opened while {cycles[-1].id} is open"
                                    if cycles and cycles[-1].open else f"cycle {cid} opened twice")
+            log_time = entry.get("log_time")
             cycle = Cycle(cid, stage, str(entry.get("trigger", "")), _time(entry),
+                          log_time=None if log_time is None else datetime.fromisoformat(log_time),
                           champion=entry.get("champion"))
             by_id[cid] = cycle
             cycles.append(cycle)

@@ -60,13 +60,24 @@ class Signals:
 
 @dataclass(frozen=True)
 class Trigger:
+    """Why a cycle starts: ``kind`` (schedule, drift, decay, manual), a sentence, the
+    numbers behind it, and the log time it fired at (the next schedule counts from it)."""
+
     kind: str
     reason: str
     numbers: dict = field(default_factory=dict)
+    log_time: datetime | None = None
 
 
 def check(signals: Signals, settings: TriggerSettings) -> Trigger | None:
     """The trigger that fires now, or None (module docstring for the rules)."""
+    found = _check(signals, settings)
+    if found is None:
+        return None
+    return Trigger(found.kind, found.reason, found.numbers, signals.log_time)
+
+
+def _check(signals: Signals, settings: TriggerSettings) -> Trigger | None:
     now, last = signals.log_time, signals.last_cycle_log_time
     if now is None:
         return None

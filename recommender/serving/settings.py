@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from movierec.settings import (
     KafkaSettings,
@@ -13,12 +12,12 @@ from movierec.settings import (
     WireSettings,
     setting,
 )
-from recommender.settings import RegistrySettings
+from recommender.settings import ExperimentsSettings, RegistrySettings
 
 
 @dataclass(frozen=True)
 class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings,
-                    ServedTopicSettings):
+                    ServedTopicSettings, ExperimentsSettings):
     """How the recommendation service listens, which models it serves, and its budgets."""
 
     serve_host: str = setting("0.0.0.0", "Address the service binds (0.0.0.0: reachable by graders)")
@@ -39,10 +38,6 @@ class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings
     serve_poll_s: float = setting(
         1.0, "Seconds between checks of the registry aliases and the experiment file",
         min=0.05, max=3600,
-    )
-    serve_experiments_file: Path = setting(
-        Path("var/registry/experiments.json"),
-        "JSON file with the running experiment (arms, shares, window); changed at run time",
     )
     serve_budget_ms: float = setting(
         100.0, "Internal time budget of /recommend; past it the answer is the popular list",

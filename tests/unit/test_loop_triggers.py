@@ -67,3 +67,8 @@ def test_the_schedule_wins_over_drift_and_decay_and_decay_waits_for_the_cooldown
     assert fired is not None and fired.kind == "schedule"
     early = Signals(NOW, hours_ago(1), recent=(100, 1000), baseline=(300, 1000))
     assert check(early, S) is None
+
+
+def test_a_trigger_carries_the_log_time_it_fired_at() -> None:
+    fired = check(Signals(NOW, hours_ago(30)), S)
+    assert fired is not None and fired.log_time == NOW

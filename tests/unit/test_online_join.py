@@ -266,5 +266,6 @@ def test_per_user_tallies_give_each_user_one_take_rate() -> None:
     assert join.user_take_rates("pop") == [0.0]  # the list at 500 is censored
     assert outcomes["pop"].censored == 1
     assert join.user_take_rates("nobody") == []
+    assert join.plays == {"als": {B: 1, A: 1}, "pop": {}}
     with pytest.raises(OnlineEvalError, match="per_user"):
         OutcomeJoin({}).user_take_rates("als")

@@ -1,0 +1,164 @@
+"""The loop's ports to the real world: the training pipeline, the registry, the experiment
+file, the Kafka topics (the canary's numbers), the event store (the log's clock) and
+Prometheus (the consumer's drift alarm).
+
+The canary's numbers are recomputed from the topics at every look: both topics are read
+from the canary's start (Kafka record timestamps, ``written_since_ms``) to their ends now,
+so a restarted loop needs no state of its own to judge a canary, and the figures are the
+graders' own reading of the log. The cost grows with the canary's length; a canary is
+hours long by design (``MOVIEREC_LOOP_CANARY_MAX_H``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from datetime import UTC, datetime
+
+import httpx
+
+from online_eval.join import OutcomeJoin
+from online_eval.sequential import ArmHealth, ArmSample
+from recommender.loop import effects
+from recommender.loop.cycle import Cycle, Result
+from recommender.loop.runner import CanaryView, Ports, Trained
+from recommender.loop.settings import LoopSettings
+from recommender.loop.triggers import Signals
+from recommender.registry import Registry
+from recommender.serving.experiments import ExperimentStore
+from stores.online import OnlineStore
+
+log = logging.getLogger(__name__)
+
+ARMS = ("champion", "challenger")
+"""The canary's arm names (``effects.start_canary``)."""
+
+
+def log_time(settings: LoopSettings) -> datetime | None:
+    """The latest event time in the event store (naive, as the log writes it), or None
+    when it holds nothing yet."""
+    from stores.event_store import EventStore
+
+    files = EventStore(settings.store_dir, settings.kafka_topic).files()
+    return max((f.time_max for f in files), default=None)
+
+
+def drifting(settings: LoopSettings) -> tuple[str, ...]:
+    """Features whose drift alarm is on, by Prometheus; none when it cannot be asked
+    (logged: a missing monitor must not stop the schedule)."""
+    if not settings.loop_prometheus_url:
+        return ()
+    try:
+        response = httpx.get(f"{settings.loop_prometheus_url}/api/v1/query",
+                             params={"query": "movierec_drift_alarm == 1"}, timeout=5.0)
+        response.raise_for_status()
+        result = response.json()["data"]["result"]
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        log.warning("no drift signal from %s: %s", settings.loop_prometheus_url, exc)
+        return ()
+    return tuple(sorted({r["metric"].get("feature", "?") for r in result}))
+
+
+def signals(settings: LoopSettings, cycles: list[Cycle]) -> Signals:
+    """What the triggers see now. The take-rate decay needs the continuous online
+    metrics (issue #16, item 1), which are not built yet: until then its windows are
+    empty and it never fires."""
+    last = next((c.log_time for c in reversed(cycles) if c.log_time is not None), None)
+    return Signals(log_time=_aware(log_time(settings)), last_cycle_log_time=last,
+                   drifting=drifting(settings))
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    return None if t is None or t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def train(settings: LoopSettings, registry: Registry) -> Trained:
+    """Train every candidate on a fresh snapshot, register and gate them without
+    promoting; the challenger is the best that passed the gate (the pipeline's own rule
+    for promotion), or None."""
+    from recommender.training.inputs import load_inputs
+    from recommender.training.pipeline import Pipeline
+
+    inputs = load_inputs(settings)
+    report = Pipeline(settings, registry=registry).run(inputs, register=True, promote=False)
+    metric = settings.gate_metric
+    scores = {c.name: c.row.get("metrics", {}).get(metric) for c in report.candidates}
+    passing = [c for c in report.candidates if c.gate is not None and c.gate["passed"]
+               and c.version is not None]
+    best = max(passing, key=lambda c: c.row["metrics"][metric], default=None)
+    numbers = {"snapshot": inputs.data.get("snapshot_id"), "metric": metric, "scores": scores,
+               "passed": [c.name for c in passing], "test_users": report.test_users}
+    return Trained(None if best is None else best.version, numbers)
+
+
+def look(settings: LoopSettings, store: OnlineStore | None, cycle: Cycle) -> CanaryView:
+    """The canary's numbers since it started, from both topics (module docstring)."""
+    from online_eval.source import ServedTally, read_log, read_topic
+
+    assert cycle.canary_started is not None
+    since_ms = int(cycle.canary_started.timestamp() * 1000)
+    timeout_s, idle_s = settings.online_read_timeout_s, settings.online_idle_s
+    tally = ServedTally()
+    read_topic(settings.kafka_bootstrap, settings.served_topic,
+               lambda value, _ms: tally.add_raw(value), timeout_s=timeout_s, idle_s=idle_s,
+               written_since_ms=since_ms)
+    join = OutcomeJoin(tally.arm_of, per_user=True)
+    read_log(settings.kafka_bootstrap, settings.kafka_topic, join,
+             rating_scale=settings.rating_scale, timeout_s=timeout_s, idle_s=idle_s,
+             written_since_ms=since_ms)
+    outcomes = join.finish()
+    serving = tally.summary()
+    costs = _license_costs(store, {m for c in join.plays.values() for m in c})
+    health = []
+    for arm in ARMS:
+        s, o = serving.get(arm), outcomes.get(arm)
+        plays: Counter[str] = join.plays.get(arm, Counter())
+        requests = o.requests if o is not None else 0
+        health.append(ArmHealth(
+            requests=requests, errors=requests - (o.successes if o is not None else 0),
+            fallbacks=s.fallbacks if s is not None else 0,
+            p99_ms=(s.latency_p99_ms or 0.0) if s is not None else 0.0,
+            plays=sum(plays.values()),
+            cost=sum(n * costs.get(m, 0.0) for m, n in plays.items())))
+    return CanaryView(ArmSample.of(join.user_take_rates(ARMS[0])),
+                      ArmSample.of(join.user_take_rates(ARMS[1])), (health[0], health[1]))
+
+
+def _license_costs(store: OnlineStore | None, movies: set[str]) -> dict[str, float]:
+    """License cost per play (USD) of ``movies`` from the enriched metadata; a movie
+    without one costs 0 (offerings before license costs)."""
+    if not movies or store is None:
+        return {}
+    meta = store.movies(sorted(movies))
+    out = {}
+    for movie, fields in meta.items():
+        try:
+            out[movie] = float(fields.get("license_cost", 0) or 0)
+        except ValueError:
+            out[movie] = 0.0
+    return out
+
+
+def ports(settings: LoopSettings, *, online_store: OnlineStore | None = None) -> Ports:
+    """The real ports (``online_store``: where license costs are read; None: no costs)."""
+    registry = Registry(settings.registry_dir)
+    experiments = ExperimentStore(settings.serve_experiments_file)
+
+    def start(cycle: str, challenger: str, share: float) -> None:
+        effects.start_canary(experiments, cycle=cycle, challenger=challenger, share=share,
+                             at=datetime.now(UTC))
+
+    def promote(cycle: Cycle, reason: str) -> None:
+        assert cycle.challenger is not None
+        effects.promote(registry, experiments, cycle=cycle.id, challenger=cycle.challenger,
+                        reason=reason)
+
+    def retire(cycle: Cycle, result: Result, reason: str, numbers: dict) -> None:
+        assert cycle.challenger is not None
+        effects.retire(registry, experiments, cycle=cycle.id, challenger=cycle.challenger,
+                       result=result.value, reason=reason, numbers=numbers)
+
+    return Ports(champion=lambda: registry.aliases().get(effects.CHAMPION_ALIAS),
+                 train=lambda _cycle: train(settings, registry), start_canary=start,
+                 look=lambda cycle: look(settings, online_store, cycle), promote=promote,
+                 retire=retire)
