@@ -27,6 +27,7 @@ Every method returns int32 item indices, best first, never an item in ``exclude`
 from __future__ import annotations
 
 import json
+import mmap
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -185,8 +186,10 @@ class Recommender(ABC):
             if cls.name and meta.get("name") != cls.name:
                 raise ModelError(f"{directory} holds a {meta.get('name')!r} model, not {cls.name!r}")
             model = cls(**meta["params"])
-            arrays = {key: np.load(directory / f"{key}.npy", allow_pickle=False,
-                                   mmap_mode="r" if mmap else None)
+            # np.asarray drops the memmap subclass but keeps the mapping: every slice of a
+            # memmap runs Python-level __array_finalize__ (about 0.1 ms a hybrid request)
+            arrays = {key: np.asarray(np.load(directory / f"{key}.npy", allow_pickle=False,
+                                              mmap_mode="r" if mmap else None))
                       for key in meta["arrays"]}
             text = (directory / "item_ids.txt").read_text(encoding="utf-8")
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -200,6 +203,17 @@ class Recommender(ABC):
     def _require_fitted(self) -> None:
         if len(self.item_ids) == 0:
             raise ModelError(f"{self.name}: not trained")
+
+
+def is_mapped(array: np.ndarray) -> bool:
+    """True when ``array`` reads a memory-mapped file (itself or through the views it was
+    taken from): what lets every serving worker share one copy of a model's arrays."""
+    seen: object = array
+    while isinstance(seen, np.ndarray):
+        if isinstance(seen, np.memmap):
+            return True
+        seen = seen.base
+    return isinstance(seen, mmap.mmap)
 
 
 def top_n(scores: np.ndarray, n: int, banned: np.ndarray | None = None) -> np.ndarray:

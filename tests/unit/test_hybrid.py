@@ -97,6 +97,31 @@ def test_answers_never_hold_the_history_or_the_banned(hybrid, split) -> None:
     assert len(cold) == 20 and cold.dtype == np.int32
 
 
+def test_the_one_user_path_equals_the_sparse_block_it_replaces(hybrid, split) -> None:
+    """``_block_one`` (serving, no sparse matrices) against ``_block`` of the same row."""
+    train = split[0]
+    rng = np.random.default_rng(3)
+    n_items = len(hybrid.item_ids)
+    fields = ("als", "knn", "user_genres", "user_items", "user_pop", "pop_rows")
+    for k, new in [(1, False), (8, False), (40, False), (5, True), (0, True)]:
+        items = rng.choice(n_items, size=k, replace=False).astype(np.int32)
+        weights = rng.uniform(0.1, 3.0, size=k).astype(np.float32)
+        vector = rng.normal(size=hybrid._als.item_factors.shape[1]).astype(np.float32)
+        banned = np.zeros((1, n_items), dtype=bool)
+        fast = hybrid._block_one(vector, History(items, weights), 3, banned, new=new)
+        row = sp.csr_matrix((weights, (np.zeros(k, np.int64), items.astype(np.int64))),
+                            shape=(1, n_items))
+        slow = hybrid._block(vector[None, :], row, np.array([3]), banned, new=new)
+        for name in fields:
+            np.testing.assert_allclose(getattr(fast, name), getattr(slow, name), rtol=1e-5,
+                                       atol=1e-6, err_msg=f"{name}, {k} items, new={new}")
+    # a repeated item is summed, as a sparse row sums it
+    twice = History(np.array([4, 4, 9], np.int32), np.array([1.0, 2.0, 1.0], np.float32))
+    once = History(np.array([4, 9], np.int32), np.array([3.0, 1.0], np.float32))
+    assert np.array_equal(hybrid.recommend(twice, 20), hybrid.recommend(once, 20))
+    assert train.n_items == n_items
+
+
 def test_save_and_load_answer_the_same_and_serve_without_lightgbm_or_pandas(hybrid, split,
                                                                           tmp_path) -> None:
     train = split[0]

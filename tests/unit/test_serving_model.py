@@ -23,7 +23,7 @@ import pytest
 
 from recommender.models import model_class
 from recommender.models.als import ALSRecommender
-from recommender.models.base import History, Recommender, TrainSet, top_n
+from recommender.models.base import History, Recommender, TrainSet, is_mapped, top_n
 from recommender.models.profiles import Profile
 from recommender.registry import ModelVersion, Registry, artifact_digest
 from recommender.serving.core import (
@@ -142,7 +142,7 @@ def test_load_derives_the_lookups_from_the_registry_version_and_the_metadata(pai
 def test_factors_are_served_memory_mapped(world):
     loaded = world["als"][1].model
     assert isinstance(loaded, ALSRecommender)
-    assert isinstance(loaded.item_factors, np.memmap)
+    assert is_mapped(loaded.item_factors)
 
 
 def test_load_honours_the_default_runtime(tmp_path):
