@@ -36,7 +36,7 @@ from stream_consumer.settings import ConsumerSettings
 STAGES = ("stack", "world", "backfill", "consume", "train", "serve", "experiment", "live",
           "report")
 EXPERIMENT_ID = "demo-ab"
-MODEL_ARM, BASELINE_ARM = "als", "pop"
+MODEL_ARM, BASELINE_ARM = "champion", "pop"
 DRAIN_STALL_S = 300.0
 """The consume stage fails when the consumer's lag has not shrunk for this long."""
 DRAIN_LIMIT_S = 24 * 3600.0
