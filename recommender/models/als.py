@@ -122,10 +122,43 @@ class ALSRecommender(Recommender):
         self._segment_factors = np.zeros((N_SEGMENTS, factors), np.float32)
         self._segment_users = np.zeros(N_SEGMENTS, np.int64)
         self._popularity = np.zeros(0, np.float32)
+        self._warm: tuple[np.ndarray, np.ndarray, int] | None = None
         self._train: sp.csr_matrix | None = None
         self._yty: np.ndarray | None = None
 
     # -- learning ---------------------------------------------------------------------------
+
+    def warm_from(self, item_ids: np.ndarray, item_factors: np.ndarray, *,
+                  iterations: int) -> bool:
+        """Start the next ``fit`` from known item factors (a previous model's, by movie id)
+        with ``iterations`` instead of ``params["iterations"]``: a retraining after one
+        more day of log starts where the last one ended. False (and nothing changes)
+        when the factor counts differ: a warm start needs the same shape of taste space."""
+        if item_factors.ndim != 2 or item_factors.shape[1] != self.params["factors"]:
+            return False
+        if iterations < 1:
+            raise ModelError(f"{self.name}: warm iterations must be >= 1, got {iterations}")
+        self._warm = (np.asarray(item_ids, dtype=object), np.asarray(item_factors, np.float32),
+                      int(iterations))
+        return True
+
+    def _item_init(self, train: TrainSet) -> tuple[np.ndarray | None, int]:
+        """The warm start's item factors aligned to ``train``'s items (movies the previous
+        model did not know start random, as a cold fit's do) and its iterations; (None,
+        the params' iterations) without a warm start."""
+        if self._warm is None:
+            self.fit_facts.pop("warm_start", None)
+            return None, self.params["iterations"]
+        ids, factors, iterations = self._warm
+        position = {m: i for i, m in enumerate(ids.tolist())}
+        known = np.array([position.get(m, -1) for m in train.item_ids.tolist()], np.int64)
+        rng = np.random.default_rng(self.params["random_state"])
+        init = rng.random((train.n_items, self.params["factors"]), dtype=np.float32) * 0.01
+        init[known >= 0] = factors[known[known >= 0]]
+        self.fit_facts = {**self.fit_facts, "warm_start": {
+            "items_known": int(np.count_nonzero(known >= 0)), "items": int(train.n_items),
+            "iterations": iterations}}
+        return init, iterations
 
     def fit(self, train: TrainSet) -> None:
         if train.n_users == 0 or train.n_items == 0:
@@ -133,12 +166,14 @@ class ALSRecommender(Recommender):
         p = self.params
         confidence = sp.csr_matrix(train.matrix, dtype=np.float32, copy=True)
         confidence.data = hu_confidence(confidence.data, p["alpha"])
+        item_init, iterations = self._item_init(train)
         with threadpool_limits(1, "blas"):
             users, items = alternate(
-                confidence, factors=p["factors"], iterations=p["iterations"],
+                confidence, factors=p["factors"], iterations=iterations,
                 regularization=p["regularization"], user_cg_steps=p["cg_steps"],
                 item_cg_steps=p["item_cg_steps"], num_threads=p["num_threads"],
-                random_state=p["random_state"])
+                random_state=p["random_state"], item_init=item_init)
+        self._warm = None  # one fit only: the next starts cold unless told again
         self.user_factors = np.ascontiguousarray(users, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(items, dtype=np.float32)
         self._segment_factors, self._segment_users = segment_means(self.user_factors,

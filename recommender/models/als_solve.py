@@ -26,21 +26,33 @@ from recommender.models.implicit_private import private
 
 def alternate(cui: sp.csr_matrix, *, factors: int, iterations: int, regularization: float,
               user_cg_steps: int, item_cg_steps: int, num_threads: int = 0,
-              random_state: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+              random_state: int | None = 0,
+              item_init: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fit user (float32, n_users x factors) and item (float32, n_items x factors)
     factors to the confidences ``cui`` (float32 CSR, users x items; zero entries are
-    c = 1, p = 0, as in implicit). ``num_threads`` 0: all cores."""
+    c = 1, p = 0, as in implicit). ``num_threads`` 0: all cores.
+
+    ``item_init`` (float32, n_items x factors) warm-starts the fit from known item factors
+    (``ALSRecommender.warm_from``) instead of random ones; the first half-iteration then
+    solves every user against them, so fewer iterations reach the cold fit's quality."""
     cui = sp.csr_matrix(cui, dtype=np.float32)
     solve = private("least_squares_cg")
-    if solve is None:  # an implicit release we did not check: its public fit, one step count
+    if solve is None and item_init is None:  # an implicit we did not check: its public fit
         return _public_fit(cui, factors=factors, iterations=iterations,
                            regularization=regularization, cg_steps=user_cg_steps,
                            num_threads=num_threads, random_state=random_state)
+    if solve is None:
+        raise RuntimeError("warm-started ALS needs implicit's least_squares_cg "
+                           "(recommender/models/implicit_private.py)")
     ciu = cui.T.tocsr()
     rng = check_random_state(random_state)
     users, items = cui.shape
     user_factors = rng.random((users, factors), dtype=np.float32) * 0.01
     item_factors = rng.random((items, factors), dtype=np.float32) * 0.01
+    if item_init is not None:
+        if item_init.shape != (items, factors):
+            raise ValueError(f"item_init {item_init.shape} does not match {(items, factors)}")
+        item_factors = np.array(item_init, dtype=np.float32, order="C")
     for _ in range(iterations):
         solve(cui, user_factors, item_factors, regularization,
               num_threads=num_threads, cg_steps=user_cg_steps)

@@ -290,3 +290,21 @@ def test_an_old_champion_is_re_evaluated_as_it_was_promoted(monkeypatch):
     pipeline = Pipeline(load(TrainSettings, {}), registry=registry)
     assert pipeline._champion_metrics([], None, None, None) == {"ndcg@20": 0.1}
     assert evaluated == [("itemknn", {**stored, "similarity_input": "confidence"})]
+
+
+def test_a_later_als_starts_warm_from_the_champions_item_factors(run, inputs, tmp_path):
+    """The final fit of a later run's ALS starts from the champion's ALS item factors (its
+    own, or a hybrid's inner ALS) with fewer iterations, and its version says so; with
+    ``als_warm_iterations`` 0 it trains cold."""
+    report, registry, _ = run
+    settings = load(TrainSettings, {}, registry_dir=registry.root, reports_dir=tmp_path,
+                    train_threads=1, train_models="als,popularity", als_warm_iterations=3)
+    stages: list[str] = []
+    later = Pipeline(settings, registry=registry, progress=stages.append).run(inputs, promote=False)
+    assert any(s.startswith("warm start from") for s in stages)
+    warm = registry.get(by_name(later)["als"].version).meta["training"]["warm_start"]
+    assert warm["iterations"] == 3 and warm["items_known"] > 0.9 * warm["items"]
+    cold_settings = load(TrainSettings, {}, registry_dir=registry.root, reports_dir=tmp_path,
+                         train_threads=1, train_models="als,popularity", als_warm_iterations=0)
+    cold = Pipeline(cold_settings, registry=registry).run(inputs, promote=False)
+    assert "warm_start" not in registry.get(by_name(cold)["als"].version).meta["training"]
