@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from movierec.errors import MovierecError
+
 
 class Stage(enum.StrEnum):
     TRIGGERED = "triggered"
@@ -68,7 +70,7 @@ ORDER = (Stage.TRIGGERED, Stage.TRAINED, Stage.CANARY, Stage.DECIDED, Stage.CLOS
 """The stages in the order a cycle passes them; ``looked`` may repeat inside ``canary``."""
 
 
-class JournalError(ValueError):
+class JournalError(MovierecError, ValueError):
     """A journal whose entries do not form a valid history (an entry out of order)."""
 
 
