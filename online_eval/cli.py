@@ -131,3 +131,51 @@ def online(server: str | None, window_min: float, follow_up_min: float, referenc
             make_dirs(path.parent.resolve())
             write_atomic(path, text.encode("utf-8"))
             click.echo(f"wrote {path}", err=True)
+
+
+@click.command("live")
+@click.option("--metrics-port", type=int, help="Port of /metrics (default MOVIEREC_ONLINE_METRICS_PORT).")
+@click.option("--idle-exit", type=float, help="Stop after this many seconds without a record.")
+def live(metrics_port: int | None, idle_exit: float | None) -> None:
+    """Online metrics, continuously: read the event log and the served-records topic as
+    they grow, count per arm and model version (request outcomes, take rate, minutes,
+    ratings, plays, license cost, personalized lists, availability by minute), export
+    them to Prometheus, and checkpoint so a restart goes on where it stopped."""
+    import signal
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from movierec.settings import load
+    from online_eval.monitor import Monitor, registry_for
+    from stores.keys import Keys
+    from stores.online import OnlineStore
+    from stores.redis_online import RedisOnlineStore
+
+    settings = load(OnlineSettings)
+    store: OnlineStore = RedisOnlineStore.connect(settings.redis_url, Keys(settings.redis_prefix),
+                                                  timeout_s=5)
+
+    def costs(movies: set[str]) -> dict[str, float]:
+        out = {}
+        for movie, fields in store.movies(sorted(movies)).items():
+            try:
+                out[movie] = float(fields.get("license_cost") or 0)
+            except ValueError:
+                out[movie] = 0.0
+        return out
+
+    monitor = Monitor(settings, state_dir=settings.online_state_dir, costs=costs)
+    port = settings.online_metrics_port if metrics_port is None else metrics_port
+    server = start_http_server(port, addr="127.0.0.1", registry=registry_for(monitor))[0] if port else None
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    click.echo(f"live online metrics from {settings.kafka_topic} and {settings.served_topic} at "
+               f"{settings.kafka_bootstrap}; checkpoint {monitor.path}", err=True)
+    try:
+        monitor.run(stop, checkpoint_s=settings.online_checkpoint_s, idle_exit_s=idle_exit)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if server is not None:
+            server.shutdown()

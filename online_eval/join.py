@@ -127,8 +127,8 @@ class OutcomeJoin:
         """With ``per_user``: arm -> user -> [eligible lists, taken lists], the unit of the
         canary's sequential test (``online_eval.sequential``)."""
         self.plays: dict[str, Counter[str]] = {}
-        """With ``per_user``: arm -> movie -> films started from the arm's eligible lists
-        (what the license cost of a play is counted on)."""
+        """Arm -> movie -> films started from the arm's eligible lists (what the license
+        cost of a play is counted on)."""
         self.filtered = 0   # requests outside since/until or from another server
         self.overflow = 0   # lists closed early: the user got more than max_pending newer ones
         self.clock: datetime | None = None
@@ -141,13 +141,16 @@ class OutcomeJoin:
         """Lists held open now (the join's memory)."""
         return sum(len(lists) for lists in self._open.values())
 
-    def add(self, event: object) -> None:
-        """Take one event; kinds other than Recommendation, Watch and Rate are ignored."""
+    def add(self, event: object, *, sweep: bool = True) -> None:
+        """Take one event; kinds other than Recommendation, Watch and Rate are ignored.
+        ``sweep=False``: the caller closes lists itself with ``advance`` (a reader of
+        several partitions at once, whose slowest partition sets the pace)."""
         if not isinstance(event, Recommendation | Watch | Rate):
             return
         if self.clock is None or event.time > self.clock:
             self.clock = event.time
-            self._sweep(self.clock - self.lateness)
+            if sweep:
+                self._sweep(self.clock - self.lateness)
         if isinstance(event, Recommendation):
             self._recommendation(event)
         elif isinstance(event, Watch):
@@ -155,11 +158,46 @@ class OutcomeJoin:
         else:
             self._rate(event)
 
+    def state(self) -> dict:
+        """Everything the join holds, as plain JSON (a checkpoint of a long-running
+        reader, ``online_eval.live``); ``restore`` takes it back. Per-user tallies are
+        not kept: a checkpointed join counts arms, not users."""
+        lists = [{"time": o.time.isoformat(), "user": o.user, "arm": o.arm,
+                  "items": sorted(o.items), "watched": o.watched,
+                  "stars": {m: [t.isoformat(), r] for m, (t, r) in o.stars.items()}}
+                 for held in self._open.values() for o in held]
+        return {"clock": None if self.clock is None else self.clock.isoformat(),
+                "filtered": self.filtered, "overflow": self.overflow,
+                "outcomes": {arm: vars(o).copy() for arm, o in self.outcomes.items()},
+                "plays": {arm: dict(c) for arm, c in self.plays.items()}, "open": lists}
+
+    def restore(self, state: dict) -> None:
+        """Take back a ``state()``: the open lists go on where they were."""
+        self.clock = None if state["clock"] is None else datetime.fromisoformat(state["clock"])
+        self.filtered, self.overflow = int(state["filtered"]), int(state["overflow"])
+        self.outcomes = {arm: ArmOutcome(**o) for arm, o in state["outcomes"].items()}
+        self.plays = {arm: Counter(c) for arm, c in state["plays"].items()}
+        self._open.clear()
+        self._in_window.clear()
+        self._following.clear()
+        for d in sorted(state["open"], key=lambda d: d["time"]):
+            opened = _Open(datetime.fromisoformat(d["time"]), int(d["user"]), d["arm"],
+                           frozenset(d["items"]), dict(d["watched"]),
+                           {m: (datetime.fromisoformat(t), int(r))
+                            for m, (t, r) in d["stars"].items()})
+            self._open.setdefault(opened.user, []).append(opened)
+            # a taken list past its window moves on to the follow-up at the next sweep
+            self._in_window.append(opened)
+
     def user_take_rates(self, arm: str) -> list[float]:
         """Each of the arm's users' share of eligible lists taken (needs ``per_user``)."""
         if self.per_user is None:
             raise OnlineEvalError("per-user take rates need OutcomeJoin(per_user=True)")
         return [taken / eligible for eligible, taken in self.per_user.get(arm, {}).values()]
+
+    def advance(self, watermark: datetime) -> None:
+        """Close what ended before ``watermark - lateness`` (see ``add(sweep=False)``)."""
+        self._sweep(watermark - self.lateness)
 
     def finish(self, end: datetime | None = None) -> dict[str, ArmOutcome]:
         """Close every open list, eligible when its window ended by ``end`` (default: the
@@ -260,6 +298,7 @@ class OutcomeJoin:
             tally = self.per_user.setdefault(opened.arm, {}).setdefault(opened.user, [0, 0])
             tally[0] += 1
             tally[1] += bool(opened.watched)
+        if opened.watched:
             self.plays.setdefault(opened.arm, Counter()).update(opened.watched.keys())
         outcome.minutes += sum(m + 1 for m in opened.watched.values())
         outcome.ratings += len(opened.stars)

@@ -1,15 +1,23 @@
-"""Settings of ``movierec eval online``: where the two topics are and how long a read may
-take. One frozen object from ``MOVIEREC_*`` variables, built when the command runs."""
+"""Settings of ``movierec eval online`` and ``movierec eval live``: where the two topics
+are, how long a read may take, where the live metrics keep their checkpoint. One frozen
+object from ``MOVIEREC_*`` variables, built when the command runs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from movierec.settings import KafkaSettings, ServedTopicSettings, WireSettings, setting
+from movierec.settings import (
+    KafkaSettings,
+    RedisSettings,
+    ServedTopicSettings,
+    WireSettings,
+    setting,
+)
 
 
 @dataclass(frozen=True)
-class OnlineSettings(KafkaSettings, WireSettings, ServedTopicSettings):
+class OnlineSettings(KafkaSettings, RedisSettings, WireSettings, ServedTopicSettings):
     """The broker, the event-log topic (``kafka_topic``), the served-records topic and the
     rating scale of the log's rate lines."""
 
@@ -21,3 +29,9 @@ class OnlineSettings(KafkaSettings, WireSettings, ServedTopicSettings):
         30.0, "Seconds without a record before a read of a topic gives up (marked incomplete)",
         min=0.1, max=3_600,
     )
+    online_state_dir: Path = setting(
+        Path("var/online"), "Folder of the live online metrics' checkpoint (movierec eval live)")
+    online_metrics_port: int = setting(
+        9104, "Port of the live online metrics' /metrics (0: none)", min=0, max=65535)
+    online_checkpoint_s: float = setting(
+        30.0, "Seconds between checkpoints of the live online metrics", min=0.1, max=3_600)

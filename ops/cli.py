@@ -214,7 +214,7 @@ def eval_group() -> None:
 
 def _register_components() -> None:
     from load_tests.loadtest import loadtest
-    from online_eval.cli import online
+    from online_eval.cli import live, online
     from ops.demo.cli import demo
     from recommender.loop.cli import loop
     from recommender.serving.cli import experiment, serve
@@ -231,6 +231,7 @@ def _register_components() -> None:
     main.add_command(models)
     eval_group.add_command(offline)
     eval_group.add_command(online)
+    eval_group.add_command(live)
     main.add_command(serve)
     main.add_command(experiment)
     main.add_command(demo)

@@ -39,44 +39,24 @@ import random
 from collections import Counter
 from datetime import datetime, timedelta
 
-from movierec.wire import MAX_ITEMS, LineParser, Reason, Recommendation, Rejection
+from movierec.grading import (  # the rules themselves: shared with online_eval.live
+    CATEGORIES,
+    DEFAULT_DEADLINE_MS,
+    DEFAULT_DOWN_THRESHOLD,
+    classify,
+    minute_down,
+)
+from movierec.wire import LineParser, Reason, Recommendation, Rejection
 from simulator.grade_report import Downtime, GradeReport
 
-DEFAULT_DEADLINE_MS = 600
-DEFAULT_DOWN_THRESHOLD = 0.5
 RESERVOIR_SIZE = 100_000
 DISTINCT_LISTS_CAP = 200_000
 OPEN_HOURS = 2
-
-CATEGORIES = ("late", "malformed", "timeout", "refused", "http_error", "other")
-"""Failure categories, each request in exactly one of them or a success."""
 
 _RECO_MARK = ",recommendation request "
 _STATUS_200 = ", status 200, result:"
 _AS_FAILURE = ", status 0, result: malformed answer:"
 _MINUTE = timedelta(minutes=1)
-
-
-def classify(event: Recommendation, deadline_ms: int) -> str:
-    """``"success"`` or one of ``CATEGORIES`` for one request.
-
-    Status 200: more than 20 ids is ``malformed``, over ``deadline_ms`` is ``late``.
-    Other statuses go by the error text: starting with "malformed" -> ``malformed``;
-    containing "timed out" or "timeout" -> ``timeout``; "refused" -> ``refused``; else
-    ``http_error`` for a real HTTP status, ``other`` for status 0.
-    """
-    if event.status == 200:
-        if len(event.items) > MAX_ITEMS:
-            return "malformed"
-        return "success" if event.response_time_ms <= deadline_ms else "late"
-    text = event.error.lstrip().lower()
-    if text.startswith("malformed"):
-        return "malformed"
-    if "timed out" in text or "timeout" in text:
-        return "timeout"
-    if "refused" in text:
-        return "refused"
-    return "http_error" if event.status != 0 else "other"
 
 
 def nearest_rank(ordered: list[int], percent: float) -> int | None:
@@ -261,7 +241,8 @@ class GradeAccumulator:
         """The numbers so far (the accumulator stays usable)."""
         total = sum(self._outcomes.values())
         successes = self._outcomes["success"]
-        down = [m for m, (n, ok) in self._minutes.items() if ok / n < self.down_threshold]
+        down = [m for m, (n, ok) in self._minutes.items()
+                if minute_down(n, ok, self.down_threshold)]
         ordered = sorted(self._latency.samples)
         first, last = self._first, self._last
         span_h = (last - first).total_seconds() / 3600 if first and last else 0.0

@@ -32,7 +32,7 @@ class StackSettings(KafkaSettings):
     prometheus_scrape_s: int = setting(5, "Prometheus scrape interval in seconds", min=1, max=300)
     scrape_targets: str = setting(
         "recommender=127.0.0.1:8082,stream_consumer=127.0.0.1:9101,simulator=127.0.0.1:9102,"
-        "simulator_api=127.0.0.1:8080,loop=127.0.0.1:9103",
+        "simulator_api=127.0.0.1:8080,loop=127.0.0.1:9103,online=127.0.0.1:9104",
         "Processes Prometheus scrapes, as job=host:port[,job=host:port]",
     )
     java_bin: str = setting("java", "Java 17+ executable for the broker")

@@ -60,8 +60,8 @@ def drifting(settings: LoopSettings) -> tuple[str, ...]:
 
 
 def signals(settings: LoopSettings, cycles: list[Cycle]) -> Signals:
-    """What the triggers see now. The take-rate decay needs the continuous online
-    metrics (issue #16, item 1), which are not built yet: until then its windows are
+    """What the triggers see now. The take-rate decay's windows are not read yet (the
+    live metrics, ``movierec eval live``, export them; issue #16): until then they are
     empty and it never fires."""
     last = next((c.log_time for c in reversed(cycles) if c.log_time is not None), None)
     return Signals(log_time=_aware(log_time(settings)), last_cycle_log_time=last,

@@ -1,0 +1,244 @@
+"""``movierec eval live``'s adapter: both Kafka topics read continuously into
+``online_eval.live.LiveMetrics``, its totals exported to Prometheus, and a checkpoint
+(the totals and the next Kafka offsets, one JSON file written atomically) so a restart
+goes on where the last checkpoint left off.
+
+Why a checkpoint and not a consumer group: the totals and the offsets must move
+together. A committed group offset with totals kept elsewhere would, after a crash
+between the two writes, either count a stretch twice or lose it; one file holding both,
+replaced whole (``movierec.durable.write_atomic``), cannot disagree with itself. Records
+read after the last checkpoint are read again after a restart, and counted once, since
+the totals they changed were not saved either.
+
+Like ``movierec eval online`` it assigns partitions without a group and commits nothing
+(safe on the course's broker); it reads only the MLiP log and the served-records topic,
+so it runs unchanged against the course's topic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from movierec.durable import make_dirs, write_atomic
+from movierec.wire import LineParser, Rejection
+from online_eval.join import OnlineEvalError
+from online_eval.live import LiveMetrics
+from online_eval.settings import OnlineSettings
+from recommender.serving.telemetry import ServedRecord
+from stream_consumer.validate import Check, Validator
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "live-checkpoint.json"
+COUNTERS = {
+    "eligible": ("movierec_online_lists_eligible", "Served lists whose take window closed"),
+    "taken": ("movierec_online_lists_taken", "Eligible lists from which a film was started"),
+    "minutes": ("movierec_online_minutes_watched", "Minutes watched of films started from lists"),
+    "ratings": ("movierec_online_ratings", "Ratings of films started from lists"),
+    "rating_sum": ("movierec_online_rating_stars", "Stars of those ratings, summed"),
+    "plays": ("movierec_online_plays", "Films started from lists"),
+    "cost_usd": ("movierec_online_license_cost_usd", "License cost of those plays, USD"),
+    "personalized": ("movierec_online_lists_personalized",
+                     "Successful lists unlike their minute's most common list"),
+    "judged": ("movierec_online_lists_judged", "Successful lists whose minute has closed"),
+}
+
+
+class Monitor:
+    """The running reader (module docstring). ``costs(movies)`` gives the license cost
+    per play of movies (USD; a missing one costs 0)."""
+
+    def __init__(self, settings: OnlineSettings, *, state_dir: Path,
+                 costs: Callable[[set[str]], dict[str, float]] | None = None) -> None:
+        self.settings = settings
+        self.path = Path(state_dir) / CHECKPOINT
+        self.live = LiveMetrics()
+        self.offsets: dict[str, dict[int, int]] = {}
+        self.lines = {"accepted": 0, "rejected": 0, "implausible": 0}
+        self.served_records = {"accepted": 0, "rejected": 0}
+        self._costs = costs
+        self._cost_cache: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self._parser = LineParser(settings.rating_scale)
+        self._validator = Validator(runtime_of=lambda _movie: None)
+        if self.path.exists():
+            self._load()
+
+    # -- checkpoint -------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            self.live.restore(doc["live"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise OnlineEvalError(f"cannot resume from {self.path}: {exc}; move it away to "
+                                  f"start from the topics' beginning") from exc
+        self.offsets = {t: {int(p): int(o) for p, o in parts.items()}
+                        for t, parts in doc["offsets"].items()}
+        self.lines.update(doc.get("lines", {}))
+        self.served_records.update(doc.get("served_records", {}))
+        log.info("resumed from %s at offsets %s", self.path, self.offsets)
+
+    def checkpoint(self) -> None:
+        with self.lock:
+            doc = {"offsets": self.offsets, "live": self.live.state(), "lines": self.lines,
+                   "served_records": self.served_records}
+            text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
+        make_dirs(self.path.parent)
+        write_atomic(self.path, text.encode("utf-8"))
+
+    # -- feeding ----------------------------------------------------------------------------
+
+    def feed(self, topic: str, partition: int, offset: int, value: bytes | None,
+             written_ms: int) -> None:
+        """One record of either topic, in the order read."""
+        with self.lock:
+            if topic == self.settings.served_topic:
+                try:
+                    self.live.served(ServedRecord.from_json(value))  # type: ignore[arg-type]
+                    self.served_records["accepted"] += 1
+                except (ValueError, TypeError):
+                    self.served_records["rejected"] += 1
+            else:
+                self._log_line(value or b"", written_ms, partition)
+            self.offsets.setdefault(topic, {})[partition] = offset + 1
+
+    def _log_line(self, value: bytes, written_ms: int, partition: int) -> None:
+        event = self._parser.parse(value)
+        if isinstance(event, Rejection):
+            self.lines["rejected"] += 1
+            return
+        problem = self._validator.check(event, written_ms)
+        if problem is not None and problem[0] is Check.FUTURE_TIMESTAMP:
+            self.lines["implausible"] += 1
+            return
+        self.lines["accepted"] += 1
+        self.live.add(event, source=partition)
+
+    def run(self, stop: threading.Event, *, checkpoint_s: float = 30.0,
+            idle_exit_s: float | None = None) -> None:
+        """Read both topics until ``stop`` is set (or ``idle_exit_s`` without a record),
+        checkpointing every ``checkpoint_s`` and at the end."""
+        from kafka import KafkaConsumer, TopicPartition
+        from kafka.errors import KafkaError
+
+        topics = (self.settings.served_topic, self.settings.kafka_topic)
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap, client_id="movierec-live",
+            group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+            allow_auto_create_topics=False, max_poll_records=5000,
+            max_partition_fetch_bytes=256 * 1024)
+        try:
+            tps = []
+            for topic in topics:
+                partitions = consumer.partitions_for_topic(topic)
+                if not partitions:
+                    raise OnlineEvalError(f"topic {topic!r} not found at "
+                                          f"{self.settings.kafka_bootstrap}")
+                tps += [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            self.live.expect_sources([tp.partition for tp in tps if tp.topic == topics[1]])
+            for tp in tps:
+                at = self.offsets.get(tp.topic, {}).get(tp.partition)
+                if at is None:
+                    consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, at)
+            last_save = last_record = time.monotonic()
+            while not stop.is_set():
+                batch = consumer.poll(timeout_ms=500)
+                # served records first: an answer is recorded before its log line is written
+                for tp, records in sorted(batch.items(), key=lambda kv: kv[0].topic != topics[0]):
+                    for record in records:
+                        self.feed(tp.topic, tp.partition, record.offset, record.value,
+                                  record.timestamp)
+                now = time.monotonic()
+                if batch:
+                    last_record = now
+                if now - last_save >= checkpoint_s:
+                    self.checkpoint()
+                    last_save = now
+                if idle_exit_s is not None and now - last_record >= idle_exit_s:
+                    break
+        except KafkaError as exc:
+            raise OnlineEvalError(f"reading {topics} failed: {exc}") from None
+        finally:
+            consumer.close()
+            self.checkpoint()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def totals(self) -> dict[str, dict[str, float]]:
+        with self.lock:
+            movies = self.live.movies_played()
+            missing = movies - self._cost_cache.keys()
+            if missing and self._costs is not None:
+                try:
+                    found = self._costs(missing)
+                except Exception as exc:  # a store hiccup: costs come at the next scrape
+                    log.warning("license costs unavailable: %s", exc)
+                else:
+                    self._cost_cache.update({m: found.get(m, 0.0) for m in missing})
+            return self.live.totals(self._cost_cache)
+
+
+class LiveCollector(Collector):
+    """The monitor's totals as Prometheus counters (names in ``COUNTERS`` and below)."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[Any]:
+        totals = self.monitor.totals()
+        requests = CounterMetricFamily("movierec_online_requests",
+                                       "Recommendation lines in the log by the graders' outcome",
+                                       labels=["arm", "version", "outcome"])
+        families = {key: CounterMetricFamily(name, text, labels=["arm", "version"])
+                    for key, (name, text) in COUNTERS.items()}
+        for label, row in totals.items():
+            arm, _, version = label.partition("|")
+            for key, value in row.items():
+                if key.startswith("requests_"):
+                    requests.add_metric([arm, version or "-", key[9:]], value)
+                elif key in families:
+                    families[key].add_metric([arm, version or "-"], value)
+        yield requests
+        yield from families.values()
+        live, monitor = self.monitor.live, self.monitor
+        minutes = CounterMetricFamily("movierec_online_availability_minutes",
+                                      "Closed minutes of the log, up or down by the graders' rule",
+                                      labels=["state"])
+        minutes.add_metric(["up"], live.minutes_up)
+        minutes.add_metric(["down"], live.minutes_down)
+        yield minutes
+        lines = CounterMetricFamily("movierec_online_log_lines", "Log lines read, by result",
+                                    labels=["result"])
+        for result, n in monitor.lines.items():
+            lines.add_metric([result], n)
+        yield lines
+        served = CounterMetricFamily("movierec_online_served_records",
+                                     "Served records read, by result", labels=["result"])
+        for result, n in monitor.served_records.items():
+            served.add_metric([result], n)
+        yield served
+        clock = live.join.clock
+        yield GaugeMetricFamily("movierec_online_log_time_seconds",
+                                "Latest event time read from the log (unix seconds, as UTC)",
+                                value=0.0 if clock is None else clock.replace(tzinfo=UTC).timestamp())
+
+
+def registry_for(monitor: Monitor) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(LiveCollector(monitor))
+    return registry
