@@ -133,12 +133,15 @@ class Monitor:
         from kafka import KafkaConsumer, TopicPartition
         from kafka.errors import KafkaError
 
+        from movierec.kafka_records import install as install_bulk_decoding
+
         topics = (self.settings.served_topic, self.settings.kafka_topic)
         consumer = KafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap, client_id="movierec-live",
             group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
             allow_auto_create_topics=False, max_poll_records=5000,
             max_partition_fetch_bytes=256 * 1024)
+        install_bulk_decoding(consumer)  # records decoded in bulk: ~4x less CPU (kafka_records)
         try:
             tps = []
             for topic in topics:
