@@ -43,29 +43,62 @@ def log_time(settings: LoopSettings) -> datetime | None:
     return max((f.time_max for f in files), default=None)
 
 
-def drifting(settings: LoopSettings) -> tuple[str, ...]:
-    """Features whose drift alarm is on, by Prometheus; none when it cannot be asked
+def _prometheus(settings: LoopSettings, query: str) -> list[dict] | None:
+    """The result vector of an instant query, or None when Prometheus cannot be asked
     (logged: a missing monitor must not stop the schedule)."""
     if not settings.loop_prometheus_url:
-        return ()
+        return None
     try:
         response = httpx.get(f"{settings.loop_prometheus_url}/api/v1/query",
-                             params={"query": "movierec_drift_alarm == 1"}, timeout=5.0)
+                             params={"query": query}, timeout=5.0)
         response.raise_for_status()
         result = response.json()["data"]["result"]
     except (httpx.HTTPError, ValueError, KeyError) as exc:
-        log.warning("no drift signal from %s: %s", settings.loop_prometheus_url, exc)
-        return ()
+        log.warning("no answer from %s to %s: %s", settings.loop_prometheus_url, query, exc)
+        return None
+    return list(result)
+
+
+def drifting(settings: LoopSettings) -> tuple[str, ...]:
+    """Features whose drift alarm is on (the consumer's ``movierec_drift_alarm``)."""
+    result = _prometheus(settings, "movierec_drift_alarm == 1") or []
     return tuple(sorted({r["metric"].get("feature", "?") for r in result}))
 
 
-def signals(settings: LoopSettings, cycles: list[Cycle]) -> Signals:
-    """What the triggers see now. The take-rate decay's windows are not read yet (the
-    live metrics, ``movierec eval live``, export them; issue #16): until then they are
-    empty and it never fires."""
+def decay_queries(version: str, window: str) -> dict[str, str]:
+    """PromQL of the champion version's (taken, eligible) lists over the last ``window``
+    and the one before it, from the live online metrics (``movierec eval live``)."""
+    def total(metric: str, offset: str = "") -> str:
+        return (f'sum(increase(movierec_online_lists_{metric}_total{{version="{version}"}}'
+                f"[{window}]{offset}))")
+    return {"recent_taken": total("taken"), "recent_eligible": total("eligible"),
+            "base_taken": total("taken", f" offset {window}"),
+            "base_eligible": total("eligible", f" offset {window}")}
+
+
+def take_windows(settings: LoopSettings, version: str | None,
+                 window: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The champion's ((taken, eligible) recent, (taken, eligible) before) for the decay
+    trigger; zeros when unknown (no champion, no live metrics, no Prometheus)."""
+    if version is None:
+        return (0, 0), (0, 0)
+    values = {}
+    for name, query in decay_queries(version, window).items():
+        result = _prometheus(settings, query)
+        values[name] = round(float(result[0]["value"][1])) if result else 0
+    return ((values["recent_taken"], values["recent_eligible"]),
+            (values["base_taken"], values["base_eligible"]))
+
+
+def signals(settings: LoopSettings, cycles: list[Cycle], *,
+            champion: str | None = None) -> Signals:
+    """What the triggers see now: the log's clock (the event store), the drift alarm and
+    the champion version's take rate over the last ``MOVIEREC_LOOP_DECAY_WINDOW`` and the
+    one before (Prometheus, from ``movierec eval live``)."""
     last = next((c.log_time for c in reversed(cycles) if c.log_time is not None), None)
+    recent, base = take_windows(settings, champion, settings.loop_decay_window)
     return Signals(log_time=_aware(log_time(settings)), last_cycle_log_time=last,
-                   drifting=drifting(settings))
+                   drifting=drifting(settings), recent=recent, baseline=base)
 
 
 def _aware(t: datetime | None) -> datetime | None:

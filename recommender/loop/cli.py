@@ -67,7 +67,8 @@ def pass_once(settings: LoopSettings, journal: Journal, ports: Ports, *,
             now = adapters.signals(settings, cycles).log_time
             trigger = Trigger("manual", manual, {}, now)
         else:
-            trigger = check(adapters.signals(settings, cycles), settings.triggers())
+            seen = adapters.signals(settings, cycles, champion=ports.champion())
+            trigger = check(seen, settings.triggers())
     done: list[str] = []
     for _ in range(100):
         before = len(journal.entries())

@@ -4,17 +4,20 @@ online-evaluation settings) and writes the experiment file serving reads."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from movierec.settings import setting
+from movierec.settings import SettingsError, setting
 from online_eval.sequential import Guardrails, SequentialSettings
 from online_eval.settings import OnlineSettings
 from recommender.loop.runner import CycleSettings
 from recommender.loop.triggers import TriggerSettings
 from recommender.settings import ExperimentsSettings
 from recommender.training.settings import TrainSettings
+
+DURATION = re.compile(r"^[1-9][0-9]*[smhdw]$")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,9 @@ class LoopSettings(TrainSettings, OnlineSettings, ExperimentsSettings):
     loop_decay: float = setting(
         0.2, "Relative drop of the champion's take rate (against its own recent level) that "
              "triggers a retraining, when significant", min=0.01, max=1)
+    loop_decay_window: str = setting(
+        "1h", "Window (a Prometheus duration) over which the champion's take rate is "
+              "compared with the window before it")
     loop_check_s: float = setting(
         60.0, "Seconds between the loop's checks of its triggers and its canary", min=0.1,
         max=86_400)
@@ -61,6 +67,12 @@ class LoopSettings(TrainSettings, OnlineSettings, ExperimentsSettings):
     loop_prometheus_url: str = setting(
         "http://127.0.0.1:9090", "Prometheus the loop asks for the consumer's drift alarm "
                                  "(empty: no drift trigger)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not DURATION.match(self.loop_decay_window):
+            raise SettingsError(f"MOVIEREC_LOOP_DECAY_WINDOW={self.loop_decay_window!r}: a "
+                                f"Prometheus duration such as 30m, 1h or 1d")
 
     def cycle(self) -> CycleSettings:
         return CycleSettings(
