@@ -16,8 +16,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from movierec.kafka_admin import group_lag
 from movierec.settings import load
@@ -33,10 +33,18 @@ from simulator.api import ApiSettings
 from simulator.settings import SimSettings
 from stream_consumer.settings import ConsumerSettings
 
-STAGES = ("stack", "world", "backfill", "consume", "train", "serve", "experiment", "live",
-          "report")
-EXPERIMENT_ID = "demo-ab"
-MODEL_ARM, BASELINE_ARM = "champion", "pop"
+STAGES = ("stack", "world", "backfill", "consume", "train", "serve", "loop", "live",
+          "verdict", "report")
+MODEL_ARM, CHALLENGER_ARM = "champion", "challenger"
+"""The canary's arms (``recommender.loop.effects``)."""
+LOOP_CHECK_S = 3.0
+"""The demo's loop looks at its triggers and its canary every few seconds."""
+ONLINE_WINDOW_MIN = 10.0
+"""A list counts as taken when a listed movie starts within 10 simulated minutes: the live
+phase covers only about an hour of simulated time (60 s x 60), so the default 30 minutes
+would leave half the lists too young to judge (the canary and the report alike)."""
+VERDICT_GRACE_S = 120.0
+"""After the live phase, how long the canary may still take before it ends inconclusive."""
 DRAIN_STALL_S = 300.0
 """The consume stage fails when the consumer's lag has not shrunk for this long."""
 DRAIN_LIMIT_S = 24 * 3600.0
@@ -86,6 +94,7 @@ class DemoPlan:
         overridden = {k: base[k] for k, v in forced.items()
                       if k in base and base[k] != v and not k.startswith("MOVIEREC_SIM_")}
         env = {**base, **forced}
+        env.setdefault("MOVIEREC_LOOP_DIR", str(stack.var_dir / "loop"))
         env.setdefault("MOVIEREC_SERVE_HOST", "127.0.0.1")
         env.setdefault("PYTHONUNBUFFERED", "1")
         return cls(demo=demo, stack=stack, sim=load(SimSettings, env), api=api,
@@ -142,6 +151,7 @@ class Outcome:
 
     offline_dir: Path
     live_since_ms: int = 0
+    cycle: str = ""
 
 
 def run(plan: DemoPlan, stages: Stages, *, reset_data: bool) -> Outcome:
@@ -169,16 +179,24 @@ def run(plan: DemoPlan, stages: Stages, *, reset_data: bool) -> Outcome:
                    "store and the DLQ (it keeps running)",
                    movierec("consume"), env=env, timeout_s=DRAIN_LIMIT_S,
                    ready=_drained(plan, stages))
-    stages.command("train", "four candidates on an event-store snapshot, offline "
-                   "evaluation, the gate, promotion",
-                   movierec("train", "--report-dir", str(outcome.offline_dir)), env=env)
+    stages.command("train", "day one: the popularity baseline is trained and serves",
+                   movierec("train", "--models", "popularity", "--report-dir",
+                            str(plan.demo_dir / "day-one")), env=env)
     stages.service("serve", f"the recommendation API on {plan.serve_url}",
                    movierec("serve", "--port", str(plan.serve.serve_port), "--metrics-dir",
                             str(plan.run_dir / "serve-metrics")), env=env,
                    ready=lambda: http_ok(f"{plan.serve_url}/ready"))
-    stages.step("experiment", f"A/B: champion vs popularity baseline "
-                f"({d.demo_baseline_share:.0%} to the baseline)",
-                lambda note: _start_experiment(plan, note))
+    loop_env = {**env, "MOVIEREC_LOOP_CHECK_S": f"{LOOP_CHECK_S:g}",
+                "MOVIEREC_LOOP_CANARY_SHARE": f"{d.demo_canary_share:g}",
+                "MOVIEREC_LOOP_CANARY_MAX_H": f"{(d.demo_live_s + VERDICT_GRACE_S) / 3600:.4f}",
+                "MOVIEREC_LOOP_TAKE_WINDOW_MIN": f"{ONLINE_WINDOW_MIN:g}",
+                "MOVIEREC_LOOP_MIN_USERS": "50",
+                "MOVIEREC_REPORTS_DIR": str(outcome.offline_dir.parent / "loop-reports"),
+                "MOVIEREC_LOOP_PROMETHEUS_URL": plan.stack.local_prometheus_url}
+    stages.service("loop", "the retraining loop: its first cycle trains four candidates, "
+                   "gates them against the champion and starts a canary",
+                   movierec("loop", "run"), env=loop_env,
+                   ready=lambda: _canary_serving(plan, stages))
     outcome.live_since_ms = int(time.time() * 1000) - 1000
     stages.command(
         "live", f"simulated users call the service for {d.demo_live_s:g} s at "
@@ -187,6 +205,8 @@ def run(plan: DemoPlan, stages: Stages, *, reset_data: bool) -> Outcome:
                  "--duration", f"{d.demo_live_s:g}", "--start-day", f"{d.demo_days:g}",
                  "--truth", str(plan.demo_dir / "live-truth.jsonl")),
         env=env)
+    stages.step("verdict", "the canary's verdict: promote or roll back on the online evidence",
+                lambda note: _verdict(plan, outcome, note))
     return outcome
 
 
@@ -225,33 +245,56 @@ def _drained(plan: DemoPlan, stages: Stages, *,
     return ready
 
 
-def _start_experiment(plan: DemoPlan, note: Note) -> None:
-    from recommender.serving.experiments import Arm, Experiment, ExperimentStore
+def _journal(plan: DemoPlan) -> Any:
+    from recommender.loop.journal import Journal
 
-    share = plan.demo.demo_baseline_share
-    experiment = Experiment(
-        id=EXPERIMENT_ID, start=datetime.now(UTC),
-        arms=(Arm(MODEL_ARM, "champion", round(1 - share, 6)), Arm(BASELINE_ARM, "baseline", share)))
-    store = ExperimentStore(plan.serve.serve_experiments_file)
-    store.write(experiment, reason="movierec demo")
-    note(f"experiment {EXPERIMENT_ID!r} in {plan.serve.serve_experiments_file}: "
-         + ", ".join(f"{a.name} -> {a.model} ({a.share:.0%})" for a in experiment.arms))
-    # every worker polls the file (MOVIEREC_SERVE_POLL_S): wait until answers come from the
-    # experiment's arms only, 20 in a row over fresh connections (so from both workers)
-    arms = {arm.name for arm in experiment.arms}
-    in_a_row, user = 0, 0
-    give_up = time.monotonic() + 10 * plan.serve.serve_poll_s + 10
-    while in_a_row < 20:
-        if time.monotonic() > give_up:
-            raise DemoError(f"the service did not pick up experiment {EXPERIMENT_ID!r} within "
-                            f"{10 * plan.serve.serve_poll_s + 10:.0f} s; read its log")
-        user += 1
+    return Journal(Path(plan.environ["MOVIEREC_LOOP_DIR"]) / "journal.jsonl")
+
+
+def _canary_serving(plan: DemoPlan, stages: Stages) -> bool:
+    """Ready once the loop's first cycle runs a canary and the service answers from its
+    arms (every worker polls the experiment file), 20 in a row over fresh connections."""
+    cycles = _journal(plan).cycles()
+    if not cycles or cycles[-1].stage.value in ("triggered", "trained"):
+        time.sleep(1.0)
+        return False
+    cycle = cycles[-1]
+    if cycle.canary_started is None:
+        raise DemoError(f"the loop's first cycle ended without a canary: {cycle.result} "
+                        f"({cycle.reason}); read {plan.log_of('loop')}")
+    arms, in_a_row = {MODEL_ARM, CHALLENGER_ARM}, 0
+    for user in range(1, 200):
         with urllib.request.urlopen(f"{plan.serve_url}/recommend/{user}", timeout=5) as answer:
             answer.read()
             in_a_row = in_a_row + 1 if answer.headers.get("X-Arm") in arms else 0
-        if in_a_row == 0:
-            time.sleep(0.1)
-    note(f"the service answers from the experiment's arms ({user} requests to see it)")
+        if in_a_row >= 20:
+            stages.say(f"      canary of {cycle.challenger} ({cycle.share:.0%} of users) "
+                       f"against the champion")
+            return True
+    time.sleep(0.5)
+    return False
+
+
+def _verdict(plan: DemoPlan, outcome: Outcome, note: Note) -> None:
+    """Wait for the loop to close its cycle (the canary ends by its maximum duration at
+    the latest), and note how it ended."""
+    give_up = time.monotonic() + VERDICT_GRACE_S + 60
+    while True:
+        cycles = _journal(plan).cycles()
+        if cycles and not cycles[-1].open:
+            break
+        if time.monotonic() > give_up:
+            raise DemoError(f"the loop's cycle did not close; read {plan.log_of('loop')}")
+        time.sleep(1.0)
+    cycle = cycles[-1]
+    outcome.cycle = cycle.id
+    reports = sorted((outcome.offline_dir.parent / "loop-reports").glob("*/comparison.md"))
+    if reports:  # the offline comparison of the cycle's candidates, for the report
+        outcome.offline_dir = reports[-1].parent
+    for entry in cycle.entries:
+        detail = entry.get("reason") or entry.get("challenger") or entry.get("experiment") or ""
+        note(f"{entry['at'][11:19]}  {entry['stage']:9s} {detail}")
+    note(f"result: {cycle.result.value if cycle.result else '?'}")
 
 
 def check_ports_free(plan: DemoPlan) -> None:

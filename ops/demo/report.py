@@ -19,23 +19,20 @@ from ops.demo.flow import DemoPlan, Outcome
 from ops.demo.stages import DemoError, Note
 
 PROVENANCE_WAIT_S = 10.0
-ONLINE_WINDOW = timedelta(minutes=10)
-"""A list counts as taken when a listed movie starts within 10 simulated minutes: the live
-phase covers only about an hour of simulated time (60 s x 60), so the default 30 minutes
-would leave half the lists too young to judge."""
+ONLINE_WINDOW = timedelta(minutes=flow.ONLINE_WINDOW_MIN)
 
 
 def served_trace(serve_url: str, users: range = range(1, 200), *,
-                 arm: str = flow.MODEL_ARM) -> dict[str, Any]:
-    """Ask the service for the lists of a few users until one in ``arm`` is ranked by a
-    model, then fetch its provenance by request id (the record reaches Redis
+                 arm: str | None = None) -> dict[str, Any]:
+    """Ask the service for the lists of a few users until one (in ``arm``; None: any) is
+    ranked by a model, then fetch its provenance by request id (the record reaches Redis
     asynchronously)."""
     for user in users:
         with urllib.request.urlopen(f"{serve_url}/recommend/{user}", timeout=5) as answer:
             request_id = answer.headers.get("X-Request-Id", "")
             served_arm = answer.headers.get("X-Arm", "")
             answer.read()
-        if served_arm != arm:
+        if arm is not None and served_arm != arm:
             continue
         deadline = time.monotonic() + PROVENANCE_WAIT_S
         while True:
@@ -82,10 +79,11 @@ def build(plan: DemoPlan, outcome: Outcome, note: Note) -> tuple[dict[str, Any],
                         server=server, since_ms=outcome.live_since_ms, idle_s=10)
     note("joining the served lists with what users watched next (online A/B)")
     online = evaluate_online(load(OnlineSettings), server=server, window=ONLINE_WINDOW,
-                             reference=flow.BASELINE_ARM,
+                             reference=flow.MODEL_ARM,
                              written_since_ms=outcome.live_since_ms)
     note("tracing one served list to its model, code and data")
     trace = served_trace(plan.serve_url)
+    timeline = _timeline(plan, outcome)
     offline_md = (outcome.offline_dir / "comparison.md").read_text(encoding="utf-8")
     offline_json = json.loads((outcome.offline_dir / "comparison.json").read_text())
     report = {
@@ -96,17 +94,46 @@ def build(plan: DemoPlan, outcome: Outcome, note: Note) -> tuple[dict[str, Any],
         "online": online.to_dict(),
         "offline": offline_json,
         "provenance": trace,
+        "loop": timeline,
     }
     markdown = "\n".join([
         "# movierec demo report", "",
         "## Grade report (the course's checks, from the Kafka log)", "",
         "```", grade.format_table(), "```", "",
-        "## Online A/B: champion vs popularity baseline", "",
+        "## The retraining loop: its first cycle", "",
+        "```", *_timeline_lines(timeline), "```", "",
+        "## Online: the canary's arms (champion, challenger) and, after a promotion, "
+        "everyone (default)", "",
         online.to_markdown(), "",
         "## Offline comparison of the candidates", "", offline_md, "",
         "## Provenance of one served list", "", "```", *trace_lines(trace), "```", "",
     ])
     return report, markdown
+
+
+def _timeline(plan: DemoPlan, outcome: Outcome) -> dict[str, Any]:
+    """The loop's cycle as the journal tells it."""
+    from recommender.loop.journal import Journal
+
+    journal = Journal(Path(plan.environ["MOVIEREC_LOOP_DIR"]) / "journal.jsonl")
+    cycle = next((c for c in journal.cycles() if c.id == outcome.cycle), None)
+    if cycle is None:
+        return {}
+    return {"id": cycle.id, "trigger": cycle.trigger, "challenger": cycle.challenger,
+            "champion_before": cycle.champion,
+            "result": None if cycle.result is None else cycle.result.value,
+            "reason": cycle.reason, "looks": cycle.looks, "entries": cycle.entries}
+
+
+def _timeline_lines(timeline: dict[str, Any]) -> list[str]:
+    if not timeline:
+        return ["no cycle"]
+    lines = [f"cycle {timeline['id']} ({timeline['trigger']}): {timeline['result']}, "
+             f"{timeline['looks']} looks at the canary"]
+    for e in timeline["entries"]:
+        detail = e.get("reason") or e.get("challenger") or e.get("experiment") or ""
+        lines.append(f"  {e['at'][11:19]}  {e['stage']:9s} {detail}")
+    return lines
 
 
 def write(folder: Path, report: dict[str, Any], markdown: str) -> None:

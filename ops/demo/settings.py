@@ -34,8 +34,8 @@ class DemoSettings:
                                  min=5, max=86_400)
     demo_live_rate: float = setting(40.0, "Requests/s of the live simulated sessions",
                                     min=1, max=1_000)
-    demo_baseline_share: float = setting(
-        0.2, "Traffic share of the popularity-baseline arm in the demo's A/B experiment",
-        min=0.01, max=0.99)
+    demo_canary_share: float = setting(
+        0.3, "Share of users the retraining loop's canary routes to its challenger during the "
+             "demo's live phase", min=0.01, max=0.5)
     demo_stage_timeout_s: float = setting(1_800.0, "Longest a demo stage may run before it fails",
                                           min=10)

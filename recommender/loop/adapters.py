@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -135,7 +135,8 @@ def look(settings: LoopSettings, store: OnlineStore | None, cycle: Cycle) -> Can
     read_topic(settings.kafka_bootstrap, settings.served_topic,
                lambda value, _ms: tally.add_raw(value), timeout_s=timeout_s, idle_s=idle_s,
                written_since_ms=since_ms)
-    join = OutcomeJoin(tally.arm_of, per_user=True)
+    join = OutcomeJoin(tally.arm_of, per_user=True,
+                       window=timedelta(minutes=settings.loop_take_window_min))
     read_log(settings.kafka_bootstrap, settings.kafka_topic, join,
              rating_scale=settings.rating_scale, timeout_s=timeout_s, idle_s=idle_s,
              written_since_ms=since_ms)

@@ -41,6 +41,9 @@ class LoopSettings(TrainSettings, OnlineSettings, ExperimentsSettings):
         max=86_400)
     loop_canary_share: float = setting(
         0.1, "Share of users the canary routes to the challenger", min=0.001, max=0.5)
+    loop_take_window_min: float = setting(
+        30.0, "Minutes (event time) within which a listed movie must start for the canary to "
+              "count the list as taken", min=0.1, max=24 * 60)
     loop_canary_max_h: float = setting(
         6.0, "Hours (wall time) after which an inconclusive canary keeps the champion",
         min=0.001, max=24 * 30)

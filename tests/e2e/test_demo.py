@@ -89,8 +89,8 @@ def report(demo_env: dict[str, str]) -> dict:
             stdout, stderr = up.communicate(timeout=120)
             pytest.fail(f"demo up ran past {DEMO_TIMEOUT_S} s:\n{stdout[-4000:]}{stderr[-4000:]}")
     assert up.returncode == 0, stdout[-4000:] + stderr[-4000:]
-    for stage in ("stack", "world", "backfill", "consume", "train", "serve", "experiment",
-                  "live", "report"):
+    for stage in ("stack", "world", "backfill", "consume", "train", "serve", "loop", "live",
+                  "verdict", "report"):
         assert f"] {stage}: " in stdout and f"{stage} done in" in stdout, stage
     var = Path(demo_env["MOVIEREC_VAR_DIR"])
     assert (var / "demo" / "report.md").read_text().startswith("# movierec demo report")
@@ -127,11 +127,20 @@ def test_a_served_list_traces_to_its_model_code_and_data(report: dict,
     assert model["data"]["rows"] > 1_000_000 and model["data"]["topic"] == "movielog"
 
 
-def test_the_ab_split_reached_both_arms(report: dict) -> None:
+def test_the_loop_promoted_its_challenger_after_a_canary(report: dict,
+                                                        demo_env: dict[str, str]) -> None:
+    """Day one's popularity champion, the loop's first cycle, a canary both arms reached,
+    and a promotion decided online; the registry's champion is the challenger."""
+    loop = report["loop"]
+    assert loop["trigger"] == "schedule" and loop["result"] == "promoted", loop
+    assert [e["stage"] for e in loop["entries"]][:3] == ["triggered", "trained", "canary"]
+    assert loop["reason"].startswith("mSPRT: challenger better"), loop["reason"]
+    registry = Registry(Path(demo_env["MOVIEREC_REGISTRY_DIR"]))
+    assert registry.get("champion").version == loop["challenger"]
+    assert registry.get(loop["champion_before"]).name == "popularity"
     arms = {row["arm"]: row for row in report["online"]["arms"]}
-    assert set(arms) >= {"champion", "pop"}
-    assert arms["champion"]["requests"] > arms["pop"]["requests"] > 0
-    assert report["online"]["comparisons"], "the champion was compared with the baseline"
+    assert arms["champion"]["requests"] > 0 and arms["challenger"]["requests"] > 0
+    assert report["online"]["comparisons"], "the challenger was compared with the champion"
 
 
 def test_status_then_down_stop_everything(report: dict, demo_env: dict[str, str]) -> None:
