@@ -23,8 +23,10 @@ whole of it as JSON, so a restarted process goes on from its checkpoint with the
 offsets saved alongside: nothing counted twice, no window lost.
 
 Users' labels are kept for ``label_ttl_ms`` of served-record time after their last record
-(swept every quarter of it): a log line follows its answer by seconds, so memory holds the
-active users only.
+(swept every quarter of it, and never ahead of the log's own Kafka timestamps, see
+``log_written``): a log line follows its answer by seconds, so memory holds the active
+users only. A user served again in a newer version before their earlier line was read
+counts that line in the newer label (a catch-up's small blur).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class LiveMetrics:
         self._minutes: dict[datetime, list[int]] = {}  # open minute -> [requests, successes]
         self._lists: dict[tuple[datetime, str], Counter[tuple[str, ...]]] = {}
         self._served_clock = 0
+        self._log_clock = 0  # the latest Kafka timestamp of a log line (0: not told)
         self._sources: dict[int, datetime] = {}  # partition -> latest event time
         self._closed: datetime | None = None  # minutes before this one are judged
         self._watermark: datetime | None = None  # the slowest partition's clock
@@ -93,11 +96,19 @@ class LiveMetrics:
 
     # -- feeding ----------------------------------------------------------------------------
 
+    def log_written(self, written_ms: int) -> None:
+        """The Kafka timestamp of a log line just read: labels are only forgotten once
+        the log too has moved past them (the served topic may be read ahead of the log,
+        in a catch-up, and its users' lines must still find their arm)."""
+        if written_ms > self._log_clock:
+            self._log_clock = written_ms
+
     def served(self, record: ServedRecord) -> None:
         self.labels[record.user_id] = (label(record.arm, record.model_version), record.time_ms)
         if record.time_ms > self._served_clock + self.label_ttl_ms // 4:
             self._served_clock = record.time_ms
-            cutoff = record.time_ms - self.label_ttl_ms
+            now = min(record.time_ms, self._log_clock) if self._log_clock else record.time_ms
+            cutoff = now - self.label_ttl_ms
             for user in [u for u, (_, t) in self.labels.items() if t < cutoff]:
                 del self.labels[user]
 
@@ -206,6 +217,7 @@ class LiveMetrics:
                 "open_lists": [[m.isoformat(), n, [[list(k), v] for k, v in c.items()]]
                                for (m, n), c in self._lists.items()],
                 "served_clock": self._served_clock, "late_lines": self.late_lines,
+                "log_clock": self._log_clock,
                 "sources": {str(p): t.isoformat() for p, t in self._sources.items()},
                 "closed": None if self._closed is None else self._closed.isoformat(),
                 "watermark": None if self._watermark is None else self._watermark.isoformat()}
@@ -222,6 +234,7 @@ class LiveMetrics:
         self._lists = {(datetime.fromisoformat(m), n): Counter({tuple(k): v for k, v in c})
                        for m, n, c in state["open_lists"]}
         self._served_clock = int(state["served_clock"])
+        self._log_clock = int(state.get("log_clock", 0))
         self.late_lines = int(state["late_lines"])
         self._sources = {int(p): datetime.fromisoformat(t) for p, t in state["sources"].items()}
         self._closed = None if state["closed"] is None else datetime.fromisoformat(state["closed"])

@@ -74,6 +74,13 @@ class Monitor:
         self._validator = Validator(runtime_of=lambda _movie: None)
         if self.path.exists():
             self._load()
+        # What Prometheus sees: the totals of the last checkpoint, never ahead of what a
+        # restart restores (a counter that went back would read as a reset to Prometheus,
+        # and increase() would count its whole value again). They lag by one checkpoint.
+        self.exported = LiveMetrics()
+        self.exported.restore(self.live.state())
+        self.exported_lines = dict(self.lines)
+        self.exported_served = dict(self.served_records)
 
     # -- checkpoint -------------------------------------------------------------------------
 
@@ -97,6 +104,12 @@ class Monitor:
             text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
         make_dirs(self.path.parent)
         write_atomic(self.path, text.encode("utf-8"))
+        exported = LiveMetrics()
+        exported.restore(doc["live"])
+        with self.lock:
+            self.exported = exported
+            self.exported_lines = dict(doc["lines"])
+            self.exported_served = dict(doc["served_records"])
 
     # -- feeding ----------------------------------------------------------------------------
 
@@ -115,6 +128,7 @@ class Monitor:
             self.offsets.setdefault(topic, {})[partition] = offset + 1
 
     def _log_line(self, value: bytes, written_ms: int, partition: int) -> None:
+        self.live.log_written(written_ms)
         event = self._parser.parse(value)
         if isinstance(event, Rejection):
             self.lines["rejected"] += 1
@@ -182,9 +196,12 @@ class Monitor:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def totals(self) -> dict[str, dict[str, float]]:
+    def totals(self, *, exported: bool = False) -> dict[str, dict[str, float]]:
+        """The running totals (``exported``: those of the last checkpoint, which the
+        Prometheus export serves)."""
         with self.lock:
-            movies = self.live.movies_played()
+            live = self.exported if exported else self.live
+            movies = live.movies_played()
             missing = movies - self._cost_cache.keys()
             if missing and self._costs is not None:
                 try:
@@ -193,7 +210,7 @@ class Monitor:
                     log.warning("license costs unavailable: %s", exc)
                 else:
                     self._cost_cache.update({m: found.get(m, 0.0) for m in missing})
-            return self.live.totals(self._cost_cache)
+            return live.totals(self._cost_cache)
 
 
 class LiveCollector(Collector):
@@ -203,7 +220,7 @@ class LiveCollector(Collector):
         self.monitor = monitor
 
     def collect(self) -> Iterator[Any]:
-        totals = self.monitor.totals()
+        totals = self.monitor.totals(exported=True)
         requests = CounterMetricFamily("movierec_online_requests",
                                        "Recommendation lines in the log by the graders' outcome",
                                        labels=["arm", "version", "outcome"])
@@ -218,7 +235,7 @@ class LiveCollector(Collector):
                     families[key].add_metric([arm, version or "-"], value)
         yield requests
         yield from families.values()
-        live, monitor = self.monitor.live, self.monitor
+        live, monitor = self.monitor.exported, self.monitor
         minutes = CounterMetricFamily("movierec_online_availability_minutes",
                                       "Closed minutes of the log, up or down by the graders' rule",
                                       labels=["state"])
@@ -227,12 +244,12 @@ class LiveCollector(Collector):
         yield minutes
         lines = CounterMetricFamily("movierec_online_log_lines", "Log lines read, by result",
                                     labels=["result"])
-        for result, n in monitor.lines.items():
+        for result, n in monitor.exported_lines.items():
             lines.add_metric([result], n)
         yield lines
         served = CounterMetricFamily("movierec_online_served_records",
                                      "Served records read, by result", labels=["result"])
-        for result, n in monitor.served_records.items():
+        for result, n in monitor.exported_served.items():
             served.add_metric([result], n)
         yield served
         clock = live.join.clock

@@ -44,7 +44,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -160,7 +160,7 @@ def sample_ratio_p(counts: Sequence[int], shares: Sequence[float], *,
     under the configured split, so by Ville's inequality it ever reaches ``1 / a`` with
     probability at most ``a``: the split may be checked at every look. (Pearson's
     chi-square, checked at every look, would cry wolf ever more often as the canary
-    runs.) Counts are cumulative, so the running minimum is the current value."""
+    runs.)"""
     total = sum(counts)
     if total == 0 or len(counts) < 2:
         return 1.0
@@ -193,7 +193,11 @@ class ArmHealth:
     """Serving facts of one arm since the canary began."""
 
     requests: int = 0
+    """Recommendation lines of the arm in the log (errors are counted against these)."""
     errors: int = 0
+    served: int = 0
+    """Answers the service recorded for the arm (fallbacks are counted against these;
+    0: use ``requests``)."""
     fallbacks: int = 0
     p99_ms: float = 0.0
     plays: int = 0
@@ -213,7 +217,7 @@ def guardrail_breaches(champion: ArmHealth, challenger: ArmHealth,
     out = []
     if challenger.p99_ms > limits.p99_ms:
         out.append(f"p99 latency {challenger.p99_ms:.0f} ms > {limits.p99_ms:.0f} ms")
-    fallback = challenger.fallbacks / challenger.requests
+    fallback = challenger.fallbacks / (challenger.served or challenger.requests)
     if fallback > limits.fallback_share:
         out.append(f"fallback share {fallback:.1%} > {limits.fallback_share:.1%}")
     errors = challenger.errors / challenger.requests
@@ -256,9 +260,11 @@ def decide(champion: ArmSample, challenger: ArmSample, *, settings: SequentialSe
         return Decision(Outcome.ROLL_BACK,
                         f"sample ratio mismatch: {champion.n} vs {challenger.n} users for "
                         f"shares {shares}, p = {srm:.2g}", srm_p=srm)
+    enough = min(champion.n, challenger.n) >= settings.min_users
     ev = msprt(champion, challenger, alpha=settings.alpha, tau=settings.tau,
                previous_p=previous_p)
-    enough = min(champion.n, challenger.n) >= settings.min_users
+    if not enough:  # a look before min_users neither decides nor lowers the running p
+        ev = replace(ev, p_value=min(previous_p, 1.0))
     interval = f"difference {ev.diff:+.4f} [{ev.low:+.4f}, {ev.high:+.4f}], p = {ev.p_value:.3g}"
     if enough and ev.low > 0:
         return Decision(Outcome.PROMOTE, f"mSPRT: challenger better, {interval}", ev, srm_p=srm)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from online_eval.join import OutcomeJoin
+from online_eval.join import DEFAULT_FOLLOW_UP, OutcomeJoin
 from online_eval.sequential import ArmHealth, ArmSample
 from recommender.loop import effects
 from recommender.loop.cycle import Cycle, Result
@@ -102,15 +102,15 @@ def signals(settings: LoopSettings, cycles: list[Cycle], *,
 
 
 def _aware(t: datetime | None) -> datetime | None:
-    return None if t is None or t.tzinfo is not None else t.replace(tzinfo=UTC)
+    return t if t is None or t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def train(settings: LoopSettings, registry: Registry) -> Trained:
     """Train every candidate on a fresh snapshot, register and gate them without
     promoting; the challenger is the best that passed the gate (the pipeline's own rule
-    for promotion), or None."""
+    for promotion), the baseline when nothing serves yet and nothing passed, or None."""
     from recommender.training.inputs import load_inputs
-    from recommender.training.pipeline import Pipeline
+    from recommender.training.pipeline import BASELINE, Pipeline
 
     inputs = load_inputs(settings)
     report = Pipeline(settings, registry=registry).run(inputs, register=True, promote=False)
@@ -119,6 +119,10 @@ def train(settings: LoopSettings, registry: Registry) -> Trained:
     passing = [c for c in report.candidates if c.gate is not None and c.gate["passed"]
                and c.version is not None]
     best = max(passing, key=lambda c: c.row["metrics"][metric], default=None)
+    if best is None and effects.CHAMPION_ALIAS not in registry.aliases():
+        # nothing serves yet and nothing beat the baseline: the baseline serves, as the
+        # pipeline's own promotion would have it (a cycle must not leave a service empty)
+        best = next((c for c in report.candidates if c.name == BASELINE and c.version), None)
     numbers = {"snapshot": inputs.data.get("snapshot_id"), "metric": metric, "scores": scores,
                "passed": [c.name for c in passing], "test_users": report.test_users}
     return Trained(None if best is None else best.version, numbers)
@@ -135,8 +139,9 @@ def look(settings: LoopSettings, store: OnlineStore | None, cycle: Cycle) -> Can
     read_topic(settings.kafka_bootstrap, settings.served_topic,
                lambda value, _ms: tally.add_raw(value), timeout_s=timeout_s, idle_s=idle_s,
                written_since_ms=since_ms)
-    join = OutcomeJoin(tally.arm_of, per_user=True,
-                       window=timedelta(minutes=settings.loop_take_window_min))
+    window = timedelta(minutes=settings.loop_take_window_min)
+    join = OutcomeJoin(tally.arm_of, per_user=True, window=window,
+                       follow_up=max(DEFAULT_FOLLOW_UP, window))
     read_log(settings.kafka_bootstrap, settings.kafka_topic, join,
              rating_scale=settings.rating_scale, timeout_s=timeout_s, idle_s=idle_s,
              written_since_ms=since_ms)
@@ -150,6 +155,7 @@ def look(settings: LoopSettings, store: OnlineStore | None, cycle: Cycle) -> Can
         requests = o.requests if o is not None else 0
         health.append(ArmHealth(
             requests=requests, errors=requests - (o.successes if o is not None else 0),
+            served=s.answers if s is not None else 0,
             fallbacks=s.fallbacks if s is not None else 0,
             p99_ms=(s.latency_p99_ms or 0.0) if s is not None else 0.0,
             plays=sum(plays.values()),

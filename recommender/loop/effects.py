@@ -38,9 +38,9 @@ def start_canary(store: ExperimentStore, *, cycle: str, challenger: str, share: 
     _, running = store.read()
     if running is not None and running.id == canary_id(cycle):
         return running
-    if running is not None and running.active(at):
-        raise CanaryBlocked(f"experiment {running.id} is running; the canary of cycle "
-                            f"{cycle} waits until it ends")
+    if running is not None and (running.stop is None or running.stop > at):
+        raise CanaryBlocked(f"experiment {running.id} is running or scheduled; the canary "
+                            f"of cycle {cycle} waits until it ends")
     experiment = Experiment(canary_id(cycle),
                             (Arm("champion", CHAMPION_ALIAS, round(1 - share, 9)),
                              Arm("challenger", challenger, share)), start=at)

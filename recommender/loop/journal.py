@@ -46,15 +46,37 @@ class Journal:
         line = (json.dumps(entry, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
         new = not self.path.exists()
         make_dirs(self.path.parent)
+        self._drop_torn_tail()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
+            view = memoryview(line)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
         if new:
             fsync_path(self.path.parent)
         return entry
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a torn last line (a crash mid-append) before appending after it: glued to
+        the next entry it would hide that entry and turn into corruption mid-file."""
+        try:
+            with open(self.path, "rb+") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                if size == 0:
+                    return
+                fh.seek(size - 1)
+                if fh.read(1) == b"\n":
+                    return
+                fh.seek(0)
+                data = fh.read()
+                fh.truncate(data.rfind(b"\n") + 1)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except FileNotFoundError:
+            return
 
     def entries(self) -> list[dict]:
         """Every complete entry, oldest first. A line that does not parse can only be the

@@ -126,6 +126,10 @@ def step(journal: Journal, ports: Ports, settings: CycleSettings,
                            reason="the offline gate kept the champion")
         case Action.START_CANARY:
             assert cycle.challenger is not None
+            if ports.champion() is None:  # a crash between "trained" and its decision
+                out.append(cycle.id, Stage.DECIDED, result=Result.PROMOTED.value,
+                           reason="no champion yet: the gate's choice serves at once")
+                return action
             try:
                 ports.start_canary(cycle.id, cycle.challenger, settings.share)
             except CanaryBlocked as exc:

@@ -139,3 +139,14 @@ def test_a_sigkilled_holder_releases_the_lock(tmp_path: Path) -> None:
         time.sleep(0.05)
     with LoopLock(path) as lock:
         assert lock.holder() is not None
+
+
+def test_an_append_after_a_torn_line_cuts_it_and_loses_nothing(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.append("c1", Stage.TRIGGERED, at=T0, trigger="manual")
+    with open(journal.path, "ab") as fh:
+        fh.write(b'{"cycle": "c1", "stage": "trai')  # a crash mid-write
+    journal.append("c1", Stage.TRAINED, challenger="v2")  # the redone action
+    journal.append("c1", Stage.CANARY, experiment="canary-c1", share=0.1)
+    assert [e["stage"] for e in journal.entries()] == ["triggered", "trained", "canary"]
+    assert journal.path.read_bytes().count(b"trai\n") == 0

@@ -101,3 +101,13 @@ def test_a_share_outside_zero_to_one_is_refused(world) -> None:
     for share in (0.0, 1.0, 1.5):
         with pytest.raises(LoopError, match="share"):
             start_canary(store, cycle="c1", challenger=new, share=share, at=NOW)
+
+
+def test_a_scheduled_experiment_is_not_replaced_either(world) -> None:
+    reg, store, old, new = world
+    later = Experiment("ab-tonight", (Arm("a", "champion", 0.5), Arm("b", old, 0.5)),
+                       start=NOW + timedelta(hours=2))
+    store.write(later, reason="a person's test, tonight")
+    with pytest.raises(CanaryBlocked, match="ab-tonight"):
+        start_canary(store, cycle="c1", challenger=new, share=0.1, at=NOW)
+    assert store.read()[1] == later

@@ -211,3 +211,15 @@ def test_a_canary_that_cannot_be_read_ends_at_the_maximum_duration(tmp_path: Pat
     cycle = journal.cycles()[-1]
     assert cycle.result is Result.KEPT_CHAMPION and "could not be read" in cycle.reason
     assert world.champion == "v1" and world.experiment is None
+
+
+def test_a_crash_between_trained_and_its_decision_with_no_champion_never_starts_a_canary(
+        tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.append("0001-x", Stage.TRIGGERED, at=T0, trigger="manual", champion=None)
+    journal.append("0001-x", Stage.TRAINED, at=T0, challenger="v2")  # then the process died
+    world = World(champion=None)
+    run_until_idle(journal, world.ports(), CycleSettings())
+    cycle = journal.cycles()[-1]
+    assert cycle.result is Result.PROMOTED and world.champion == "v2"
+    assert "start_canary" not in world.calls

@@ -159,3 +159,13 @@ def test_with_partitions_minutes_close_on_the_slowest_partitions_clock() -> None
     live.add(reco(0.9, 5, status=0, error="timed out"), source=1)  # its minute was judged
     assert live.late_lines == 1 and live.minutes_down == 0
     assert live.totals()[UNASSIGNED]["requests_timeout"] == 2
+
+
+def test_labels_wait_for_the_log_when_the_served_topic_is_read_ahead() -> None:
+    live = LiveMetrics(label_ttl_ms=3_600_000)
+    live.log_written(1_000)  # the log has been read up to its first second
+    for k, user in enumerate(range(1, 9)):
+        live.served(served(user, "champion", "v1", ms=k * 1_000_000))  # 2 h of served records
+    assert set(live.labels) == set(range(1, 9)), "the log has not reached them yet"
+    live.add(reco(0, 1))
+    assert live.totals()["champion|v1"]["requests_success"] == 1

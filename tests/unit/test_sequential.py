@@ -185,3 +185,19 @@ def test_guardrails_wait_for_enough_requests_and_pass_a_healthy_arm() -> None:
     assert guardrail_breaches(HEALTHY, HEALTHY, Guardrails()) == []
     # No plays on either side: cost per play cannot be judged, and is not.
     assert guardrail_breaches(ArmHealth(requests=100), ArmHealth(requests=100), Guardrails()) == []
+
+
+def test_a_look_before_the_minimum_users_does_not_lower_the_running_p_value() -> None:
+    tiny = decide(ArmSample.of([0.0] * 5), ArmSample.of([1.0] * 4 + [0.9]), settings=SETTINGS,
+                  shares=(0.5, 0.5), health=(HEALTHY, HEALTHY), limits=Guardrails(),
+                  expired=False, previous_p=0.7)
+    assert tiny.outcome is Outcome.CONTINUE and tiny.evidence is not None
+    assert tiny.evidence.p_value == 0.7, "a fluke of five users is not evidence"
+
+
+def test_the_fallback_share_counts_against_the_answers_the_service_recorded() -> None:
+    # 30 fallbacks of 300 recorded answers is 10%, not 30% of 100 log lines read so far
+    assert guardrail_breaches(HEALTHY, ArmHealth(requests=100, served=300, fallbacks=30),
+                              Guardrails(fallback_share=0.10)) == []
+    assert guardrail_breaches(HEALTHY, ArmHealth(requests=100, served=200, fallbacks=30),
+                              Guardrails(fallback_share=0.10))
