@@ -43,6 +43,8 @@ ONLINE_WINDOW_MIN = 10.0
 """A list counts as taken when a listed movie starts within 10 simulated minutes: the live
 phase covers only about an hour of simulated time (60 s x 60), so the default 30 minutes
 would leave half the lists too young to judge (the canary and the report alike)."""
+DEMO_TAU = 0.1
+"""The mSPRT's mixing standard deviation for the demo's canary (take-rate units)."""
 VERDICT_GRACE_S = 120.0
 """After the live phase, how long the canary may still take before it ends inconclusive."""
 DRAIN_STALL_S = 300.0
@@ -191,6 +193,10 @@ def run(plan: DemoPlan, stages: Stages, *, reset_data: bool) -> Outcome:
                 "MOVIEREC_LOOP_CANARY_MAX_H": f"{(d.demo_live_s + VERDICT_GRACE_S) / 3600:.4f}",
                 "MOVIEREC_LOOP_TAKE_WINDOW_MIN": f"{ONLINE_WINDOW_MIN:g}",
                 "MOVIEREC_LOOP_MIN_USERS": "50",
+                # the demo's canary weighs day one's popularity against a personalized
+                # model, an effect of tens of points: the mSPRT's mixing scale is set to
+                # match (docs/loop.md), where the default 0.02 suits a mature service
+                "MOVIEREC_LOOP_TAU": f"{DEMO_TAU:g}",
                 "MOVIEREC_REPORTS_DIR": str(outcome.offline_dir.parent / "loop-reports"),
                 "MOVIEREC_LOOP_PROMETHEUS_URL": plan.stack.local_prometheus_url}
     stages.service("loop", "the retraining loop: its first cycle trains four candidates, "
