@@ -246,22 +246,22 @@ class Registry:
 
     def record_gate(self, version: str, decision: dict) -> ModelVersion:
         """Store the gate's decision (``GateDecision.to_dict()``) in meta and the log."""
-        with self._locked():
-            mv = self.get(version)
-            mv.meta["gate"] = {"time": _now().isoformat(timespec="seconds"), **decision}
-            self._write_meta(mv.path, mv.meta)
-            self._append_event("gate", version=mv.version, decision=decision)
-        return mv
+        return self._record(version, "gate", decision=decision)
 
     def record_canary(self, version: str, outcome: dict) -> ModelVersion:
         """Store how the version's canary ended (result, reason, numbers: the retraining
         loop's ``recommender.loop.effects``) in meta and the log; ``models show`` prints
         it. A rolled-back version keeps its files: its numbers explain the decision."""
+        return self._record(version, "canary", outcome=outcome)
+
+    def _record(self, version: str, kind: str, **payload: dict) -> ModelVersion:
+        """``meta[kind]`` = the one payload, time-stamped, and a ``kind`` event in the log."""
+        [value] = payload.values()
         with self._locked():
             mv = self.get(version)
-            mv.meta["canary"] = {"time": _now().isoformat(timespec="seconds"), **outcome}
+            mv.meta[kind] = {"time": _now().isoformat(timespec="seconds"), **value}
             self._write_meta(mv.path, mv.meta)
-            self._append_event("canary", version=mv.version, outcome=outcome)
+            self._append_event(kind, version=mv.version, **payload)
         return mv
 
     # -- hyperparameter searches ------------------------------------------------------------

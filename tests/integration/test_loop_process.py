@@ -4,12 +4,14 @@ running loop cleanly; its /metrics answer while it runs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,51 +55,50 @@ def metrics_up(port: int) -> bool:
         return False
 
 
-def test_one_loop_at_a_time_and_a_killed_loop_leaves_no_lock(stack: LocalStack,
-                                                             tmp_path: Path) -> None:
-    (port,) = free_ports(1)
-    env = loop_env(stack, tmp_path, port)
-    first = subprocess.Popen(movierec("loop", "run"), cwd=REPO, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: metrics_up(port))
-        status = subprocess.run(movierec("loop", "status"), cwd=REPO, env=env,
-                                capture_output=True, text=True, timeout=60)
-        assert f"running, pid {first.pid}" in status.stdout, status.stdout + status.stderr
-        second = subprocess.run(movierec("loop", "once"), cwd=REPO, env=env,
-                                capture_output=True, text=True, timeout=60)
-        assert second.returncode != 0
-        assert f"the loop is already running (pid {first.pid}" in second.stdout + second.stderr
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
-        after = subprocess.run(movierec("loop", "once"), cwd=REPO, env=env,
-                               capture_output=True, text=True, timeout=60)
-        assert after.returncode == 0, after.stdout + after.stderr
-        assert "actions: wait" in after.stdout  # an empty store: nothing to train on yet
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait(timeout=10)
-        if first.stderr is not None:
-            first.stderr.close()
-
-
-def test_sigterm_stops_a_running_loop_and_frees_its_lock(stack: LocalStack,
-                                                          tmp_path: Path) -> None:
-    (port,) = free_ports(1)
-    env = loop_env(stack, tmp_path, port)
+@contextlib.contextmanager
+def running_loop(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[str]]:
+    """``movierec loop run`` as a child, once its /metrics answer; killed if still alive."""
     loop = subprocess.Popen(movierec("loop", "run"), cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: metrics_up(port))
-        loop.send_signal(signal.SIGTERM)
-        assert loop.wait(timeout=20) == 0
-        status = subprocess.run(movierec("loop", "status"), cwd=REPO, env=env,
-                                capture_output=True, text=True, timeout=60)
-        assert "loop: not running" in status.stdout, status.stdout
+        yield loop
     finally:
         if loop.poll() is None:
             loop.kill()
             loop.wait(timeout=10)
         if loop.stderr is not None:
             loop.stderr.close()
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(movierec("loop", *args), cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_one_loop_at_a_time_and_a_killed_loop_leaves_no_lock(stack: LocalStack,
+                                                             tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    env = loop_env(stack, tmp_path, port)
+    with running_loop(env, port) as first:
+        status = run(env, "status")
+        assert f"running, pid {first.pid}" in status.stdout, status.stdout + status.stderr
+        second = run(env, "once")
+        assert second.returncode != 0
+        assert f"the loop is already running (pid {first.pid}" in second.stdout + second.stderr
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    after = run(env, "once")
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert "actions: wait" in after.stdout  # an empty store: nothing to train on yet
+
+
+def test_sigterm_stops_a_running_loop_and_frees_its_lock(stack: LocalStack,
+                                                          tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    env = loop_env(stack, tmp_path, port)
+    with running_loop(env, port) as loop:
+        loop.send_signal(signal.SIGTERM)
+        assert loop.wait(timeout=20) == 0
+    status = run(env, "status")
+    assert "loop: not running" in status.stdout, status.stdout
