@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -27,6 +28,9 @@ from recommender.loop.triggers import Signals
 from recommender.registry import Registry
 from recommender.serving.experiments import ExperimentStore
 from stores.online import OnlineStore
+
+if TYPE_CHECKING:
+    from recommender.training.pipeline import RunReport
 
 log = logging.getLogger(__name__)
 
@@ -107,24 +111,33 @@ def _aware(t: datetime | None) -> datetime | None:
 
 def train(settings: LoopSettings, registry: Registry) -> Trained:
     """Train every candidate on a fresh snapshot, register and gate them without
-    promoting; the challenger is the best that passed the gate (the pipeline's own rule
-    for promotion), the baseline when nothing serves yet and nothing passed, or None."""
+    promoting; the challenger is ``choose_challenger``'s."""
     from recommender.training.inputs import load_inputs
-    from recommender.training.pipeline import BASELINE, Pipeline
+    from recommender.training.pipeline import Pipeline
 
     inputs = load_inputs(settings)
     report = Pipeline(settings, registry=registry).run(inputs, register=True, promote=False)
-    metric = settings.gate_metric
+    trained = choose_challenger(report, settings.gate_metric,
+                                has_champion=effects.CHAMPION_ALIAS in registry.aliases())
+    return Trained(trained.challenger, {"snapshot": inputs.data.get("snapshot_id"),
+                                        **trained.numbers})
+
+
+def choose_challenger(report: RunReport, metric: str, *, has_champion: bool) -> Trained:
+    """The best registered candidate that passed the gate (the pipeline's own rule for
+    promotion); the baseline when nothing serves yet and nothing passed; else None."""
+    from recommender.training.pipeline import BASELINE
+
     scores = {c.name: c.row.get("metrics", {}).get(metric) for c in report.candidates}
     passing = [c for c in report.candidates if c.gate is not None and c.gate["passed"]
                and c.version is not None]
     best = max(passing, key=lambda c: c.row["metrics"][metric], default=None)
-    if best is None and effects.CHAMPION_ALIAS not in registry.aliases():
+    if best is None and not has_champion:
         # nothing serves yet and nothing beat the baseline: the baseline serves, as the
         # pipeline's own promotion would have it (a cycle must not leave a service empty)
         best = next((c for c in report.candidates if c.name == BASELINE and c.version), None)
-    numbers = {"snapshot": inputs.data.get("snapshot_id"), "metric": metric, "scores": scores,
-               "passed": [c.name for c in passing], "test_users": report.test_users}
+    numbers = {"metric": metric, "scores": scores, "passed": [c.name for c in passing],
+               "test_users": report.test_users}
     return Trained(None if best is None else best.version, numbers)
 
 
@@ -184,9 +197,9 @@ def ports(settings: LoopSettings, *, online_store: OnlineStore | None = None) ->
     registry = Registry(settings.registry_dir)
     experiments = ExperimentStore(settings.serve_experiments_file)
 
-    def start(cycle: str, challenger: str, share: float) -> None:
-        effects.start_canary(experiments, cycle=cycle, challenger=challenger, share=share,
-                             at=datetime.now(UTC))
+    def start(cycle: str, challenger: str, share: float) -> datetime | None:
+        return effects.start_canary(experiments, cycle=cycle, challenger=challenger,
+                                    share=share, at=datetime.now(UTC)).start
 
     def promote(cycle: Cycle, reason: str) -> None:
         assert cycle.challenger is not None

@@ -156,7 +156,10 @@ def _advance(by_id: dict[str, Cycle], cid: str, stage: Stage, entry: Mapping) ->
     elif stage is Stage.CANARY:
         cycle.experiment = str(entry["experiment"])
         cycle.share = float(entry["share"])
-        cycle.canary_started = _time(entry)
+        # "since": when the canary began serving (a crash may have come between its
+        # start and this entry); older journals have only the entry's time
+        cycle.canary_started = (datetime.fromisoformat(str(entry["since"])) if entry.get("since")
+                                else _time(entry))
     elif stage is Stage.DECIDED:
         cycle.result = Result(entry["result"])
         cycle.reason = str(entry.get("reason", ""))

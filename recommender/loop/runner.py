@@ -65,7 +65,9 @@ class Ports:
 
     champion: Callable[[], str | None]
     train: Callable[[str], Trained]
-    start_canary: Callable[[str, str, float], None]
+    start_canary: Callable[[str, str, float], datetime | None]
+    """Start (or find started) the cycle's canary; returns when it began serving, which
+    is earlier than now when a crash came between the start and its journal entry."""
     look: Callable[[Cycle], CanaryView]
     promote: Callable[[Cycle, str], None]
     retire: Callable[[Cycle, Result, str, dict], None]
@@ -131,12 +133,13 @@ def step(journal: Journal, ports: Ports, settings: CycleSettings,
                            reason="no champion yet: the gate's choice serves at once")
                 return action
             try:
-                ports.start_canary(cycle.id, cycle.challenger, settings.share)
+                began = ports.start_canary(cycle.id, cycle.challenger, settings.share)
             except CanaryBlocked as exc:
                 log.warning("%s", exc)
                 return Action.WAIT
+            since = {} if began is None else {"since": began.isoformat()}
             out.append(cycle.id, Stage.CANARY, experiment=f"canary-{cycle.id}",
-                           share=settings.share, challenger=cycle.challenger)
+                           share=settings.share, challenger=cycle.challenger, **since)
         case Action.WATCH:
             _look(out, ports, settings, cycle)
         case Action.CARRY_OUT:

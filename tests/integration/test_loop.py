@@ -1,10 +1,13 @@
 """The retraining loop against the real broker: its canary reads both topics, and the
 cycle promotes a better challenger, rolls back a worse one, stops at once on a guardrail,
-and survives a restart mid-canary, with the registry and the experiment file real too.
-Training is a stand-in here (the demo's end-to-end test trains for real)."""
+survives a restart mid-canary, and a crash before or after any of its effects, with the
+registry and the experiment file real too. Training is a stand-in here (the demo's
+end-to-end test trains for real; ``test_loop_live.py`` runs the canary on a real service
+with simulated users)."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,9 +19,9 @@ from movierec.settings import load
 from movierec.wire import recommendation_line, watch_line
 from recommender.loop import adapters
 from recommender.loop.cli import pass_once
-from recommender.loop.cycle import Result, Stage
+from recommender.loop.cycle import Result, Stage, open_cycle
 from recommender.loop.journal import Journal
-from recommender.loop.runner import Trained
+from recommender.loop.runner import Ports, Trained
 from recommender.loop.settings import LoopSettings
 from recommender.registry import Registry
 from recommender.serving.experiments import ExperimentStore, assign
@@ -131,3 +134,66 @@ def test_a_slow_challenger_is_stopped_by_the_latency_guardrail(world) -> None:
     assert cycle.result is Result.ROLLED_BACK
     assert cycle.reason == "guardrail: p99 latency 450 ms > 200 ms"
     assert registry.aliases()["champion"] == old
+
+
+class Crash(BaseException):
+    """The process dies here: not an Exception, so no handler of the loop's catches it,
+    as none runs after a SIGKILL (``test_loop_process.py`` kills a real one)."""
+
+
+def crashing(ports: Ports, pending: list[tuple[str, str]]) -> Ports:
+    """``ports`` whose port ``pending[0][0]`` dies ``pending[0][1]`` ("before" or "after")
+    its real work, once: ``pending`` is emptied when it does."""
+    if not pending:
+        return ports
+    name, when = pending[0]
+    real = getattr(ports, name)
+
+    def dying(*args: object) -> object:
+        if when == "after":
+            real(*args)
+        pending.clear()
+        raise Crash(f"{when} {name}")
+
+    return replace(ports, **{name: dying})
+
+
+EFFECTS = [(port, when) for port in ("train", "start_canary", "look", "promote", "retire")
+           for when in ("before", "after")]
+
+
+@pytest.mark.parametrize(("port", "when"), EFFECTS)
+def test_a_crash_before_or_after_any_effect_resumes_to_the_same_end(world, port: str,
+                                                                    when: str) -> None:
+    """Each round is a new process (fresh ports from the files and the topics); one dies
+    at the given point. Between rounds the service always has a champion and an
+    experiment is either none or the cycle's canary: never an alias half moved."""
+    settings, registry, ports, old, new = world
+    promoting = port != "retire"
+    pending = [(port, when)]
+    journal_path, sent = settings.loop_dir / "journal.jsonl", False
+    for round_ in range(12):
+        fresh = adapters.ports(settings)
+        fresh.train = ports.train
+        with contextlib.suppress(Crash):
+            pass_once(settings, Journal(journal_path), crashing(fresh, pending),
+                      manual="integration test" if round_ == 0 else None)
+        assert registry.aliases()["champion"] in (old, new)
+        _, experiment = ExperimentStore(settings.serve_experiments_file).read()
+        assert experiment is None or experiment.id.startswith("canary-")
+        if experiment is not None and not sent:
+            traffic(settings, take={"champion": 0.2 if promoting else 0.6,
+                                    "challenger": 0.6 if promoting else 0.1},
+                    latency_ms={"champion": 20.0, "challenger": 25.0})
+            sent = True
+        cycles = Journal(journal_path).cycles()
+        if cycles and open_cycle(cycles) is None:
+            break
+    assert not pending, "the crash happened"
+    cycles = Journal(journal_path).cycles()
+    assert len(cycles) == 1, "every restart resumed the cycle; none started another"
+    cycle = cycles[-1]
+    assert cycle.result is (Result.PROMOTED if promoting else Result.ROLLED_BACK), cycle.reason
+    assert registry.aliases()["champion"] == (new if promoting else old)
+    assert ExperimentStore(settings.serve_experiments_file).read()[1] is None
+    assert registry.get(new).meta["canary"]["result"] == ("promoted" if promoting else "rolled_back")

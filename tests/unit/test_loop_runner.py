@@ -35,6 +35,7 @@ class World:
     champion: str | None = "v1"
     challenger: str | None = "v2"
     experiment: str | None = None
+    canary_began: datetime | None = None
     rates: tuple[float, float] = (0.2, 0.3)
     health: ArmHealth = HEALTHY
     fail_training: bool = False
@@ -70,10 +71,13 @@ class World:
             raise RuntimeError("no events in the snapshot")
         return Trained(self.challenger, {"ndcg@20": 0.1})
 
-    def _start(self, cycle: str, challenger: str, share: float) -> None:
+    def _start(self, cycle: str, challenger: str, share: float) -> datetime | None:
         if self.blocked:
             raise CanaryBlocked("experiment ab-1 is running")
-        self.experiment = f"canary-{cycle}"
+        if self.experiment != f"canary-{cycle}":  # started once: a redo finds it
+            self.experiment, self.canary_began = f"canary-{cycle}", self.clock
+        self.clock += timedelta(minutes=1)  # the journal entry comes later than the start
+        return self.canary_began
 
     def _look(self, cycle: Cycle) -> CanaryView:
         self.looks += 1
@@ -182,6 +186,16 @@ def test_a_crash_at_any_stage_restarts_to_the_same_end(tmp_path: Path, port: str
     assert world.champion == "v2" and world.experiment is None
     # effects done before the crash are redone, never skipped: each ran to completion
     assert world.calls.count(port) == (2 if port != "look" else world.calls.count("look"))
+
+
+def test_after_a_crash_past_the_canarys_start_its_users_count_from_the_real_start(
+        tmp_path: Path) -> None:
+    world = World(rates=(0.2, 0.3), crash_at=("start_canary", "after"))
+    journal = Journal(tmp_path / "j.jsonl")
+    drive(journal, world)
+    began = [e for e in journal.entries() if e["stage"] == "canary"]
+    assert len(began) == 1 and datetime.fromisoformat(began[0]["since"]) == T0
+    assert journal.cycles()[-1].canary_started == T0 < datetime.fromisoformat(began[0]["at"])
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
