@@ -43,7 +43,7 @@ class TrainSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings, R
     als_regularization: float = setting(1.0, "ALS L2 regularisation", min=0)
     als_alpha: float = setting(20.0, "ALS confidence scaling of the interaction values", min=0)
     als_warm_iterations: int = setting(
-        8, "Iterations of an ALS retraining started from the champion's item factors (when "
+        5, "Iterations of an ALS retraining started from the champion's item factors (when "
            "it has ALS factors of the same size); 0: always train cold", min=0, max=200)
     als_cg_steps: int = setting(3, "Conjugate-gradient steps per ALS half-iteration", min=1, max=20)
     als_item_cg_steps: int = setting(
