@@ -70,12 +70,15 @@ class SequentialSettings:
     """How the canary decides: ``alpha`` the error rate kept under continuous looking,
     ``tau`` the mixing standard deviation (take-rate units), ``min_users`` per arm
     before the test may stop (the normal approximation needs some users), ``srm_p`` the
-    p-value under which the split is declared broken."""
+    p-value under which the split is declared broken, ``margin`` the non-inferiority
+    margin relative to the champion's take rate (0: only a better challenger is promoted;
+    see ``decide``)."""
 
     alpha: float = 0.05
     tau: float = 0.02
     min_users: int = 100
     srm_p: float = 0.001
+    margin: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,16 @@ def decide(champion: ArmSample, challenger: ArmSample, *, settings: SequentialSe
     if enough and ev.high < 0:
         return Decision(Outcome.ROLL_BACK, f"mSPRT: challenger worse, {interval}", ev,
                         srm_p=srm)
+    # Non-inferiority: the interval is a confidence sequence, valid at every look, so
+    # "its lower end is above -margin" is a sequential test of "worse by more than the
+    # margin" with the same error rate alpha (Johari et al. 2017, sec. 4; the margin is
+    # taken on the champion's observed rate, a small extra error on small samples). A
+    # retrained model that is not measurably worse serves the fresher data; worse by
+    # less than the margin but significantly worse still rolls back (above).
+    floor = -settings.margin * champion.mean
+    if enough and settings.margin > 0 and ev.low > floor:
+        return Decision(Outcome.PROMOTE, f"mSPRT: challenger not worse than the margin "
+                        f"({floor:+.4f}), {interval}", ev, srm_p=srm)
     if expired:
         return Decision(Outcome.KEEP_CHAMPION, f"inconclusive at the maximum duration, "
                         f"{interval}", ev, srm_p=srm)

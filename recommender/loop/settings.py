@@ -55,6 +55,10 @@ class LoopSettings(TrainSettings, OnlineSettings, ExperimentsSettings):
               "is most sensitive to", min=0.0001, max=1)
     loop_min_users: int = setting(
         100, "Users an arm needs before the canary's test may stop", min=2)
+    loop_margin: float = setting(
+        0.05, "Non-inferiority margin of the canary, relative to the champion's take rate: "
+              "a challenger shown not worse by more than it is promoted (fresher data at no "
+              "measurable cost); 0: only a significantly better one", min=0, max=0.5)
     loop_max_p99_ms: float = setting(
         300.0, "Guardrail: the challenger arm's p99 latency above which the canary stops",
         min=1, max=60_000)
@@ -81,7 +85,8 @@ class LoopSettings(TrainSettings, OnlineSettings, ExperimentsSettings):
         return CycleSettings(
             share=self.loop_canary_share, max_canary=timedelta(hours=self.loop_canary_max_h),
             sequential=SequentialSettings(alpha=self.loop_alpha, tau=self.loop_tau,
-                                          min_users=self.loop_min_users),
+                                          min_users=self.loop_min_users,
+                                          margin=self.loop_margin),
             guardrails=Guardrails(p99_ms=self.loop_max_p99_ms,
                                   fallback_share=self.loop_max_fallback_share,
                                   error_share=self.loop_max_error_share,

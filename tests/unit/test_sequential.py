@@ -31,7 +31,8 @@ def users(rng: np.random.Generator, n: int, rate: float) -> np.ndarray:
 
 
 def stream(rng: np.random.Generator, rates: tuple[float, float], *, looks: int = 40,
-           per_look: int = 100, share: float = 0.5) -> tuple[Outcome, int]:
+           per_look: int = 100, share: float = 0.5,
+           settings: SequentialSettings = SETTINGS) -> tuple[Outcome, int]:
     """A canary watched ``looks`` times, ``per_look`` new users each time split by
     ``share``: its first stopping outcome and the look it stopped at."""
     a: list[np.ndarray] = []
@@ -42,7 +43,7 @@ def stream(rng: np.random.Generator, rates: tuple[float, float], *, looks: int =
         a.append(users(rng, per_look - to_b, rates[0]))
         b.append(users(rng, to_b, rates[1]))
         d = decide(ArmSample.of(np.concatenate(a)), ArmSample.of(np.concatenate(b)),
-                   settings=SETTINGS, shares=(1 - share, share), health=(HEALTHY, HEALTHY),
+                   settings=settings, shares=(1 - share, share), health=(HEALTHY, HEALTHY),
                    limits=Guardrails(), expired=look == looks, previous_p=p)
         if d.evidence is not None:
             p = d.evidence.p_value
@@ -99,6 +100,30 @@ def test_a_small_canary_share_keeps_the_error_rate() -> None:
     wrong = sum(o in (Outcome.PROMOTE, Outcome.ROLL_BACK) for o in results)
     assert wrong / len(results) <= 0.08
     assert results.count(Outcome.KEEP_CHAMPION) == len(results) - wrong
+
+
+MARGIN = SequentialSettings(alpha=0.05, tau=0.02, min_users=100, margin=0.1)
+
+
+def test_with_a_margin_an_equal_challenger_is_promoted_as_not_worse() -> None:
+    """A retrain as good as the champion serves its fresher data, named as such."""
+    rng = np.random.default_rng(5)
+    results = [stream(rng, (0.4, 0.4), settings=MARGIN) for _ in range(100)]
+    assert sum(o is Outcome.PROMOTE for o, _ in results) >= 80
+    last = decide(ArmSample.of(users(rng, 3000, 0.4)), ArmSample.of(users(rng, 3000, 0.4)),
+                  settings=MARGIN, shares=(0.5, 0.5), health=(HEALTHY, HEALTHY),
+                  limits=Guardrails(), expired=False)
+    assert last.outcome is Outcome.PROMOTE and "not worse than the margin" in last.reason
+
+
+def test_with_a_margin_a_challenger_worse_by_the_margin_is_rarely_promoted() -> None:
+    """The non-inferiority test keeps alpha: at the margin's edge (0.4 -> 0.36), a
+    promotion is the error the margin bounds."""
+    rng = np.random.default_rng(9)
+    results = [stream(rng, (0.4, 0.36), settings=MARGIN)[0] for _ in range(300)]
+    assert sum(o is Outcome.PROMOTE for o in results) / len(results) <= 0.075
+    worse = [stream(rng, (0.4, 0.3), settings=MARGIN)[0] for _ in range(100)]
+    assert Outcome.PROMOTE not in worse and worse.count(Outcome.ROLL_BACK) >= 80
 
 
 def test_the_interval_holds_zero_exactly_when_the_ratio_is_below_one_over_alpha() -> None:
