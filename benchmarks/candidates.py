@@ -38,6 +38,7 @@ from offline_eval.simulated import compact_sessions, history_table, simulate
 from recommender.models.profiles import Profiles
 from recommender.training.pipeline import Pipeline, TrainInputs, candidate_params
 from recommender.training.settings import TrainSettings
+from simulator.history import Events
 from simulator.world import World, WorldSpec
 from stream_consumer.enrich import clean_movie
 
@@ -67,16 +68,21 @@ def _value(text: str) -> object:
 def world_inputs(users: int, movies: int, days: float, seed: int) -> TrainInputs:
     """The world's history as event-store rows, with what enrichment would store."""
     world = World.build(WorldSpec(seed=seed, n_users=users, n_movies=movies))
-    table = history_table(world, compact_sessions(simulate(world, start=START, days=days, seed=seed)),
-                          start=START)
+    events = compact_sessions(simulate(world, start=START, days=days, seed=seed))
+    return inputs_from(world, events, start=START, label=f"{users}x{movies}x{days}d seed {seed}")
+
+
+def inputs_from(world: World, events: Events, *, start: datetime, label: str) -> TrainInputs:
+    """``events`` (time-ordered) of ``world`` as the training pipeline's inputs: the rows,
+    the profiles of the users in them, runtimes, titles and metadata as enrichment stores."""
+    table = history_table(world, events, start=start)
     seen = np.unique(table["user_id"].to_numpy())
     profiles = Profiles.from_records(r for u in seen.tolist() if (r := world.user_record(int(u))))
     catalog = world.catalog
     runtimes = {m: int(r) for m, r in zip(catalog.ids, catalog.runtime.tolist(), strict=True)}
     stored = {m: clean_movie(world.movie_record(m) or {}) or {} for m in catalog.ids}
     titles = {m: fields["title"] for m, fields in stored.items() if fields.get("title")}
-    return TrainInputs(table, {"world": f"{users}x{movies}x{days}d seed {seed}"}, profiles,
-                       runtimes, titles, stored)
+    return TrainInputs(table, {"world": label}, profiles, runtimes, titles, stored)
 
 
 def personalized_share(recs: np.ndarray) -> float:

@@ -69,6 +69,16 @@ class Events:
         return len(self.t)
 
 
+def taste_drift(genre_pref: np.ndarray, rng: np.random.Generator) -> dict:
+    """Half of the users warm to one genre and cool on another: ``genre_pref`` (users x
+    genres) is edited in place. Returns what changed (ground truth, for measuring only)."""
+    users = rng.random((genre_pref.shape[0],)) < 0.5
+    warm, cool = rng.choice(genre_pref.shape[1], size=2, replace=False)
+    genre_pref[users, warm] += 1.0
+    genre_pref[users, cool] -= 1.0
+    return {"users": int(users.sum()), "warm_genre": int(warm), "cool_genre": int(cool)}
+
+
 class HistoryGenerator:
     """Simulated organic history for ``days`` days from ``start``."""
 
@@ -115,14 +125,8 @@ class HistoryGenerator:
                                  "movies": [self.world.catalog.ids[i] for i in hits]})
             self.shift_at_s = None
         if self.drift_at_s is not None and b0 >= self.drift_at_s:
-            # Taste drift: half of the users warm to one genre and cool on another.
-            p = self.world.population
-            users = rng.random(len(p)) < 0.5
-            warm, cool = rng.choice(p.genre_pref.shape[1], size=2, replace=False)
-            p.genre_pref[users, warm] += 1.0
-            p.genre_pref[users, cool] -= 1.0
-            self.changes.append({"kind": "taste_drift", "at_s": b0, "users": int(users.sum()),
-                                 "warm_genre": int(warm), "cool_genre": int(cool)})
+            self.changes.append({"kind": "taste_drift", "at_s": b0,
+                                 **taste_drift(self.world.population.genre_pref, rng)})
             self.drift_at_s = None
 
     def _sessions(self, b0: float, b1: float) -> Events:

@@ -43,6 +43,19 @@ def list_value(world: World, user: int, items: list[str] | tuple[str, ...],
     return float((take_probabilities(world, user, items, params) * np.where(known, u, 0)).sum())
 
 
+def list_values(world: World, users: np.ndarray, lists: np.ndarray,
+                params: BehaviourParams = BehaviourParams()) -> np.ndarray:
+    """``list_value`` of many lists at once: ``users`` (B,), ``lists`` (B, L) movie indices
+    (-1: no item). Returns (B,) float64."""
+    lists = np.asarray(lists)
+    known = lists >= 0
+    u = world.utility(np.asarray(users), np.maximum(lists, 0))
+    accept = accept_probabilities(u, params) * known
+    survive = np.concatenate([np.ones((len(lists), 1)), np.cumprod(1.0 - accept, axis=1)[:, :-1]],
+                             axis=1)
+    return (accept * survive * np.where(known, u, 0.0)).sum(axis=1)
+
+
 def mean_utility(world: World, user: int, items: list[str] | tuple[str, ...]) -> float:
     """Plain average utility of the listed (known) movies, position-blind."""
     idx, known = _indices(world, items)

@@ -80,3 +80,13 @@ def test_oracle_values_lists_by_the_cascade(world: World) -> None:
     assert oracle.list_value(world, 0, []) == 0.0
     excluded = set(oracle.best_list(world, 0, k=5))
     assert not excluded & set(oracle.best_list(world, 0, k=20, exclude=excluded))
+
+
+def test_the_oracle_values_many_lists_at_once_as_one_at_a_time(world: World) -> None:
+    rng = np.random.default_rng(8)
+    users = np.arange(30)
+    lists = rng.integers(0, world.n_movies, (30, 20))
+    lists[::3, 5] = -1  # a hole where an unknown id would be
+    one = [oracle.list_value(world, int(u), [world.catalog.ids[m] if m >= 0 else "not+a+movie+2000"
+                                             for m in row]) for u, row in zip(users, lists, strict=True)]
+    assert oracle.list_values(world, users, lists) == pytest.approx(one, rel=1e-5)  # float32 factors
