@@ -197,6 +197,9 @@ def run(plan: DemoPlan, stages: Stages, *, reset_data: bool) -> Outcome:
                 # model, an effect of tens of points: the mSPRT's mixing scale is set to
                 # match (docs/loop.md), where the default 0.02 suits a mature service
                 "MOVIEREC_LOOP_TAU": f"{DEMO_TAU:g}",
+                # and it asks whether the personalized model is better, not only "not
+                # worse" (the margin suits a routine retrain against its champion)
+                "MOVIEREC_LOOP_MARGIN": "0",
                 "MOVIEREC_REPORTS_DIR": str(outcome.offline_dir.parent / "loop-reports"),
                 "MOVIEREC_LOOP_PROMETHEUS_URL": plan.stack.local_prometheus_url}
     stages.service("loop", "the retraining loop: its first cycle trains four candidates, "
