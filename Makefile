@@ -13,7 +13,10 @@ demo: setup ## The main job: the whole system end to end on the local stack, the
 demo-down: ## Stop everything `make demo` started
 	@if [ -x $(MOVIEREC) ]; then $(MOVIEREC) demo down; fi
 
-.PHONY: demo demo-down help setup system venv kafka-jars up down status serve loadtest lint test test-unit test-integration test-e2e bench clean
+.PHONY: demo demo-down help setup system venv kafka-jars up down status serve loadtest lint test test-unit test-integration test-e2e test-container image compose-up compose-down bench clean
+
+# extra pytest arguments, e.g. PYTEST_ARGS=--junitxml=var/junit/unit.xml (the Jenkinsfile's)
+PYTEST_ARGS ?=
 
 help: ## List every target with what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,22 +52,35 @@ serve: setup ## Run the recommendation API on :8082 (foreground; needs `make up`
 loadtest: up ## Stage a world, start the service on :18082, run locust, print the SLO report
 	@$(MOVIEREC) loadtest
 
-lint: venv ## Check the code: ruff over the repository, mypy over the packages (pyproject.toml)
+lint: venv ## Check the code: ruff over the repository, mypy over the packages, hadolint over the Dockerfiles
 	@$(BIN)/ruff check .
 	@$(BIN)/mypy
+	@$(BIN)/hadolint Dockerfile ops/container/infra.Dockerfile
 
-test: setup ## Run unit, integration and end-to-end tests with coverage; they run their own stack
-	@$(BIN)/python -m pytest tests/unit tests/integration tests/e2e \
-		--cov --cov-report=term --cov-report=xml:var/coverage.xml
+test: setup ## Run unit, integration, end-to-end and container tests with coverage; they run their own stack
+	@$(BIN)/python -m pytest tests/unit tests/integration tests/e2e tests/container \
+		--cov --cov-report=term --cov-report=xml:var/coverage.xml $(PYTEST_ARGS)
 
 test-unit: venv ## Run the fast unit tests only (no services)
-	@$(BIN)/python -m pytest tests/unit
+	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: setup ## Run the integration tests against a real Kafka, Redis and Prometheus
-	@$(BIN)/python -m pytest tests/integration
+	@$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 test-e2e: setup ## Run the end-to-end test: a small `movierec demo up` on free ports
-	@$(BIN)/python -m pytest tests/e2e
+	@$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+test-container: setup ## Build the images, run the compose stack, check it from the host, tear it down (root)
+	@$(BIN)/python -m pytest tests/container $(PYTEST_ARGS)
+
+image: kafka-jars ## Build every image of the compose stack with podman (root; the Debian base when missing)
+	@ops/container/build-images.sh
+
+compose-up: image ## Run the whole system in containers (docker-compose.yml via podman); the API on :8082
+	@ops/container/compose.sh up
+
+compose-down: ## Stop the compose stack and remove its containers (its volumes are kept)
+	@ops/container/compose.sh down
 
 # Benchmarks that need no services, at sizes that take a few minutes in all; the full-scale
 # commands and the figures they gave are in docs/benchmarks.md.

@@ -115,6 +115,31 @@ def infra_status(parts: tuple[str, ...], as_json: bool) -> None:
         sys.exit(1)
 
 
+@infra.command("topic")
+@click.argument("name", required=False)
+@click.option("--partitions", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Partitions of a topic it creates (an existing one is grown, never shrunk).")
+@click.option("--wait-s", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              help="How long to wait for the broker to answer before giving up.")
+def infra_topic(name: str | None, partitions: int, wait_s: float) -> None:
+    """Create topic NAME (default MOVIEREC_KAFKA_TOPIC) at MOVIEREC_KAFKA_BOOTSTRAP once
+    the broker answers: the compose stack's one-shot, since its broker creates none."""
+    import time
+
+    from movierec.kafka_admin import broker_probe, ensure_topic
+    from movierec.settings import KafkaSettings
+
+    settings = load(KafkaSettings)
+    topic = name or settings.kafka_topic
+    deadline = time.monotonic() + wait_s
+    while (why := broker_probe(settings.kafka_bootstrap)) is not None:
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"no broker after {wait_s:g} s: {why}")
+        time.sleep(1.0)
+    count = ensure_topic(settings.kafka_bootstrap, topic, partitions)
+    click.echo(f"topic {topic} at {settings.kafka_bootstrap}: {count} partitions")
+
+
 @infra.command("fetch")
 def infra_fetch() -> None:
     """Fetch the Kafka broker's jars from Maven Central (done by `infra up` when missing)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import resource
 import socket
 import subprocess
@@ -34,13 +35,19 @@ def _git(repo_root: Path, *args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def code_version(repo_root: Path | str) -> dict:
+def code_version(repo_root: Path | str, *, built_from: str = "",
+                 built_dirty: bool = False) -> dict:
     """``{"commit": <40-hex sha> | None, "dirty": bool | None}`` of the checkout at
     ``repo_root``. ``dirty`` is True when tracked or untracked files differ from the commit
-    (``git status --porcelain`` is non-empty): such a model cannot be rebuilt exactly."""
+    (``git status --porcelain`` is non-empty): such a model cannot be rebuilt exactly.
+    Without a checkout (an installed copy, the container image): ``built_from``, the
+    commit the code was built from, and ``built_dirty``, whether its files differed
+    (``MOVIEREC_CODE_COMMIT`` and ``MOVIEREC_CODE_DIRTY``, which ``make image`` bakes in)."""
     root = Path(repo_root)
     commit = _git(root, "rev-parse", "HEAD")
     if commit is None:
+        if re.fullmatch(r"[0-9a-f]{40}", built_from.strip()):
+            return {"commit": built_from.strip(), "dirty": built_dirty}
         return {"commit": None, "dirty": None}
     status = _git(root, "status", "--porcelain")
     return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}

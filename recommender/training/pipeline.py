@@ -365,7 +365,8 @@ class Pipeline:
                    "eval_users": len(c.result.user_ids)}
         runtime, runtime_meta = runtimes
         version = self.registry.register(model, arrays={RUNTIME_ARRAY: runtime}, metadata={
-            "code": code_version(REPO_ROOT),
+            "code": code_version(REPO_ROOT, built_from=self.settings.code_commit,
+                                 built_dirty=self.settings.code_dirty),
             "packages": package_versions(),
             "data": {**inputs.data, "train_users": full.n_users, "train_items": full.n_items,
                      "interactions": int(full.matrix.nnz),

@@ -24,6 +24,11 @@ class TrainSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings, R
     The Kafka topic names the event store's data; training never connects to Kafka."""
 
     reports_dir: Path = setting(Path("var/reports"), "Folder for offline-evaluation reports")
+    code_commit: str = setting(
+        "", "Commit the code was built from, recorded where no git checkout is present (the "
+            "container image bakes it in)")
+    code_dirty: bool = setting(
+        False, "Whether the built code differed from that commit (baked in with it)")
     train_models: str = setting("als,popularity,itemknn,hybrid", "Candidates to train, comma-separated")
     train_profiles: str = setting(
         "redis", "Where user profiles come from: redis (the consumer's enriched profiles) or none",

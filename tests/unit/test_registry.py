@@ -312,6 +312,12 @@ def test_code_version_outside_git_and_inside(tmp_path):
     assert code_version(tmp_path) == {"commit": None, "dirty": None}
     here = code_version(Path(__file__).resolve().parents[2])
     assert re.fullmatch(r"[0-9a-f]{40}", here["commit"]) and isinstance(here["dirty"], bool)
+    # an image has no checkout: the commit it was built from (MOVIEREC_CODE_COMMIT) stands in
+    assert code_version(tmp_path, built_from="a" * 40, built_dirty=True) == {
+        "commit": "a" * 40, "dirty": True}
+    assert code_version(tmp_path, built_from="not a commit") == {"commit": None, "dirty": None}
+    # a checkout wins over what a build says
+    assert code_version(Path(__file__).resolve().parents[2], built_from="b" * 40) == here
 
 
 # -- version arrays ---------------------------------------------------------------------------
