@@ -169,6 +169,15 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Where a background process (consumer, loop, live metrics) serves its /metrics."""
+
+    metrics_host: str = setting(
+        "127.0.0.1", "Address the /metrics of the consumer, the loop and the live metrics bind "
+                     "(loopback by default; the compose stack's internal network needs 0.0.0.0)")
+
+
+@dataclass(frozen=True)
 class WireSettings:
     """Facts about the event stream that differ between course offerings."""
 

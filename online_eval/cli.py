@@ -167,7 +167,8 @@ def live(metrics_port: int | None, idle_exit: float | None) -> None:
 
     monitor = Monitor(settings, state_dir=settings.online_state_dir, costs=costs)
     port = settings.online_metrics_port if metrics_port is None else metrics_port
-    server = start_http_server(port, addr="127.0.0.1", registry=registry_for(monitor))[0] if port else None
+    server = (start_http_server(port, addr=settings.metrics_host, registry=registry_for(monitor))[0]
+              if port else None)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     click.echo(f"live online metrics from {settings.kafka_topic} and {settings.served_topic} at "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from movierec.settings import (
     KafkaSettings,
+    MetricsSettings,
     RedisSettings,
     ServedTopicSettings,
     WireSettings,
@@ -17,7 +18,8 @@ from movierec.settings import (
 
 
 @dataclass(frozen=True)
-class OnlineSettings(KafkaSettings, RedisSettings, WireSettings, ServedTopicSettings):
+class OnlineSettings(KafkaSettings, RedisSettings, WireSettings, ServedTopicSettings,
+                     MetricsSettings):
     """The broker, the event-log topic (``kafka_topic``), the served-records topic and the
     rating scale of the log's rate lines."""
 

@@ -61,7 +61,9 @@ def build(settings: ConsumerSettings, *,
         install_bulk_decoding(consumer)
     enricher = Enricher(features, settings.user_api_url)
     port = settings.metrics_port if metrics_port is None else metrics_port
-    server = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)[0] if port else None
+    metrics.watch_disk(settings.store_dir)
+    server = (start_http_server(port, addr=settings.metrics_host, registry=metrics.registry)[0]
+              if port else None)
     runner = StreamConsumer(
         consumer, features, EventStore(settings.store_dir, settings.kafka_topic), dlq=sink,
         metrics=metrics, topic=settings.kafka_topic, rating_scale=settings.rating_scale,

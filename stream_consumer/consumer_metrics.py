@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -25,6 +27,8 @@ class ConsumerMetrics:
     drift_alarm: Gauge
     drift_p_value: Gauge
     dlq_fallbacks: Counter
+    store_free: Gauge
+    store_size: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ConsumerMetrics:
@@ -60,7 +64,18 @@ class ConsumerMetrics:
             dlq_fallbacks=Counter("movierec_consumer_dlq_fallback_total",
                                   "Switches of the dead letters from Kafka to the local file, "
                                   "by the broker's refusal", ["reason"], registry=r),
+            store_free=Gauge("movierec_event_store_free_bytes",
+                             "Free bytes on the event store's filesystem", registry=r),
+            store_size=Gauge("movierec_event_store_filesystem_bytes",
+                             "Size of the event store's filesystem in bytes", registry=r),
         )
+
+    def watch_disk(self, folder: Path) -> None:
+        """Read the event store's filesystem at every scrape (``shutil.disk_usage``): a
+        full disk stops the consumer from persisting, so the alert must see it coming."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.store_free.set_function(lambda: float(shutil.disk_usage(folder).free))
+        self.store_size.set_function(lambda: float(shutil.disk_usage(folder).total))
 
     def show_drift(self, values: list[tuple[str, str, float]]) -> None:
         """Set the drift gauges from ``drift_report.metric_values``."""

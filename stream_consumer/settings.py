@@ -8,6 +8,7 @@ from pathlib import Path
 
 from movierec.settings import (
     KafkaSettings,
+    MetricsSettings,
     RedisSettings,
     StoreSettings,
     WireSettings,
@@ -16,7 +17,7 @@ from movierec.settings import (
 
 
 @dataclass(frozen=True)
-class ConsumerSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings):
+class ConsumerSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings, MetricsSettings):
     consumer_group: str = setting("movierec-consumer", "Kafka consumer group of the feature pipeline")
     consumer_batch_max: int = setting(20_000, "Most lines handled per batch", min=1, max=100_000)
     consumer_bulk_decode: bool = setting(

@@ -120,7 +120,8 @@ def run(metrics_port: int | None) -> None:
     with LoopLock(settings.loop_dir / "loop.lock"):
         metrics = LoopMetrics.create(journal)
         port = settings.loop_metrics_port if metrics_port is None else metrics_port
-        server = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)[0] if port else None
+        server = (start_http_server(port, addr=settings.metrics_host, registry=metrics.registry)[0]
+                  if port else None)
         ports = _ports(settings)
         click.echo(f"loop: journal {journal.path}, checks every {settings.loop_check_s:g} s",
                    err=True)

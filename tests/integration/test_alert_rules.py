@@ -80,6 +80,11 @@ CASES: dict[str, tuple[tuple[dict[str, str], int, dict[str, str]], dict[str, str
           'movierec_consumer_events_total{kind="watch"}': "0+90x30"}, 20, {}),
         {'movierec_consumer_rejects_total{reason="garbage"}': "0+1x30",
          'movierec_consumer_events_total{kind="watch"}': "0+999x30"}),
+    "MovierecEventStoreDiskLow": (
+        ({"movierec_event_store_free_bytes": "5e9x10",
+          "movierec_event_store_filesystem_bytes": "100e9x10"}, 8, {}),
+        {"movierec_event_store_free_bytes": "40e9x10",
+         "movierec_event_store_filesystem_bytes": "100e9x10"}),
     "MovierecDriftAlarm": (
         ({'movierec_drift_alarm{feature="watch_minutes"}': "1x20"}, 10, {"feature": "watch_minutes"}),
         {'movierec_drift_alarm{feature="watch_minutes"}': "0x20"}),

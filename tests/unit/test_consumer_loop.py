@@ -173,3 +173,18 @@ def test_tune_gc_freezes_start_up_objects_and_raises_the_young_threshold() -> No
     finally:  # the rest of the test session keeps the interpreter's defaults
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_the_event_store_disk_is_read_at_every_scrape(tmp_path) -> None:
+    """The alert on a filling disk needs the free and total bytes of the store's filesystem."""
+    import shutil as _shutil
+
+    from stream_consumer.consumer_metrics import ConsumerMetrics
+
+    metrics = ConsumerMetrics.create()
+    metrics.watch_disk(tmp_path / "store")
+    free = metrics.registry.get_sample_value("movierec_event_store_free_bytes")
+    size = metrics.registry.get_sample_value("movierec_event_store_filesystem_bytes")
+    usage = _shutil.disk_usage(tmp_path)
+    assert size == usage.total and 0 < free <= size
+    assert abs(free - usage.free) < 0.05 * size  # read now, not a stale copy
