@@ -166,6 +166,21 @@ def test_the_stack_serves_personal_lists_within_the_deadline_and_recovers_from_a
     assert model["code"]["commit"] == commit
     assert model["version"] == champion[1] == first[2]["X-Model-Version"]
 
+    # the stack's Prometheus scrapes every role over the internal network, with the rules
+    def prometheus(path: str) -> dict:
+        return json.loads(stack.exec("prometheus", "python3", "-c", "import urllib.request; print("
+                                     f"urllib.request.urlopen('http://127.0.0.1:9090{path}').read().decode())"))
+
+    def all_up() -> dict[str, str]:
+        result = prometheus("/api/v1/query?query=up")["data"]["result"]
+        up = {r["metric"]["job"]: r["value"][1] for r in result}
+        return up if up and all(v == "1" for v in up.values()) else {}
+
+    jobs = wait_for("Prometheus to scrape every role", all_up, 90, 3.0)
+    assert {"serve", "consumer", "loop", "online", "prometheus"} <= set(jobs)
+    groups = prometheus("/api/v1/rules")["data"]["groups"]
+    assert {"movierec-slo-alerts", "movierec-serving", "movierec-stack"} <= {g["name"] for g in groups}
+
     # kill the serving container's process from the host: compose's restart policy brings it back
     container = f"{PROJECT}_serve_1"
     os.kill(int(stack.podman("inspect", "-f", "{{.State.Pid}}", container)), 9)
