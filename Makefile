@@ -23,7 +23,7 @@ help: ## List every target with what it does
 
 setup: system venv kafka-jars ## Install everything: apt packages, virtualenv, Python deps, Kafka jars
 
-system: ## Install Java, Maven, redis-server, prometheus and wrk with apt-get when missing
+system: ## Install Java, Maven, redis-server, prometheus, alertmanager and wrk with apt-get when missing
 	@bash ops/setup-system.sh
 
 venv: $(VENV)/.installed ## Create .venv and install the project with its dev dependencies

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the system programs the local stack runs: Java 17+, Maven, redis-server,
-# prometheus (+ promtool), and wrk for the serving benchmark. Fast and silent when everything is already there.
+# prometheus (+ promtool), prometheus-alertmanager, and wrk for the serving benchmark. Fast and silent when everything is already there.
 # As root it uses apt-get; otherwise it says what to install.
 set -euo pipefail
 
@@ -10,6 +10,7 @@ command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)  # the serving benchmark (benchmarks/serve.py)
 
 if [ ${#need[@]} -eq 0 ]; then
@@ -29,6 +30,6 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian's packages may start their own services where an init system runs; the
 # project starts its own copies on its own ports and data folders, so stop those.
-for svc in redis-server prometheus; do
+for svc in redis-server prometheus prometheus-alertmanager; do
     if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done

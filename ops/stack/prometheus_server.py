@@ -13,14 +13,24 @@ from ops.stack.procs import StackError
 
 
 def prometheus_config(targets: dict[str, list[str]], *, scrape_s: int, self_port: int,
-                      rule_glob: str) -> str:
-    """prometheus.yml for the stack: Prometheus itself plus one job per project process."""
+                      rule_glob: str, alertmanager_port: int | None = None) -> str:
+    """prometheus.yml for the stack: Prometheus itself plus one job per project process,
+    the project's rules, and alerts sent to the stack's Alertmanager."""
     lines = [
         "global:",
         f"  scrape_interval: {scrape_s}s",
         f"  evaluation_interval: {scrape_s}s",
         "rule_files:",
         f"  - '{rule_glob}'",
+    ]
+    if alertmanager_port is not None:
+        lines += [
+            "alerting:",
+            "  alertmanagers:",
+            "    - static_configs:",
+            f"        - targets: ['127.0.0.1:{alertmanager_port}']",
+        ]
+    lines += [
         "scrape_configs:",
         "  - job_name: prometheus",
         "    static_configs:",
@@ -61,6 +71,7 @@ class PrometheusServer(Part):
         self.config_file.write_text(prometheus_config(
             self.settings.targets(), scrape_s=self.settings.prometheus_scrape_s,
             self_port=self.port, rule_glob=f"{rules}/*.yml",
+            alertmanager_port=self.settings.alertmanager_port,
         ))
 
     def argv(self) -> list[str]:

@@ -1,4 +1,5 @@
-"""Settings of the local stack: ports, paths and binaries of Kafka, Redis, Prometheus."""
+"""Settings of the local stack: ports, paths and binaries of Kafka, Redis, Prometheus,
+Alertmanager and the alert receiver."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ class StackSettings(KafkaSettings):
     redis_port: int = setting(6379, "Redis port", min=1, max=65535)
     prometheus_port: int = setting(9090, "Prometheus web port", min=1, max=65535)
     prometheus_scrape_s: int = setting(5, "Prometheus scrape interval in seconds", min=1, max=300)
+    alertmanager_port: int = setting(9094, "Alertmanager web port", min=1, max=65535)
+    alert_receiver_port: int = setting(
+        9095, "Port of the project's alert receiver (Alertmanager's webhook)", min=1, max=65535)
+    alert_group_wait_s: int = setting(
+        10, "Seconds Alertmanager waits to group a new alert with others before notifying",
+        min=0, max=600)
+    alert_forward_url: str = setting(
+        "", "Chat or email webhook the receiver also posts each notification to, as "
+            "{\"text\": ...} (Slack's incoming-webhook shape); empty: record only")
     scrape_targets: str = setting(
         "recommender=127.0.0.1:8082,stream_consumer=127.0.0.1:9101,simulator=127.0.0.1:9102,"
         "simulator_api=127.0.0.1:8080,loop=127.0.0.1:9103,online=127.0.0.1:9104",
@@ -39,6 +49,7 @@ class StackSettings(KafkaSettings):
     mvn_bin: str = setting("mvn", "Maven executable that fetches the broker's jars")
     redis_server_bin: str = setting("redis-server", "redis-server executable")
     prometheus_bin: str = setting("prometheus", "prometheus executable")
+    alertmanager_bin: str = setting("prometheus-alertmanager", "Alertmanager executable")
     start_timeout_s: float = setting(90.0, "How long `infra up` waits for a part to answer", min=1)
 
     def __post_init__(self) -> None:
@@ -47,6 +58,8 @@ class StackSettings(KafkaSettings):
             "MOVIEREC_KAFKA_CONTROLLER_PORT": self.kafka_controller_port,
             "MOVIEREC_REDIS_PORT": self.redis_port,
             "MOVIEREC_PROMETHEUS_PORT": self.prometheus_port,
+            "MOVIEREC_ALERTMANAGER_PORT": self.alertmanager_port,
+            "MOVIEREC_ALERT_RECEIVER_PORT": self.alert_receiver_port,
         }
         if len(set(ports.values())) != len(ports):
             raise SettingsError(f"two parts of the stack share a port: {ports}")

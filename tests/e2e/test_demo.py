@@ -39,7 +39,7 @@ def _git_head() -> str | None:
 @pytest.fixture(scope="module")
 def demo_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     var = tmp_path_factory.mktemp("demo-var")
-    kafka, controller, redis_port, prom, serve, api, metrics = free_ports(7)
+    kafka, controller, redis_port, prom, serve, api, metrics, manager, receiver = free_ports(9)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOVIEREC_")}
     env.update({
         "MOVIEREC_VAR_DIR": str(var),
@@ -49,6 +49,7 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         "MOVIEREC_REDIS_PORT": str(redis_port),
         "MOVIEREC_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "MOVIEREC_PROMETHEUS_PORT": str(prom),
+        "MOVIEREC_ALERTMANAGER_PORT": str(manager), "MOVIEREC_ALERT_RECEIVER_PORT": str(receiver),
         "MOVIEREC_SCRAPE_TARGETS": (f"recommender=127.0.0.1:{serve},"
                                     f"stream_consumer=127.0.0.1:{metrics},"
                                     f"simulator_api=127.0.0.1:{api}"),

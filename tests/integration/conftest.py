@@ -39,7 +39,7 @@ class LocalStack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    kafka, controller, redis_port, prom, metrics = free_ports(5)
+    kafka, controller, redis_port, prom, metrics, alertmanager, receiver = free_ports(7)
     settings = load(
         StackSettings,
         var_dir=tmp_path_factory.mktemp("stack"),
@@ -48,6 +48,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         redis_port=redis_port,
         prometheus_port=prom,
         prometheus_scrape_s=1,
+        alertmanager_port=alertmanager,
+        alert_receiver_port=receiver,
+        alert_group_wait_s=1,
         scrape_targets=f"testjob=127.0.0.1:{metrics}",
         kafka_topic="movielog-it",
     )

@@ -22,7 +22,7 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.Co
 
 
 def test_up_status_kill_status_down(tmp_path: Path) -> None:
-    kafka, controller, redis_port, prom = free_ports(4)
+    kafka, controller, redis_port, prom, manager, receiver = free_ports(6)
     env = {
         **os.environ,
         "MOVIEREC_VAR_DIR": str(tmp_path / "var"),
@@ -30,6 +30,8 @@ def test_up_status_kill_status_down(tmp_path: Path) -> None:
         "MOVIEREC_KAFKA_CONTROLLER_PORT": str(controller),
         "MOVIEREC_REDIS_PORT": str(redis_port),
         "MOVIEREC_PROMETHEUS_PORT": str(prom),
+        "MOVIEREC_ALERTMANAGER_PORT": str(manager),
+        "MOVIEREC_ALERT_RECEIVER_PORT": str(receiver),
     }
     try:
         up = _cli(env, "up")
@@ -41,7 +43,8 @@ def test_up_status_kill_status_down(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stdout + status.stderr
         rows = {row["name"]: row for row in json.loads(status.stdout)}
         assert {name: row["state"] for name, row in rows.items()} == {
-            "kafka": "up", "redis": "up", "prometheus": "up"
+            "kafka": "up", "redis": "up", "receiver": "up", "alertmanager": "up",
+            "prometheus": "up"
         }
 
         pid = rows["kafka"]["pid"]
@@ -57,10 +60,10 @@ def test_up_status_kill_status_down(tmp_path: Path) -> None:
         assert str(tmp_path / "var" / "log" / "kafka" / "server.log") in kafka_lines[1]
         others = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()
                   if line and not line.startswith(" ")}
-        assert others["redis"] == "up" and others["prometheus"] == "up"
+        assert {others[name] for name in ("redis", "receiver", "alertmanager", "prometheus")} == {"up"}
     finally:
         down = _cli(env, "down")
     assert down.returncode == 0, down.stderr
-    assert "redis" in down.stdout and "prometheus" in down.stdout
+    assert all(name in down.stdout for name in ("redis", "receiver", "alertmanager", "prometheus"))
     final = _cli(env, "status", "--json")
-    assert [row["state"] for row in json.loads(final.stdout)] == ["down", "down", "down"]
+    assert [row["state"] for row in json.loads(final.stdout)] == ["down"] * 5

@@ -45,14 +45,16 @@ def test_bad_setting_is_a_one_line_error() -> None:
 
 
 def test_status_of_nothing_running_exits_nonzero(tmp_path: Path) -> None:
-    k, c, r, p = free_ports(4)
+    k, c, r, p, am, rc = free_ports(6)
     env = {"MOVIEREC_VAR_DIR": str(tmp_path), "MOVIEREC_KAFKA_PORT": str(k),
            "MOVIEREC_KAFKA_CONTROLLER_PORT": str(c), "MOVIEREC_REDIS_PORT": str(r),
-           "MOVIEREC_PROMETHEUS_PORT": str(p)}
+           "MOVIEREC_PROMETHEUS_PORT": str(p), "MOVIEREC_ALERTMANAGER_PORT": str(am),
+           "MOVIEREC_ALERT_RECEIVER_PORT": str(rc)}
     result = CliRunner().invoke(main, ["infra", "status"], env=env)
     assert result.exit_code == 1
     assert [line.split()[:2] for line in result.stdout.splitlines() if not line.startswith(" ")] == [
-        ["kafka", "down"], ["redis", "down"], ["prometheus", "down"]
+        ["kafka", "down"], ["redis", "down"], ["receiver", "down"], ["alertmanager", "down"],
+        ["prometheus", "down"]
     ]
     assert f"log: {tmp_path.resolve()}/log/kafka/server.log" in result.stdout
 

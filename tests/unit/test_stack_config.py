@@ -18,9 +18,10 @@ from tests.conftest import free_ports
 
 
 def _settings(tmp_path: Path, **extra: object) -> StackSettings:
-    kafka, controller, redis_port, prom = free_ports(4)
+    kafka, controller, redis_port, prom, manager, receiver = free_ports(6)
     ports = {"kafka_port": kafka, "kafka_controller_port": controller,
-             "redis_port": redis_port, "prometheus_port": prom}
+             "redis_port": redis_port, "prometheus_port": prom,
+             "alertmanager_port": manager, "alert_receiver_port": receiver}
     return load(StackSettings, {}, var_dir=tmp_path, **{**ports, **extra})
 
 
@@ -67,7 +68,8 @@ def test_prometheus_config_scrapes_every_target() -> None:
 def test_status_of_a_stack_that_never_ran(tmp_path: Path) -> None:
     rows = stack.status(_settings(tmp_path))
     assert [(r.name, r.state, r.healthy) for r in rows] == [
-        ("kafka", "down", False), ("redis", "down", False), ("prometheus", "down", False)
+        ("kafka", "down", False), ("redis", "down", False), ("receiver", "down", False),
+        ("alertmanager", "down", False), ("prometheus", "down", False)
     ]
     assert stack.down(_settings(tmp_path)) == []
 

@@ -1,0 +1,1 @@
+"""Alerts that reach a person: the webhook receiver Alertmanager notifies."""
