@@ -84,6 +84,17 @@ def _panel(x0: float, y0: float, label_w: float, panel: Panel,
     return out
 
 
+def _document(width: float, height: float, title: str) -> list[str]:
+    """The opening of an SVG document: its size, a white ground, the title if any."""
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>']
+    if title:
+        out.append(f'<text x="{width / 2:.1f}" y="{PAD + 16}" text-anchor="middle" '
+                   f'font-size="15" font-weight="bold">{escape(title)}</text>')
+    return out
+
+
 def small_multiples(labels: Sequence[str], panels: Sequence[Panel], *, title: str = "") -> str:
     """An SVG document: ``panels`` in a grid of up to ``COLUMNS`` per row, each with one
     bar per label (every panel's ``values`` aligned with ``labels``)."""
@@ -99,12 +110,7 @@ def small_multiples(labels: Sequence[str], panels: Sequence[Panel], *, title: st
     panel_h = TITLE_H + len(labels) * ROW_H + PAD
     width = round(columns * panel_w + PAD * 2)
     height = head + rows * panel_h + PAD * 2
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-           f'<rect width="{width}" height="{height}" fill="white"/>']
-    if title:
-        out.append(f'<text x="{width / 2:.1f}" y="{PAD + 16}" text-anchor="middle" '
-                   f'font-size="15" font-weight="bold">{escape(title)}</text>')
+    out = _document(width, height, title)
     for n, panel in enumerate(panels):
         x0 = PAD + (n % columns) * panel_w
         y0 = PAD + head + (n // columns) * panel_h
@@ -150,12 +156,7 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], *, x_label: 
                 f"{top + LINE_H - (y - y_lo) / y_span * LINE_H:.1f}")
 
     left, bottom = MARGIN_L + PAD, top + LINE_H
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-           f'<rect width="{width}" height="{height}" fill="white"/>']
-    if title:
-        out.append(f'<text x="{width / 2:.1f}" y="{PAD + 16}" text-anchor="middle" '
-                   f'font-size="15" font-weight="bold">{escape(title)}</text>')
+    out = _document(width, height, title)
     for tick in _ticks(y_lo, y_hi):
         y = at(x_lo, tick).split(",")[1]
         out += [f'<line x1="{left}" y1="{y}" x2="{left + LINE_W}" y2="{y}" stroke="#ddd"/>',

@@ -16,18 +16,7 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)  # the serving benchmark (benchmar
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi
-# de-duplicate
-mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "movierec needs these Debian packages: ${need[*]}" >&2
-    echo "install them with: sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
-    exit 1
-fi
-echo "installing ${need[*]} with apt-get ..."
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+bash "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" movierec "${need[@]}"
 # Debian's packages may start their own services where an init system runs; the
 # project starts its own copies on its own ports and data folders, so stop those.
 for svc in redis-server prometheus prometheus-alertmanager; do

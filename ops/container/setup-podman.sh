@@ -18,12 +18,4 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi
-if [ "$(id -u)" -ne 0 ]; then
-    echo "the container story needs these Debian packages: ${need[*]}" >&2
-    echo "install them with: sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
-    exit 1
-fi
-echo "installing ${need[*]} with apt-get ..."
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+bash "$(dirname "${BASH_SOURCE[0]}")/../apt-install.sh" "the container story" "${need[@]}"
