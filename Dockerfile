@@ -26,10 +26,13 @@ ARG MOVIEREC_CODE_DIRTY="false"
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
-# A numeric non-root user; state lives in /data (a volume per role in compose).
+# A numeric non-root user; state lives in /data (a volume per role in compose). The
+# folders exist, owned by that user, so a new named volume mounted there takes their owner
+# (Docker copies it up; podman does too).
 RUN groupadd --system --gid 10001 movierec \
     && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home movierec \
-    && mkdir -p /data && chown 10001:10001 /data
+    && mkdir -p /data/registry /data/store /data/loop /data/online /data/alerts \
+    && chown -R 10001:10001 /data
 COPY --from=build /opt/movierec /opt/movierec
 # One BLAS/OpenMP thread per process: gunicorn runs workers, implicit sets its own threads
 # (threadpoolctl), and oversubscribed cores are what hurts latency (docs/serving.md).

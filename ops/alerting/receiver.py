@@ -171,14 +171,15 @@ def main() -> None:
     from movierec.logs import configure
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--file", type=Path, required=True, help="the JSON-lines record")
     ap.add_argument("--forward-url", default="", help="post each notification here too")
     args = ap.parse_args()
     configure()
     receiver = Receiver(args.file, args.forward_url)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler_for(receiver))
-    log.info("alert receiver on 127.0.0.1:%d, recording to %s", args.port, args.file)
+    server = ThreadingHTTPServer((args.host, args.port), handler_for(receiver))
+    log.info("alert receiver on %s:%d, recording to %s", args.host, args.port, args.file)
     server.serve_forever()
 
 

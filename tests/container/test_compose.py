@@ -181,6 +181,21 @@ def test_the_stack_serves_personal_lists_within_the_deadline_and_recovers_from_a
     groups = prometheus("/api/v1/rules")["data"]["groups"]
     assert {"movierec-slo-alerts", "movierec-serving", "movierec-stack"} <= {g["name"] for g in groups}
 
+    # an alert reaches the receiver through the stack's Alertmanager (posted to its API here;
+    # Prometheus's own path is tests/integration/test_alerting.py)
+    alert = json.dumps([{"labels": {"alertname": "ContainerTestAlert", "severity": "ticket"},
+                         "annotations": {"summary": "the container test"}}])
+    stack.exec("alertmanager", "python3", "-c", "import urllib.request; urllib.request.urlopen("
+               "urllib.request.Request('http://127.0.0.1:9093/api/v2/alerts', data=" + repr(alert)
+               + ".encode(), headers={'Content-Type': 'application/json'}), timeout=5)")
+
+    def received() -> list:
+        text = stack.exec("receiver", "python3", "-c", "import urllib.request; print(urllib."
+                          "request.urlopen('http://127.0.0.1:9095/alerts', timeout=5).read().decode())")
+        return [r for r in json.loads(text) if r["alertname"] == "ContainerTestAlert"]
+
+    wait_for("the alert at the receiver", received, 120, 3.0)
+
     # kill the serving container's process from the host: compose's restart policy brings it back
     container = f"{PROJECT}_serve_1"
     os.kill(int(stack.podman("inspect", "-f", "{{.State.Pid}}", container)), 9)

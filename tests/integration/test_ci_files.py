@@ -74,7 +74,7 @@ def test_the_compose_file_is_valid_and_publishes_only_the_api() -> None:
             assert "healthcheck" in svc, name
             assert svc.get("mem_limit") and svc.get("cpus"), name
     stateful = {"kafka": "/data", "redis": "/data", "serve": "/data/registry",
-                "loop": "/data/registry", "consume": "/data/store"}
+                "loop": "/data/registry", "consume": "/data/store", "receiver": "/data/alerts"}
     for name, target in stateful.items():
         volumes = config["services"][name]["volumes"]
         named = [v for v in volumes if (v["type"] == "volume" if isinstance(v, dict)
