@@ -22,4 +22,5 @@ echo "groovy 2.4: $file parses"
 if [ ! -x "$lint/node_modules/.bin/npm-groovy-lint" ]; then
     npm install --prefix "$lint" --no-audit --no-fund --silent npm-groovy-lint@16
 fi
-"$lint/node_modules/.bin/npm-groovy-lint" --failon warning --output txt "$file"
+# --noserver: no CodeNarc server left running in the background after the lint
+"$lint/node_modules/.bin/npm-groovy-lint" --noserver --failon warning --output txt "$file"

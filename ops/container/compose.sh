@@ -33,6 +33,9 @@ service_down() {
         kill "$(cat "$pidfile")" 2>/dev/null || true
         rm -f "$pidfile" "$sock"
     fi
+    # podman 4.3's Docker API leaves the conmon of each `exec` session behind once its
+    # container is gone: stop those of this image store
+    pkill -f "conmon.*$PROJECT_ROOT/var/containers/storage" 2>/dev/null || true
 }
 
 case "${1:-}" in

@@ -105,6 +105,10 @@ def stack() -> Iterator[Stack]:
         stack.compose("down", "-v", "--remove-orphans", timeout=300, check=False)
         service.terminate()
         service.wait(timeout=30)
+        # podman 4.3's Docker API leaves the conmon of each `exec` session behind once its
+        # container is gone: stop those of this project's image store
+        subprocess.run(["pkill", "-f", f"conmon.*{env['CONTAINERS_STORAGE_CONF'].rsplit('/', 1)[0]}/storage"],
+                       check=False)
         left = subprocess.run(["podman", "ps", "-aq", "--filter",
                                f"label=com.docker.compose.project={PROJECT}"],
                               env=env, capture_output=True, text=True).stdout.split()
