@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from ops.stack.part import Part
-from ops.stack.procs import StackError
+from ops.stack.procs import StackError, http_probe
 
 
 def alertmanager_config(receiver_url: str, *, group_wait_s: int) -> str:
@@ -34,14 +34,6 @@ def alertmanager_config(receiver_url: str, *, group_wait_s: int) -> str:
         "        send_resolved: true",
         "",
     ])
-
-
-def _get(url: str) -> str | None:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as resp:
-            return None if resp.status == 200 else f"{url} answered {resp.status}"
-    except (urllib.error.URLError, OSError) as exc:
-        return f"{url}: {exc}"
 
 
 class AlertReceiver(Part):
@@ -64,7 +56,7 @@ class AlertReceiver(Part):
                 "--file", str(self.record), "--forward-url", self.settings.alert_forward_url]
 
     def probe(self) -> str | None:
-        return _get(f"http://127.0.0.1:{self.port}/health")
+        return http_probe(self.port, "/health")
 
     def notifications(self, limit: int = 1000) -> list[dict]:
         """The recorded alerts, newest last (``GET /alerts``)."""
@@ -101,4 +93,4 @@ class AlertmanagerServer(Part):
                 "--cluster.listen-address="]  # one instance: no gossip port
 
     def probe(self) -> str | None:
-        return _get(f"http://127.0.0.1:{self.port}/-/ready")
+        return http_probe(self.port, "/-/ready")

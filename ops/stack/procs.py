@@ -13,6 +13,8 @@ import os
 import signal
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -63,6 +65,19 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def http_probe(port: int, path: str, timeout: float = 1.0) -> str | None:
+    """None if ``GET http://127.0.0.1:<port><path>`` answers 200, else a short reason: the
+    health probe of the stack's HTTP parts (Prometheus, Alertmanager, the receiver)."""
+    url = f"http://127.0.0.1:{port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return None if resp.status == 200 else f"{path} answered {resp.status}"
+    except urllib.error.HTTPError as exc:
+        return f"{path} answered {exc.code}"
+    except OSError as exc:
+        return f"{path} failed: {exc}"
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import urllib.error
-import urllib.request
 from importlib import resources
 from pathlib import Path
 
 from ops.stack.part import Part
-from ops.stack.procs import StackError
+from ops.stack.procs import StackError, http_probe
 
 
 def prometheus_config(targets: dict[str, list[str]], *, scrape_s: int, self_port: int,
@@ -85,11 +83,4 @@ class PrometheusServer(Part):
         ]
 
     def probe(self) -> str | None:
-        url = f"http://127.0.0.1:{self.port}/-/ready"
-        try:
-            with urllib.request.urlopen(url, timeout=1.0) as resp:
-                return None if resp.status == 200 else f"/-/ready answered {resp.status}"
-        except urllib.error.HTTPError as exc:
-            return f"/-/ready answered {exc.code}"
-        except OSError as exc:
-            return f"/-/ready failed: {exc}"
+        return http_probe(self.port, "/-/ready")
