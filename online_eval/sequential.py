@@ -189,6 +189,13 @@ class Guardrails:
     cost_per_play_ratio: float = 1.25
     min_requests: int = 50
     """Below this many challenger requests the rates are too noisy to act on."""
+    min_latency_samples: int = 200
+    """The p99 is judged over at least this many answers: the p99 of 50 is their slowest
+    one, and one stall of a busy host (a training run, a GC pause) would stop a canary
+    that has nothing wrong with it; at 200 it takes three slow answers."""
+    min_plays: int = 30
+    """Cost per play is judged once both arms have this many plays: the licence costs of a
+    handful of plays differ by more than the 25% limit by chance alone."""
 
 
 @dataclass(frozen=True)
@@ -218,7 +225,8 @@ def guardrail_breaches(champion: ArmHealth, challenger: ArmHealth,
     if challenger.requests < limits.min_requests:
         return []
     out = []
-    if challenger.p99_ms > limits.p99_ms:
+    answers = challenger.served or challenger.requests
+    if answers >= limits.min_latency_samples and challenger.p99_ms > limits.p99_ms:
         out.append(f"p99 latency {challenger.p99_ms:.0f} ms > {limits.p99_ms:.0f} ms")
     fallback = challenger.fallbacks / (challenger.served or challenger.requests)
     if fallback > limits.fallback_share:
@@ -227,7 +235,8 @@ def guardrail_breaches(champion: ArmHealth, challenger: ArmHealth,
     if errors > limits.error_share:
         out.append(f"error share {errors:.1%} > {limits.error_share:.1%}")
     ours, theirs = challenger.cost_per_play, champion.cost_per_play
-    if ours is not None and theirs and ours > theirs * limits.cost_per_play_ratio:
+    enough_plays = min(champion.plays, challenger.plays) >= limits.min_plays
+    if enough_plays and ours is not None and theirs and ours > theirs * limits.cost_per_play_ratio:
         out.append(f"cost per play {ours:.3f} > {limits.cost_per_play_ratio:g} x the "
                    f"champion's {theirs:.3f}")
     return out

@@ -132,7 +132,8 @@ def test_the_loop_promoted_its_challenger_after_a_canary(report: dict,
     """Day one's popularity champion, the loop's first cycle, a canary both arms reached,
     and a promotion decided online; the registry's champion is the challenger."""
     loop = report["loop"]
-    assert loop["trigger"] == "schedule" and loop["result"] == "promoted", loop
+    assert loop["trigger"] == "schedule", loop
+    assert loop["result"] == "promoted", f"{loop['result']}: {loop['reason']}"
     assert [e["stage"] for e in loop["entries"]][:3] == ["triggered", "trained", "canary"]
     assert loop["reason"].startswith("mSPRT: challenger better"), loop["reason"]
     registry = Registry(Path(demo_env["MOVIEREC_REGISTRY_DIR"]))

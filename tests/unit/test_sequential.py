@@ -3,6 +3,8 @@ early on a clear effect, and its guardrails and split check stop a canary at onc
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import math
 
 import numpy as np
@@ -192,10 +194,10 @@ def test_a_broken_split_rolls_back_whatever_the_take_rates_say() -> None:
 
 
 @pytest.mark.parametrize(("challenger", "words"), [
-    (ArmHealth(requests=100, p99_ms=450), "p99 latency 450 ms"),
+    (ArmHealth(requests=300, p99_ms=450), "p99 latency 450 ms"),
     (ArmHealth(requests=100, fallbacks=30), "fallback share 30.0%"),
     (ArmHealth(requests=100, errors=5), "error share 5.0%"),
-    (ArmHealth(requests=100, plays=10, cost=20), "cost per play 2.000"),
+    (ArmHealth(requests=100, plays=40, cost=80), "cost per play 2.000"),
 ])
 def test_each_guardrail_stops_the_canary_at_once(challenger: ArmHealth, words: str) -> None:
     good = ArmSample.of([0.9] * 200)
@@ -210,6 +212,25 @@ def test_guardrails_wait_for_enough_requests_and_pass_a_healthy_arm() -> None:
     assert guardrail_breaches(HEALTHY, HEALTHY, Guardrails()) == []
     # No plays on either side: cost per play cannot be judged, and is not.
     assert guardrail_breaches(ArmHealth(requests=100), ArmHealth(requests=100), Guardrails()) == []
+
+
+def test_noisy_estimates_wait_for_their_own_sample_sizes() -> None:
+    """A p99 over 60 answers is their slowest one, and the cost of three plays is chance:
+    neither stops a canary until its own minimum is reached (the demo's early looks)."""
+    limits = Guardrails()
+    one_stall = ArmHealth(requests=60, p99_ms=450)
+    assert guardrail_breaches(HEALTHY, one_stall, limits) == []
+    assert guardrail_breaches(HEALTHY, replace(one_stall, requests=limits.min_latency_samples),
+                              limits)
+    # served answers count as latency samples when the log has fewer lines yet
+    assert guardrail_breaches(HEALTHY, replace(one_stall, served=limits.min_latency_samples),
+                              limits)
+    few_plays = ArmHealth(requests=100, plays=3, cost=6)  # 2.0 per play against 1.0
+    assert guardrail_breaches(HEALTHY, few_plays, limits) == []
+    assert guardrail_breaches(replace(HEALTHY, plays=3, cost=3), replace(few_plays, plays=40,
+                              cost=80), limits) == [], "the champion's few plays are noise too"
+    assert guardrail_breaches(HEALTHY, replace(few_plays, plays=limits.min_plays,
+                                               cost=2 * limits.min_plays), limits)
 
 
 def test_a_look_before_the_minimum_users_does_not_lower_the_running_p_value() -> None:
