@@ -136,7 +136,9 @@ def online(server: str | None, window_min: float, follow_up_min: float, referenc
 @click.command("live")
 @click.option("--metrics-port", type=int, help="Port of /metrics (default MOVIEREC_ONLINE_METRICS_PORT).")
 @click.option("--idle-exit", type=float, help="Stop after this many seconds without a record.")
-def live(metrics_port: int | None, idle_exit: float | None) -> None:
+@click.option("--from-now", is_flag=True,
+              help="With no checkpoint, start at the topics' ends instead of their beginnings.")
+def live(metrics_port: int | None, idle_exit: float | None, from_now: bool) -> None:
     """Online metrics, continuously: read the event log and the served-records topic as
     they grow, count per arm and model version (request outcomes, take rate, minutes,
     ratings, plays, license cost, personalized lists, availability by minute), export
@@ -174,7 +176,8 @@ def live(metrics_port: int | None, idle_exit: float | None) -> None:
     click.echo(f"live online metrics from {settings.kafka_topic} and {settings.served_topic} at "
                f"{settings.kafka_bootstrap}; checkpoint {monitor.path}", err=True)
     try:
-        monitor.run(stop, checkpoint_s=settings.online_checkpoint_s, idle_exit_s=idle_exit)
+        monitor.run(stop, checkpoint_s=settings.online_checkpoint_s, idle_exit_s=idle_exit,
+                    from_now=from_now)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -141,9 +141,11 @@ class Monitor:
         self.live.add(event, source=partition)
 
     def run(self, stop: threading.Event, *, checkpoint_s: float = 30.0,
-            idle_exit_s: float | None = None) -> None:
+            idle_exit_s: float | None = None, from_now: bool = False) -> None:
         """Read both topics until ``stop`` is set (or ``idle_exit_s`` without a record),
-        checkpointing every ``checkpoint_s`` and at the end."""
+        checkpointing every ``checkpoint_s`` and at the end. A partition without a
+        checkpointed offset is read from its beginning, or with ``from_now`` from its end
+        (a monitor started beside a long history counts what happens from now on)."""
         from kafka import KafkaConsumer, TopicPartition
         from kafka.errors import KafkaError
 
@@ -168,7 +170,9 @@ class Monitor:
             self.live.expect_sources([tp.partition for tp in tps if tp.topic == topics[1]])
             for tp in tps:
                 at = self.offsets.get(tp.topic, {}).get(tp.partition)
-                if at is None:
+                if at is None and from_now:
+                    consumer.seek_to_end(tp)
+                elif at is None:
                     consumer.seek_to_beginning(tp)
                 else:
                     consumer.seek(tp, at)

@@ -99,6 +99,7 @@ def _whats_running(plan: DemoPlan, result: dict, total_s: float) -> str:
         f"  recommendation API  {plan.serve_url}/recommend/<userid>   (try user {trace['user']})",
         f"  its metrics         {plan.serve_url}/metrics",
         f"  consumer metrics    http://127.0.0.1:{plan.consumer.metrics_port}/metrics",
+        f"  online metrics      http://127.0.0.1:{plan.online.online_metrics_port}/metrics",
         f"  Prometheus          {plan.stack.local_prometheus_url}",
         f"  user/movie API      {plan.api_url}/user/<userid>",
         "Inspect what happened:",

@@ -1,5 +1,5 @@
 """The demo's stages, in order: stack, world, backfill, consume, train, serve,
-experiment, live, report.
+online, loop, live, verdict, report.
 
 Each stage runs the project's own commands (``movierec sim backfill``, ``movierec
 consume``, ``movierec train``, ``movierec serve``, ``movierec sim live``) exactly as a
@@ -21,6 +21,7 @@ from typing import Any
 
 from movierec.kafka_admin import group_lag
 from movierec.settings import load
+from online_eval.settings import OnlineSettings
 from ops import stack
 from ops.demo import reset
 from ops.demo import stages as stages_mod
@@ -33,8 +34,8 @@ from simulator.api import ApiSettings
 from simulator.settings import SimSettings
 from stream_consumer.settings import ConsumerSettings
 
-STAGES = ("stack", "world", "backfill", "consume", "train", "serve", "loop", "live",
-          "verdict", "report")
+STAGES = ("stack", "world", "backfill", "consume", "train", "serve", "online", "loop",
+          "live", "verdict", "report")
 MODEL_ARM, CHALLENGER_ARM = "champion", "challenger"
 """The canary's arms (``recommender.loop.effects``)."""
 LOOP_CHECK_S = 3.0
@@ -71,6 +72,7 @@ class DemoPlan:
     consumer: ConsumerSettings
     train: TrainSettings
     serve: ServeSettings
+    online: OnlineSettings
     environ: dict[str, str]
     overridden: dict[str, str]
 
@@ -97,11 +99,13 @@ class DemoPlan:
                       if k in base and base[k] != v and not k.startswith("MOVIEREC_SIM_")}
         env = {**base, **forced}
         env.setdefault("MOVIEREC_LOOP_DIR", str(stack.var_dir / "loop"))
+        env.setdefault("MOVIEREC_ONLINE_STATE_DIR", str(stack.var_dir / "online"))
         env.setdefault("MOVIEREC_SERVE_HOST", "127.0.0.1")
         env.setdefault("PYTHONUNBUFFERED", "1")
         return cls(demo=demo, stack=stack, sim=load(SimSettings, env), api=api,
                    consumer=load(ConsumerSettings, env), train=load(TrainSettings, env),
-                   serve=load(ServeSettings, env), environ=env, overridden=overridden)
+                   serve=load(ServeSettings, env), online=load(OnlineSettings, env),
+                   environ=env, overridden=overridden)
 
     @property
     def demo_dir(self) -> Path:
@@ -188,6 +192,11 @@ def run(plan: DemoPlan, stages: Stages, *, reset_data: bool) -> Outcome:
                    movierec("serve", "--port", str(plan.serve.serve_port), "--metrics-dir",
                             str(plan.run_dir / "serve-metrics")), env=env,
                    ready=lambda: http_ok(f"{plan.serve_url}/ready"))
+    online_metrics = f"http://127.0.0.1:{plan.online.online_metrics_port}/metrics"
+    stages.service("online", "online metrics: the log and the served records counted per arm "
+                   "as graders count them (availability, take rate, cost), for Prometheus",
+                   movierec("eval", "live", "--from-now"), env=env,
+                   ready=lambda: http_ok(online_metrics))
     loop_env = {**env, "MOVIEREC_LOOP_CHECK_S": f"{LOOP_CHECK_S:g}",
                 "MOVIEREC_LOOP_CANARY_SHARE": f"{d.demo_canary_share:g}",
                 "MOVIEREC_LOOP_CANARY_MAX_H": f"{(d.demo_live_s + VERDICT_GRACE_S) / 3600:.4f}",
@@ -311,7 +320,8 @@ def check_ports_free(plan: DemoPlan) -> None:
     from ops.stack import procs
 
     for name, port in (("world", plan.api.sim_api_port), ("serve", plan.serve.serve_port),
-                       ("consume", plan.consumer.metrics_port)):
+                       ("consume", plan.consumer.metrics_port),
+                       ("online", plan.online.online_metrics_port)):
         if port and procs.owned_pid(plan.pid_file(name)) is None and procs.port_open(port):
             raise DemoError(f"port {port} (for {name}) is taken by a process the demo did not "
                             f"start; stop it, or move it (see `movierec config`)")

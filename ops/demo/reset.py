@@ -25,7 +25,7 @@ from ops.stack import procs
 if TYPE_CHECKING:
     from ops.demo.flow import DemoPlan
 
-SERVICES = ("loop", "serve", "consume", "world")
+SERVICES = ("loop", "online", "serve", "consume", "world")
 """The demo's background processes, in the order they are stopped."""
 
 
@@ -109,7 +109,8 @@ def reset(plan: DemoPlan, *, force: bool) -> list[str]:
     finally:
         client.close()
     loop_dir = Path(plan.environ["MOVIEREC_LOOP_DIR"])
-    for folder in (plan.consumer.store_dir, plan.train.registry_dir, plan.demo_dir, loop_dir):
+    for folder in (plan.consumer.store_dir, plan.train.registry_dir, plan.demo_dir, loop_dir,
+                   plan.online.online_state_dir):
         if folder.exists():
             shutil.rmtree(folder)
             notes.append(f"removed {folder}/")

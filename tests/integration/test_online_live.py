@@ -5,6 +5,7 @@ shows the same numbers."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -112,3 +113,34 @@ def test_live_metrics_resume_from_their_checkpoint_and_count_each_line_once(
                 if line.startswith("movierec_online_lists_taken_total{"))
     assert taken == summed(reference.totals())["taken"] > 0
     assert f'movierec_online_log_lines_total{{result="accepted"}} {float(resumed.lines["accepted"])}' in text
+
+
+def test_from_now_skips_the_history_and_counts_what_follows(
+        stack: LocalStack, unique: str, tmp_path: Path) -> None:
+    """A monitor started beside a long history (the demo's backfill) with ``from_now``
+    counts only the lines written after it started; its checkpoint then holds."""
+    settings = load(OnlineSettings, kafka_bootstrap=stack.bootstrap, kafka_topic=f"log-{unique}",
+                    served_topic=f"served-{unique}")
+    for topic in (settings.kafka_topic, settings.served_topic):
+        ensure_topic(stack.bootstrap, topic, 2)
+    items = _log(11)
+    half = len(items) // 2
+    history, later = to_records(items[:half]), to_records(items[half:])
+    produce(stack.bootstrap, settings.kafka_topic, history[1])
+    stop = threading.Event()
+    monitor = Monitor(settings, state_dir=tmp_path)
+    reader = threading.Thread(target=monitor.run, args=(stop,),
+                              kwargs={"checkpoint_s": 0.5, "from_now": True})
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "live-checkpoint.json").exists():  # positioned at the ends
+            assert time.monotonic() < deadline, "the monitor never checkpointed"
+            time.sleep(0.2)
+        produce(stack.bootstrap, settings.kafka_topic, later[1])
+        while monitor.lines["accepted"] < len(later[1]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+    assert monitor.lines["accepted"] == len(later[1]), "the history was skipped, the rest read"
