@@ -159,18 +159,17 @@ class Monitor:
             max_partition_fetch_bytes=256 * 1024)
         install_bulk_decoding(consumer)  # records decoded in bulk: ~4x less CPU (kafka_records)
         try:
-            tps = []
-            for topic in topics:
-                partitions = consumer.partitions_for_topic(topic)
-                if not partitions:
-                    raise OnlineEvalError(f"topic {topic!r} not found at "
-                                          f"{self.settings.kafka_bootstrap}")
-                tps += [TopicPartition(topic, p) for p in sorted(partitions)]
+            late: set[str] = set()
+            found = self._wait_for_topics(consumer, topics, stop, late)
+            if found is None:
+                return
+            tps = [TopicPartition(topic, p) for topic in topics for p in sorted(found[topic])]
             consumer.assign(tps)
             self.live.expect_sources([tp.partition for tp in tps if tp.topic == topics[1]])
             for tp in tps:
                 at = self.offsets.get(tp.topic, {}).get(tp.partition)
-                if at is None and from_now:
+                # a topic that appeared after the monitor started holds only what is new
+                if at is None and from_now and tp.topic not in late:
                     consumer.seek_to_end(tp)
                 elif at is None:
                     consumer.seek_to_beginning(tp)
@@ -197,6 +196,26 @@ class Monitor:
         finally:
             consumer.close()
             self.checkpoint()
+
+    def _wait_for_topics(self, consumer: Any, topics: tuple[str, ...], stop: threading.Event,
+                         late: set[str], *, every_s: float = 2.0) -> dict[str, set[int]] | None:
+        """The partitions of each topic, waiting while one does not exist yet (the
+        served-records topic appears with the service's first answer): a monitor started
+        before the traffic waits for it instead of exiting; the topics it waited for are
+        added to ``late``. None when ``stop`` is set."""
+        said = False
+        while True:
+            found = {topic: consumer.partitions_for_topic(topic) or set() for topic in topics}
+            missing = [topic for topic, parts in found.items() if not parts]
+            late.update(missing)
+            if not missing:
+                return found
+            if not said:
+                log.warning("waiting for topic(s) %s at %s", ", ".join(missing),
+                            self.settings.kafka_bootstrap)
+                said = True
+            if stop.wait(every_s):
+                return None
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ DEMO_TIMEOUT_S = 900
 def demo_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     var = tmp_path_factory.mktemp("demo-var")
     (kafka, controller, redis_port, prom, serve, api, metrics, manager, receiver, online,
-     loop) = free_ports(11)
+     loop, dashboard) = free_ports(12)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOVIEREC_")}
     env.update({
         "MOVIEREC_VAR_DIR": str(var),
@@ -41,6 +41,7 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
                                     f"simulator_api=127.0.0.1:{api},"
                                     f"online=127.0.0.1:{online},loop=127.0.0.1:{loop}"),
         "MOVIEREC_ONLINE_METRICS_PORT": str(online), "MOVIEREC_LOOP_METRICS_PORT": str(loop),
+        "MOVIEREC_DASHBOARD_PORT": str(dashboard),
         "MOVIEREC_SERVE_PORT": str(serve), "MOVIEREC_SIM_API_PORT": str(api),
         "MOVIEREC_USER_API_URL": f"http://127.0.0.1:{api}",
         "MOVIEREC_METRICS_PORT": str(metrics),

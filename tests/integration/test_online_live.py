@@ -121,8 +121,7 @@ def test_from_now_skips_the_history_and_counts_what_follows(
     counts only the lines written after it started; its checkpoint then holds."""
     settings = load(OnlineSettings, kafka_bootstrap=stack.bootstrap, kafka_topic=f"log-{unique}",
                     served_topic=f"served-{unique}")
-    for topic in (settings.kafka_topic, settings.served_topic):
-        ensure_topic(stack.bootstrap, topic, 2)
+    ensure_topic(stack.bootstrap, settings.kafka_topic, 2)  # the served topic comes later
     items = _log(11)
     half = len(items) // 2
     history, later = to_records(items[:half]), to_records(items[half:])
@@ -133,14 +132,21 @@ def test_from_now_skips_the_history_and_counts_what_follows(
                               kwargs={"checkpoint_s": 0.5, "from_now": True})
     reader.start()
     try:
+        time.sleep(3.0)  # the served topic does not exist yet: the monitor waits
+        assert reader.is_alive(), "a missing served topic is waited for, not an error"
+        ensure_topic(stack.bootstrap, settings.served_topic, 2)  # the service's first answer
         deadline = time.monotonic() + 30
         while not (tmp_path / "live-checkpoint.json").exists():  # positioned at the ends
             assert time.monotonic() < deadline, "the monitor never checkpointed"
             time.sleep(0.2)
+        produce(stack.bootstrap, settings.served_topic, later[0])
         produce(stack.bootstrap, settings.kafka_topic, later[1])
         while monitor.lines["accepted"] < len(later[1]) and time.monotonic() < deadline:
             time.sleep(0.2)
+        time.sleep(1.0)  # anything more would be a line counted twice or the history
     finally:
         stop.set()
         reader.join(timeout=30)
     assert monitor.lines["accepted"] == len(later[1]), "the history was skipped, the rest read"
+    served = monitor.offsets[settings.served_topic]
+    assert sum(served.values()) == len(later[0]), "a topic that appeared later is read whole"
