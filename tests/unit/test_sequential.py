@@ -3,9 +3,8 @@ early on a clear effect, and its guardrails and split check stop a canary at onc
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
