@@ -10,9 +10,10 @@ options, prints the table and writes the files asked for.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import click
 
@@ -167,7 +168,8 @@ def live(metrics_port: int | None, idle_exit: float | None, from_now: bool) -> N
                 out[movie] = 0.0
         return out
 
-    monitor = Monitor(settings, state_dir=settings.online_state_dir, costs=costs)
+    monitor = Monitor(settings, state_dir=settings.online_state_dir, costs=costs,
+                      safety=minor_safety(store))
     port = settings.online_metrics_port if metrics_port is None else metrics_port
     server = (start_http_server(port, addr=settings.metrics_host, registry=registry_for(monitor))[0]
               if port else None)
@@ -183,3 +185,39 @@ def live(metrics_port: int | None, idle_exit: float | None, from_now: bool) -> N
             signal.signal(sig, handler)
         if server is not None:
             server.shutdown()
+
+
+MOVIE_META_TTL_S = 600.0
+"""How long the live safety check trusts a movie's metadata before reading it again."""
+
+
+def minor_safety(store: Any) -> Callable[[Any], tuple[str, list[str]]]:
+    """The live monitor's judge of one served list (``Monitor(safety=...)``): the user's
+    audience from their profile now, and each listed movie's ``unsafe_reason`` (movie
+    metadata cached for ``MOVIE_META_TTL_S``; a profile is read every time, since it
+    arrives after a new user's first answers). Two Redis reads a list at most."""
+    import time
+
+    from recommender.models.profiles import profile_fields
+    from recommender.serving.core import ADULT, audience, unsafe_reason
+
+    cache: dict[str, tuple[float, dict[str, str] | None]] = {}
+
+    def judge(record: Any) -> tuple[str, list[str]]:
+        fields = store.profiles([record.user_id]).get(record.user_id) or {}
+        who = audience(profile_fields(fields)[0])
+        if who == ADULT:
+            return who, []
+        now = time.monotonic()
+        if len(cache) > 200_000:  # bounded: a catalog is ~27,000 movies
+            cache.clear()
+        stale = [m for m in record.items if m not in cache or now - cache[m][0] > MOVIE_META_TTL_S]
+        if stale:
+            found = store.movies(stale)
+            for movie in stale:
+                cache[movie] = (now, found.get(movie) or None)
+        reasons = [unsafe_reason(cache[m][1]) for m in record.items]
+        return who, [r for r in reasons if r is not None]
+
+    return judge
+

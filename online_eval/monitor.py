@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC
 from pathlib import Path
@@ -35,6 +36,7 @@ from movierec.wire import LineParser, Rejection
 from online_eval.join import OnlineEvalError
 from online_eval.live import LiveMetrics
 from online_eval.settings import OnlineSettings
+from recommender.serving.core import ADULT, MINOR, UNKNOWN_AGE
 from recommender.serving.telemetry import ServedRecord
 from stream_consumer.validate import Check, Validator
 
@@ -57,16 +59,22 @@ COUNTERS = {
 
 class Monitor:
     """The running reader (module docstring). ``costs(movies)`` gives the license cost
-    per play of movies (USD; a missing one costs 0)."""
+    per play of movies (USD; a missing one costs 0). ``safety(record)`` judges a served
+    list for minors: its audience (``recommender.serving.core.audience``) and the
+    ``unsafe_reason`` of each unsafe movie in it; counted as ``safety`` totals."""
 
     def __init__(self, settings: OnlineSettings, *, state_dir: Path,
-                 costs: Callable[[set[str]], dict[str, float]] | None = None) -> None:
+                 costs: Callable[[set[str]], dict[str, float]] | None = None,
+                 safety: Callable[[ServedRecord], tuple[str, list[str]]] | None = None) -> None:
         self.settings = settings
         self.path = Path(state_dir) / CHECKPOINT
         self.live = LiveMetrics()
         self.offsets: dict[str, dict[int, int]] = {}
         self.lines = {"accepted": 0, "rejected": 0, "implausible": 0}
         self.served_records = {"accepted": 0, "rejected": 0}
+        self.safety: Counter[str] = Counter()
+        """Served lists by ``audience`` and unsafe movies by ``unsafe|audience|reason``."""
+        self._judge = safety
         self._costs = costs
         self._cost_cache: dict[str, float] = {}
         self.lock = threading.Lock()
@@ -81,6 +89,7 @@ class Monitor:
         self.exported.restore(self.live.state())
         self.exported_lines = dict(self.lines)
         self.exported_served = dict(self.served_records)
+        self.exported_safety = dict(self.safety)
 
     # -- checkpoint -------------------------------------------------------------------------
 
@@ -95,12 +104,13 @@ class Monitor:
                         for t, parts in doc["offsets"].items()}
         self.lines.update(doc.get("lines", {}))
         self.served_records.update(doc.get("served_records", {}))
+        self.safety.update(doc.get("safety", {}))
         log.info("resumed from %s at offsets %s", self.path, self.offsets)
 
     def checkpoint(self) -> None:
         with self.lock:
             doc = {"offsets": self.offsets, "live": self.live.state(), "lines": self.lines,
-                   "served_records": self.served_records}
+                   "served_records": self.served_records, "safety": dict(self.safety)}
             text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
         make_dirs(self.path.parent)
         write_atomic(self.path, text.encode("utf-8"))
@@ -110,22 +120,48 @@ class Monitor:
             self.exported = exported
             self.exported_lines = dict(doc["lines"])
             self.exported_served = dict(doc["served_records"])
+            self.exported_safety = dict(doc["safety"])
 
     # -- feeding ----------------------------------------------------------------------------
 
     def feed(self, topic: str, partition: int, offset: int, value: bytes | None,
              written_ms: int) -> None:
         """One record of either topic, in the order read."""
+        record, judged = None, None
+        if topic == self.settings.served_topic:
+            try:
+                record = ServedRecord.from_json(value)  # type: ignore[arg-type]
+            except (ValueError, TypeError):
+                pass
+            else:
+                judged = self._judged(record)
         with self.lock:
             if topic == self.settings.served_topic:
-                try:
-                    self.live.served(ServedRecord.from_json(value))  # type: ignore[arg-type]
-                    self.served_records["accepted"] += 1
-                except (ValueError, TypeError):
+                if record is None:
                     self.served_records["rejected"] += 1
+                else:
+                    self.live.served(record)
+                    self.served_records["accepted"] += 1
+                if judged is not None:
+                    who, reasons = judged
+                    self.safety[who] += 1
+                    self.safety.update(f"unsafe|{who}|{r}" for r in reasons)
             else:
                 self._log_line(value or b"", written_ms, partition)
             self.offsets.setdefault(topic, {})[partition] = offset + 1
+
+    def _judged(self, record: ServedRecord) -> tuple[str, list[str]] | None:
+        """``safety(record)``, or None without a judge or when the store cannot answer
+        (counted as ``unjudged``: a store hiccup never stops the reader)."""
+        if self._judge is None or record.status != 200:
+            return None
+        try:
+            return self._judge(record)
+        except Exception as exc:
+            log.warning("safety check of %s failed: %s", record.request_id, exc)
+            with self.lock:
+                self.safety["unjudged"] += 1
+            return None
 
     def _log_line(self, value: bytes, written_ms: int, partition: int) -> None:
         self.live.log_written(written_ms)
@@ -275,10 +311,31 @@ class LiveCollector(Collector):
         for result, n in monitor.exported_served.items():
             served.add_metric([result], n)
         yield served
+        yield from _safety_families(monitor.exported_safety)
         clock = live.join.clock
         yield GaugeMetricFamily("movierec_online_log_time_seconds",
                                 "Latest event time read from the log (unix seconds, as UTC)",
                                 value=0.0 if clock is None else clock.replace(tzinfo=UTC).timestamp())
+
+
+def _safety_families(totals: dict[str, int]) -> Iterator[Any]:
+    """The safety totals as two counters: lists judged by audience (always the three
+    audiences, so a dashboard shows 0 rather than nothing) and unsafe movies served."""
+    lists = CounterMetricFamily("movierec_online_lists_safety_judged",
+                                "Served lists judged for minors, by audience",
+                                labels=["audience"])
+    for who in (ADULT, MINOR, UNKNOWN_AGE, "unjudged"):
+        lists.add_metric([who], totals.get(who, 0))
+    unsafe = CounterMetricFamily("movierec_online_unsafe_served",
+                                 "Unsafe movies (adult, R, NC-17, X or unverified) served in "
+                                 "lists to minors or users of unknown age",
+                                 labels=["audience", "reason"])
+    for key, n in sorted(totals.items()):
+        if key.startswith("unsafe|"):
+            _, who, reason = key.split("|", 2)
+            unsafe.add_metric([who, reason], n)
+    yield lists
+    yield unsafe
 
 
 def registry_for(monitor: Monitor) -> CollectorRegistry:

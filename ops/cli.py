@@ -155,6 +155,7 @@ def infra_fetch() -> None:
 
 def settings_classes() -> list[type]:
     """Every process's settings class, in the order `movierec config` lists them."""
+    from audit.settings import AuditSettings
     from online_eval.settings import OnlineSettings
     from ops.demo.settings import DemoSettings
     from ops.stack.settings import StackSettings
@@ -166,7 +167,7 @@ def settings_classes() -> list[type]:
     from stream_consumer.settings import ConsumerSettings
 
     return [LogSettings, StackSettings, WireSettings, SimSettings, ApiSettings, ConsumerSettings,
-            TrainSettings, ServeSettings, OnlineSettings, LoopSettings, DemoSettings]
+            TrainSettings, ServeSettings, OnlineSettings, LoopSettings, AuditSettings, DemoSettings]
 
 
 def all_settings() -> list[tuple[str, str, str]]:
@@ -238,6 +239,7 @@ def eval_group() -> None:
 
 
 def _register_components() -> None:
+    from audit.cli import audit
     from load_tests.loadtest import loadtest
     from online_eval.cli import live, online
     from ops.demo.cli import demo
@@ -261,6 +263,7 @@ def _register_components() -> None:
     main.add_command(experiment)
     main.add_command(demo)
     main.add_command(loadtest)
+    main.add_command(audit)
 
 
 _register_components()

@@ -8,7 +8,7 @@
   back.
 - ``profile_of`` / ``needs_minor_filter``: the user's ``Profile`` (demographics and the
   titles matched in the self-description), and whether the answer must be minor-safe.
-- ``unsafe_for_minors``: one movie's stored metadata judged for minors.
+- ``unsafe_for_minors`` / ``unsafe_reason``: one movie's stored metadata judged for minors.
 - ``Answer`` / ``format_answer``: what the request path returns, and its wire form
   (section 2 of the MLiP interface: ids joined by "," on one line, nothing else).
 
@@ -58,6 +58,7 @@ accompanying adult, NC-17 = no one 17 and under admitted; X is NC-17's predecess
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() would accept "²" and "٣"
 _RATING_NOISE = re.compile(r"[\s_-]+")
 _NOT_ADULT = frozenset({"0", "false"})
+_ADULT = frozenset({"1", "true"})
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,18 @@ def profile_of(state: UserState, matcher: Matcher | None) -> Profile:
                    disliked=disliked)
 
 
+MINOR, UNKNOWN_AGE, ADULT = "minor", "unknown_age", "adult"
+"""Audiences of a list: an age under 18 on file, no plausible age on file, 18 or more."""
+
+
+def audience(age: int | None) -> str:
+    """Whose list it is, for the minor filter and the safety audit: MINOR, UNKNOWN_AGE
+    (served the minor-safe catalog too) or ADULT."""
+    if age is None:
+        return UNKNOWN_AGE
+    return MINOR if age < ADULT_AGE else ADULT
+
+
 def needs_minor_filter(state: UserState) -> bool:
     """True unless the profile holds a plausible age of at least 18: under 18, no
     profile yet, or a junk age all get the minor-safe catalog (see the module docstring)."""
@@ -172,18 +185,29 @@ def needs_minor_filter(state: UserState) -> bool:
 
 def unsafe_for_minors(meta: Mapping[str, str] | None) -> bool:
     """Whether one movie's stored metadata (the consumer's string fields) rules it out
-    for minors: ``adult`` set, or ``content_rating`` R, NC-17 (NC17) or X, any case.
+    for minors (``unsafe_reason`` is not None)."""
+    return unsafe_reason(meta) is not None
+
+
+def unsafe_reason(meta: Mapping[str, str] | None) -> str | None:
+    """Why one movie's stored metadata rules it out for minors, or None when it does not:
+    ``no_metadata`` (none, or no readable ``adult`` flag), ``adult`` (the flag set), or
+    ``rating_R``/``rating_NC17``/``rating_X`` (``content_rating``, any case and spelling).
 
     Unknown counts as unsafe: no metadata at all, or metadata without a readable
     ``adult`` flag (the enricher's record of an id the API did not know holds only
     ``unknown``). With ``adult`` "0" and no content rating (older offerings have none)
-    the flag alone decides."""
+    the flag alone decides. The safety audit (``audit.safety``) judges served lists with
+    this same rule."""
     if not meta:
-        return True
-    if str(meta.get("adult", "")).strip().lower() not in _NOT_ADULT:
-        return True
+        return "no_metadata"
+    flag = str(meta.get("adult", "")).strip().lower()
+    if flag in _ADULT:
+        return "adult"
+    if flag not in _NOT_ADULT:
+        return "no_metadata"
     rating = _RATING_NOISE.sub("", str(meta.get("content_rating", ""))).upper()
-    return rating in UNSAFE_RATINGS
+    return f"rating_{rating}" if rating in UNSAFE_RATINGS else None
 
 
 def format_answer(movie_ids: Sequence[str]) -> str:

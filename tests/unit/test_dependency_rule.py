@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("consumer and models", ("stream_consumer", "recommender.models")),
     ("model data and registry", ("recommender",)),
     ("serving and offline evaluation", ("recommender.serving", "offline_eval")),
-    ("training and online evaluation", ("recommender.training", "online_eval")),
+    ("training and online evaluation", ("recommender.training", "online_eval", "audit")),
     ("the retraining loop", ("recommender.loop",)),
     ("roofs", ("ops", "load_tests", "benchmarks", "offline_eval.simulated")),
 ]
@@ -38,7 +38,7 @@ SIMULATOR_USERS = {"simulator", "ops", "load_tests", "benchmarks", "offline_eval
 evaluation against the truth), never the system's own packages."""
 
 PACKAGES = ("movierec", "stores", "recommender", "stream_consumer", "offline_eval",
-            "online_eval", "load_tests", "simulator", "ops", "benchmarks")
+            "online_eval", "audit", "load_tests", "simulator", "ops", "benchmarks")
 LEVEL = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
 ROOF = len(LAYERS) - 1
 NODES = sorted([*LEVEL, *OUTSIDE], key=len, reverse=True)
