@@ -52,7 +52,11 @@ GUNICORN_SOCKET = "gunicorn.socket"
 
 
 class Forbidden(ServingError):
-    """An admin call without the right token (or with admin disabled)."""
+    """An admin call while admin is disabled (no token configured): 403."""
+
+
+class Unauthorized(ServingError):
+    """An admin call without the right token: 401 with a Bearer challenge (RFC 6750)."""
 
 
 class StoppableModels(Models, Protocol):
@@ -119,7 +123,7 @@ def create_app(settings: ServeSettings, *, services: Services,
             raise Forbidden("admin endpoints are disabled (set MOVIEREC_SERVE_ADMIN_TOKEN)")
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise Forbidden("missing or wrong admin token")
+            raise Unauthorized("missing or wrong admin token")
 
     @app.before_request
     def _start() -> None:
@@ -181,9 +185,12 @@ def create_app(settings: ServeSettings, *, services: Services,
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or "experiment" not in body:
             raise BadRequest('send JSON {"experiment": {...} or null, "reason": "..."}')
+        reason = body.get("reason", "admin")
+        if not isinstance(reason, str):
+            raise BadRequest('"reason" must be a string')
         spec = body["experiment"]
         experiment = None if spec is None else Experiment.from_dict(spec)
-        generation = services.experiments.write(experiment, reason=str(body.get("reason", "admin")))
+        generation = services.experiments.write(experiment, reason=reason)
         services.models.wake()  # the watcher loads the arms' models on its own thread
         return _json({"generation": generation,
                       "experiment": experiment.to_dict() if experiment else None})
@@ -208,12 +215,19 @@ def create_app(settings: ServeSettings, *, services: Services,
             return _text(str(exc), 400)
         if isinstance(exc, Forbidden):
             return _text(str(exc), 403)
+        if isinstance(exc, Unauthorized):
+            return _text(str(exc), 401, **{"WWW-Authenticate": 'Bearer realm="movierec admin"'})
         if isinstance(exc, (FeaturesUnavailable, ModelUnavailable)):
             return _text(f"unavailable: {exc}", 503)
         if isinstance(exc, ServingError):
             return _text(str(exc), 500)
         if isinstance(exc, HTTPException):
-            return _text(f"{exc.code} {exc.name}", exc.code or 500)
+            answer = _text(f"{exc.code} {exc.name}", exc.code or 500)
+            # the exception's own headers, e.g. 405's Allow (RFC 9110 sec. 15.5.6 requires it)
+            for name, value in exc.get_headers():
+                if name.lower() != "content-type":
+                    answer.headers[name] = value
+            return answer
         app.logger.exception("unhandled error on %s", request.path)
         return _text("internal error", 500)
 
@@ -245,7 +259,7 @@ def queue_age(environ: dict, metrics: ServingMetrics) -> float:
 def _time_ms(text: str | None) -> int:
     """``at`` of /provenance: epoch milliseconds or ISO-8601 (UTC when zone-less); now if
     missing."""
-    if not text:
+    if text is None:
         return int(time.time() * 1000)
     if text.isascii() and text.isdigit() and len(text) <= 15:
         return int(text)

@@ -249,9 +249,11 @@ def test_admin_needs_the_token(world, tmp_path):
     client, services, _ = world
     spec = {"id": "ab1", "arms": [{"name": "als", "model": "champion", "share": 0.5},
                                   {"name": "pop", "model": "baseline", "share": 0.5}]}
-    assert client.put("/admin/experiment", json={"experiment": spec}).status_code == 403
+    anonymous = client.put("/admin/experiment", json={"experiment": spec})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
     wrong = {"Authorization": "Bearer nope"}
-    assert client.put("/admin/experiment", json={"experiment": spec}, headers=wrong).status_code == 403
+    assert client.put("/admin/experiment", json={"experiment": spec}, headers=wrong).status_code == 401
     ok = {"Authorization": "Bearer s3cret"}
     r = client.put("/admin/experiment", json={"experiment": spec, "reason": "test"}, headers=ok)
     assert r.status_code == 200 and r.json["experiment"]["id"] == "ab1"
@@ -384,3 +386,12 @@ def test_without_a_readable_socket_nothing_is_shed(world):
     samples = _queue_samples(client)
     assert samples["movierec_serve_queue_age_unreadable_total[]"] == 1
     assert samples["movierec_serve_queue_seconds_count[]"] == 0
+
+
+def test_model_swap_results_exist_at_zero_before_any_swap() -> None:
+    """A first rejection must be a rise from 0 that increase() sees (MovierecModelRejected),
+    not a new series that starts at 1."""
+    metrics = ServingMetrics.create()
+    for result in ("loaded", "rejected"):
+        assert metrics.registry.get_sample_value("movierec_serve_model_swaps_total",
+                                                 {"result": result}) == 0.0
