@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from recommender.dataset import read_events
@@ -13,13 +14,31 @@ from recommender.models.profiles import Profiles
 from recommender.runtimes import api_runtimes
 from recommender.training.pipeline import PipelineError, TrainInputs
 from recommender.training.settings import TrainSettings
+from recommender.training.shilling_filter import exclude_campaigns
 from stores.event_manifest import EventStoreError, snapshot_provenance
-from stores.event_store import EventStore
+from stores.event_store import EventStore, Snapshot
 from stores.keys import Keys
 from stores.online import OnlineStoreError
 from stores.redis_online import RedisOnlineStore
 
 log = logging.getLogger(__name__)
+
+
+def _without_campaigns(store: EventStore, snapshot: Snapshot, events: pa.Table,
+                       settings: TrainSettings) -> tuple[pa.Table, dict]:
+    """``events`` without the accounts of detected shilling campaigns, and the summary
+    the run's data provenance keeps (``shilling_filter``)."""
+    try:
+        signups = store.read_table(snapshot, columns=["time", "kind", "user_id"], sort=False)
+    except EventStoreError as exc:
+        raise PipelineError(f"event store {settings.store_dir}: {exc}") from exc
+    signups = signups.filter(pc.equal(pc.cast(signups["kind"], pa.string()), "account"))
+    kept, _, summary = exclude_campaigns(events, signups, scale_max=settings.rating_scale)
+    if summary["campaigns"]:
+        log.warning("left out %d accounts of %d shilling campaign(s) on %s (%d rows)",
+                    summary["excluded_accounts"], summary["campaigns"],
+                    ", ".join(summary["targets"][:5]), summary["excluded_rows"])
+    return kept, summary
 
 
 def load_inputs(settings: TrainSettings, *, snapshot_id: str | None = None,
@@ -42,6 +61,8 @@ def load_inputs(settings: TrainSettings, *, snapshot_id: str | None = None,
         raise PipelineError(f"the event store at {settings.store_dir} has no watch or rate "
                             f"events for topic {settings.kafka_topic!r}")
     data = snapshot_provenance(snapshot)
+    if settings.train_shilling == "exclude":
+        events, data["shilling"] = _without_campaigns(store, snapshot, events, settings)
     if settings.train_profiles == "none":
         return TrainInputs(events, data)
     online = RedisOnlineStore.connect(settings.redis_url, Keys(settings.redis_prefix), timeout_s=30)

@@ -34,6 +34,9 @@ class TrainSettings(KafkaSettings, RedisSettings, StoreSettings, WireSettings, R
         "redis", "Where user profiles come from: redis (the consumer's enriched profiles) or none",
         choices=("redis", "none"),
     )
+    train_shilling: str = setting(
+        "exclude", "Coordinated fake accounts (recommender/shilling.py): exclude (leave every "
+                   "detected campaign's accounts out of training) or off", choices=("exclude", "off"))
     train_threads: int = setting(0, "Threads for model fitting and batch scoring (0: all cores)", min=0)
     train_use_tuned: bool = setting(
         True, "Train with the best parameters of the latest recorded search (movierec tune) "
