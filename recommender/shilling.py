@@ -10,9 +10,12 @@ attack detection (Zhang et al., "Detecting profile injection attacks", 2006; Xia
 2015), with a binomial test instead of a fixed threshold:
 
 - an account is *young* at a rating when the rating comes within ``young_s`` of the
-  account's birth (its sign-up line, or its first event when the log has none);
-- ``g``, the share of all extreme ratings (the scale's top, or its bottom) given by young
-  accounts, is the baseline, measured on the same data;
+  account's birth: its sign-up line, or else its first event of any kind (a watch
+  counts), unless that first event falls in the first ``young_s`` of the data, where an
+  old account seen for the first time cannot be told from a new one (``births``);
+- ``g``, the share of extreme ratings (the scale's top, or its bottom) given by young
+  accounts to the *other* movies, is the baseline of each movie's test, measured on the
+  same data (leaving the movie out keeps a large campaign from raising its own bar);
 - for each movie and direction, every window of ``window_s`` that starts at one of its
   young extreme ratings is tested: with ``n`` distinct raters giving that extreme in the
   window, ``k`` of them young, the window is a campaign when ``k >= min_accounts``,
@@ -84,42 +87,59 @@ def detect(users: np.ndarray, movies: np.ndarray, times_s: np.ndarray, ratings: 
            born_s: dict[int, float], *, scale_max: int, rule: BurstRule = BurstRule()
            ) -> Detection:
     """Campaigns among ratings given as parallel arrays (user ids, movie ids, times in
-    seconds, stars from 1 to ``scale_max``). ``born_s`` maps a user to their sign-up
-    time; users missing from it are born at their first rating here."""
+    seconds, stars from 1 to ``scale_max``). ``born_s`` maps a user to their birth
+    (``births``); users missing from it are taken as old, born before the data."""
     users = np.asarray(users, dtype=np.int64)
     times_s = np.asarray(times_s, dtype=np.float64)
     ratings = np.asarray(ratings)
     movies = np.asarray(movies)
     if len(users) == 0:
         return Detection()
-    born = _births(users, times_s, born_s)
+    born = _births(users, born_s)
     young = (times_s - born) <= rule.young_s
     out = Detection()
     extreme = (ratings >= scale_max) | (ratings <= 1)
     out.extreme_ratings = int(extreme.sum())
     if out.extreme_ratings == 0:
         return out
-    g = float(young[extreme].mean())
-    out.baseline_young_share = g
+    young_extreme, n_extreme = int((young & extreme).sum()), out.extreme_ratings
+    out.baseline_young_share = young_extreme / n_extreme
+    per_movie = _counts(movies[extreme])
+    young_per_movie = _counts(movies[young & extreme])
     for direction, mask in ((PUSH, ratings >= scale_max), (NUKE, ratings <= 1)):
         chosen = np.flatnonzero(mask)
         order = np.lexsort((times_s[chosen], movies[chosen]))
         rows = chosen[order]
         bounds = np.flatnonzero(movies[rows][1:] != movies[rows][:-1]) + 1
         for group in np.split(rows, bounds):
-            if int(young[group].sum()) >= rule.min_accounts:
-                out.campaigns += _bursts(group, users, times_s, young, g, direction,
-                                         str(movies[group[0]]), rule)
+            if int(young[group].sum()) < rule.min_accounts:
+                continue
+            movie = movies[group[0]]
+            rest = n_extreme - per_movie.get(movie, 0)
+            g = (young_extreme - young_per_movie.get(movie, 0)) / rest if rest else 0.0
+            out.campaigns += _bursts(group, users, times_s, young, g, direction, str(movie),
+                                     rule)
     return out
 
 
-def _births(users: np.ndarray, times_s: np.ndarray, born_s: dict[int, float]) -> np.ndarray:
-    """Each row's user's birth time: their sign-up, or their first rating here."""
-    first: dict[int, float] = {}
-    for user, t in zip(users.tolist(), times_s.tolist(), strict=True):
-        if t < first.get(user, np.inf):
-            first[user] = t
-    return np.array([born_s.get(u, first[u]) for u in users.tolist()], dtype=np.float64)
+def births(signups_s: dict[int, float], first_seen_s: dict[int, float], *,
+           data_start_s: float, young_s: float = BurstRule.young_s) -> dict[int, float]:
+    """Each user's birth for ``detect``: the sign-up time where the log has one, else the
+    first event of any kind, but only when it comes more than ``young_s`` after the
+    data's start (before that an old account's first appearance looks like a birth)."""
+    out = {u: t for u, t in first_seen_s.items() if t - data_start_s > young_s}
+    out.update(signups_s)
+    return out
+
+
+def _counts(values: np.ndarray) -> dict:
+    keys, counts = np.unique(values, return_counts=True)
+    return dict(zip(keys.tolist(), counts.tolist(), strict=True))
+
+
+def _births(users: np.ndarray, born_s: dict[int, float]) -> np.ndarray:
+    """Each row's user's birth time (-inf: old, born before the data)."""
+    return np.array([born_s.get(u, -np.inf) for u in users.tolist()], dtype=np.float64)
 
 
 def _bursts(group: np.ndarray, users: np.ndarray, times_s: np.ndarray, young: np.ndarray,
@@ -138,7 +158,7 @@ def _bursts(group: np.ndarray, users: np.ndarray, times_s: np.ndarray, young: np
         k, n = len(accounts), len(raters)
         if k < rule.min_accounts or k / n < rule.min_share:
             continue
-        p = float(binom.sf(k - 1, n, g)) if g < 1 else 1.0
+        p = float(binom.sf(k - 1, n, g)) if g < 1 else 1.0  # g = 0: any young rater is news
         if p < rule.alpha:
             found.append(Campaign(movie, direction, float(t[i]), float(t[j - 1]),
                                   frozenset(int(u) for u in accounts), n, n * g, p))

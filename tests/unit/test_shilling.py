@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recommender.shilling import NUKE, PUSH, BurstRule, Detection, detect
+from recommender.shilling import NUKE, PUSH, BurstRule, Detection, births, detect
 
 DAY, HOUR = 86_400.0, 3_600.0
 rng = np.random.default_rng(7)
@@ -52,9 +52,19 @@ def test_a_push_campaign_on_an_obscure_movie_is_found_with_exactly_its_accounts(
     assert c.p_value < 1e-6 and c.expected < 5
 
 
-def test_accounts_without_a_sign_up_line_are_born_at_their_first_rating() -> None:
+def test_accounts_without_a_sign_up_line_are_born_at_their_first_event() -> None:
     rows = organic() + campaign(10_000, 30, "m190", 12 * DAY)
-    assert run(rows, BORN_OLD).accounts == frozenset(range(10_000, 10_030))
+    first: dict[int, float] = {}
+    for user, _, t, _ in rows:
+        first[user] = min(t, first.get(user, np.inf))
+    born = births({}, first, data_start_s=0.0)
+    assert run(rows, born).accounts == frozenset(range(10_000, 10_030))
+    # the same campaign in the data's first week: its accounts' first events cannot be
+    # told from old accounts appearing for the first time, and are not taken as births
+    early = organic() + campaign(10_000, 30, "m190", 2 * DAY)
+    assert births({}, {10_000: 2 * DAY}, data_start_s=0.0) == {}
+    assert births({10_000: 2 * DAY}, {10_000: 2 * DAY}, data_start_s=0.0) == {10_000: 2 * DAY}
+    assert run(early, {}).campaigns == []
 
 
 def test_a_nuke_campaign_is_found_too() -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 
-from recommender.training.shilling_filter import births, exclude_campaigns
+from recommender.training.shilling_filter import exclude_campaigns, first_times
 
 T0 = datetime(2025, 3, 1)
 rng = np.random.default_rng(3)
@@ -44,7 +44,7 @@ def test_campaign_accounts_lose_every_row_and_the_summary_says_so() -> None:
                      ).select(["time", "user_id"])
     # naive site times read as UTC seconds, the clock every event time here shares
     signed_up = T0 + timedelta(seconds=10 * day - 60)
-    assert births(accounts)[9_000] == signed_up.replace(tzinfo=UTC).timestamp()
+    assert first_times(accounts)[9_000] == signed_up.replace(tzinfo=UTC).timestamp()
     kept, found, summary = exclude_campaigns(events, accounts, scale_max=5)
     assert found.accounts == frozenset(attackers)
     assert summary["targets"] == ["obscure"] and summary["excluded_accounts"] == 20
