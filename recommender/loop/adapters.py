@@ -120,6 +120,7 @@ def train(settings: LoopSettings, registry: Registry) -> Trained:
     trained = choose_challenger(report, settings.gate_metric,
                                 has_champion=effects.CHAMPION_ALIAS in registry.aliases())
     return Trained(trained.challenger, {"snapshot": inputs.data.get("snapshot_id"),
+                                        "shilling": inputs.data.get("shilling"),
                                         **trained.numbers})
 
 

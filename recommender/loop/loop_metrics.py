@@ -9,6 +9,9 @@ and make ``increase()`` guess); stage durations are observed in the running proc
 - ``movierec_loop_last_update_timestamp_seconds``: when the champion last changed by the
   loop (0: never), and ``movierec_loop_seconds_since_update`` (since the loop's first
   cycle when it never promoted): the "no model update for too long" alert reads it.
+- ``movierec_loop_shilling_campaigns`` and ``movierec_loop_shilling_accounts_excluded``:
+  what the last training left out as coordinated fake accounts
+  (``recommender.shilling``; 0 before any training).
 - ``movierec_loop_action_duration_seconds{action}``: how long each action took.
 """
 
@@ -69,6 +72,15 @@ class JournalCollector(Collector):
         yield GaugeMetricFamily("movierec_loop_last_update_timestamp_seconds",
                                 "When the loop last promoted a model (unix seconds; 0: never)",
                                 value=last)
+        trained = next((e for c in reversed(cycles) for e in reversed(c.entries)
+                        if e["stage"] == "trained"), None)
+        shilling = ((trained or {}).get("numbers") or {}).get("shilling") or {}
+        yield GaugeMetricFamily("movierec_loop_shilling_campaigns",
+                                "Shilling campaigns the last training found (its accounts "
+                                "were left out)", value=float(shilling.get("campaigns", 0)))
+        yield GaugeMetricFamily("movierec_loop_shilling_accounts_excluded",
+                                "Accounts the last training left out as coordinated fakes",
+                                value=float(shilling.get("excluded_accounts", 0)))
         since_first = cycles[0].started.timestamp() if cycles else time.time()
         yield GaugeMetricFamily("movierec_loop_seconds_since_update",
                                 "Seconds since the loop last promoted a model (or since its "

@@ -50,6 +50,20 @@ def test_metrics_count_cycles_from_the_journal_and_show_a_running_canary(tmp_pat
     assert sample(text, "movierec_loop_seconds_since_update") > 0
 
 
+def test_metrics_show_what_the_last_training_left_out_as_shilling(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    write(journal, PROMOTION)  # trained before shilling was recorded: nothing to show
+    text = generate_latest(LoopMetrics.create(journal).registry).decode()
+    assert sample(text, "movierec_loop_shilling_campaigns") == 0.0
+    found = {"campaigns": 2, "excluded_accounts": 57, "targets": ["a", "b"]}
+    write(journal, [entry("c2", Stage.TRIGGERED, 100, trigger="schedule"),
+                    entry("c2", Stage.TRAINED, 105, challenger="v3",
+                          numbers={"shilling": found})])
+    text = generate_latest(LoopMetrics.create(journal).registry).decode()
+    assert sample(text, "movierec_loop_shilling_campaigns") == 2.0
+    assert sample(text, "movierec_loop_shilling_accounts_excluded") == 57.0
+
+
 def test_status_prints_the_timeline_and_json(tmp_path: Path) -> None:
     env = {"MOVIEREC_LOOP_DIR": str(tmp_path)}
     write(Journal(tmp_path / "journal.jsonl"), PROMOTION)
