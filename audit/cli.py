@@ -55,3 +55,65 @@ def safety(since_min: float | None, out_dir: Path | None, as_json: bool) -> None
         click.echo(f"safety: {'PASS' if built.passed else 'FAIL'}: {built.result}")
         click.echo("report: " + ", ".join(str(p) for p in paths))
     sys.exit(0 if built.passed else 1)
+
+
+@audit.command("fairness")
+@click.option("--since-min", type=float, help="Only what was written in the last N minutes "
+                                              "(default: the whole log).")
+@click.option("--window-min", type=float, default=30.0, show_default=True,
+              help="A list is taken when a listed film starts within this many minutes.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              help="Report folder (default MOVIEREC_AUDIT_REPORTS_DIR/fairness).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report's JSON.")
+def fairness(since_min: float | None, window_min: float, out_dir: Path | None,
+             as_json: bool) -> None:
+    """Outcomes by age group and gender (take rate with intervals, minutes per list) and
+    exposure of long-tail and older movies against their demand, from the event log."""
+    from audit import fairness as core
+    from audit import fairness_log, fairness_report, report, telemetry
+    from audit.settings import AuditSettings
+    from movierec.settings import load
+    from stores.keys import Keys
+    from stores.redis_online import RedisOnlineStore
+
+    settings = load(AuditSettings)
+    store = RedisOnlineStore.connect(settings.redis_url, Keys(settings.redis_prefix),
+                                     timeout_s=10)
+    ages = telemetry.GroupOf(store, lambda f: core.age_group(f[0]))
+    genders = telemetry.GroupOf(store, lambda f: core.gender_group(f[1]))
+    by_age, by_gender = fairness_log.joins(ages, genders, window_min)
+    since_ms = None if since_min is None else int((time.time() - since_min * 60) * 1000)
+    read = fairness_log.read_fairness(
+        settings.kafka_bootstrap, settings.kafka_topic, by_age, by_gender,
+        rating_scale=settings.rating_scale, timeout_s=settings.audit_read_timeout_s,
+        idle_s=10.0, written_since_ms=since_ms)
+    overall, age_results = core.judge_groups(by_age.finish())
+    _, gender_results = core.judge_groups(by_gender.finish())
+    exposed = core.exposure(read.lists)
+    meta = telemetry.movie_meta(store, set(exposed) | set(read.started))
+    popularity = {m: float(f["popularity"]) for m, f in meta.items()
+                  if f and _is_number(f.get("popularity"))}
+    tail = set(meta) - core.head_movies(popularity)
+    old = {m for m, f in meta.items() if (y := core.release_year(f)) and y < core.OLD_BEFORE_YEAR}
+    providers = [core.judge_provider("long tail", tail, exposed, read.started),
+                 core.judge_provider(f"released before {core.OLD_BEFORE_YEAR}", old, exposed,
+                                     read.started)]
+    window = "the whole log" if since_min is None else f"the last {since_min:g} min"
+    built = fairness_report.build(overall, age_results, gender_results, providers,
+                                  source=f"topic {settings.kafka_topic} ({window})",
+                                  lists=len(read.lists))
+    paths = report.write(built, out_dir or settings.audit_reports_dir / "fairness")
+    if as_json:
+        click.echo(json.dumps(built.as_json(), indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(f"fairness: {'PASS' if built.passed else 'FAIL'}: {built.result}")
+        click.echo("report: " + ", ".join(str(p) for p in paths))
+    sys.exit(0 if built.passed else 1)
+
+
+def _is_number(text: object) -> bool:
+    try:
+        float(str(text))
+    except ValueError:
+        return False
+    return True

@@ -6,11 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from movierec.settings import KafkaSettings, RedisSettings, ServedTopicSettings, setting
+from movierec.settings import (
+    KafkaSettings,
+    RedisSettings,
+    ServedTopicSettings,
+    WireSettings,
+    setting,
+)
 
 
 @dataclass(frozen=True)
-class AuditSettings(KafkaSettings, RedisSettings, ServedTopicSettings):
+class AuditSettings(KafkaSettings, RedisSettings, ServedTopicSettings, WireSettings):
     """The broker and topics the audits read, the online store, the reports' folder."""
 
     audit_reports_dir: Path = setting(

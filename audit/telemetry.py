@@ -3,7 +3,7 @@ metadata from the online store. Thin adapters; the judging is in the pure cores.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from movierec.kafka_read import read_once
@@ -65,3 +65,26 @@ def movie_meta(store: OnlineStore, movies: Iterable[str]) -> dict[str, dict[str,
         for movie, fields in store.movies(list(chunk)).items():
             out[movie] = fields or None
     return out
+
+
+class GroupOf(Mapping[int, str]):
+    """user id -> group label, looked up in the online store the first time a user is
+    asked for (``OutcomeJoin`` asks with ``get`` as it meets each list); ``label`` makes
+    the group from the profile's (age, gender, occupation)."""
+
+    def __init__(self, store: OnlineStore,
+                 label: Callable[[tuple[int | None, str | None, str | None]], str]) -> None:
+        self.store, self.label = store, label
+        self.known: dict[int, str] = {}
+
+    def __getitem__(self, user: int) -> str:
+        if user not in self.known:
+            fields = self.store.profiles([user]).get(user) or {}
+            self.known[user] = self.label(profile_fields(fields))
+        return self.known[user]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.known)
+
+    def __len__(self) -> int:
+        return len(self.known)
