@@ -157,6 +157,7 @@ def settings_classes() -> list[type]:
     """Every process's settings class, in the order `movierec config` lists them."""
     from audit.settings import AuditSettings
     from online_eval.settings import OnlineSettings
+    from ops.dashboard.settings import DashboardSettings
     from ops.demo.settings import DemoSettings
     from ops.stack.settings import StackSettings
     from recommender.loop.settings import LoopSettings
@@ -167,7 +168,8 @@ def settings_classes() -> list[type]:
     from stream_consumer.settings import ConsumerSettings
 
     return [LogSettings, StackSettings, WireSettings, SimSettings, ApiSettings, ConsumerSettings,
-            TrainSettings, ServeSettings, OnlineSettings, LoopSettings, AuditSettings, DemoSettings]
+            TrainSettings, ServeSettings, OnlineSettings, LoopSettings, AuditSettings, DemoSettings,
+            DashboardSettings]
 
 
 def all_settings() -> list[tuple[str, str, str]]:
@@ -242,6 +244,7 @@ def _register_components() -> None:
     from audit.cli import audit
     from load_tests.loadtest import loadtest
     from online_eval.cli import live, online
+    from ops.dashboard.cli import dashboard
     from ops.demo.cli import demo
     from recommender.loop.cli import loop
     from recommender.serving.cli import experiment, serve
@@ -263,6 +266,7 @@ def _register_components() -> None:
     main.add_command(experiment)
     main.add_command(demo)
     main.add_command(loadtest)
+    main.add_command(dashboard)
     main.add_command(audit)
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system programs the local stack runs: Java 17+, Maven, redis-server,
-# prometheus (+ promtool), prometheus-alertmanager, and wrk for the serving benchmark. Fast and silent when everything is already there.
+# prometheus (+ promtool), prometheus-alertmanager, wrk for the serving benchmark, and
+# chromium with its driver for the dashboard's browser test. Fast and silent when everything is already there.
 # As root it uses apt-get; otherwise it says what to install.
 set -euo pipefail
 
@@ -12,6 +13,9 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)  # the serving benchmark (benchmarks/serve.py)
+# the dashboard's browser test (tests/e2e/test_dashboard.py) drives Debian's Chromium
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

@@ -96,6 +96,7 @@ def _whats_running(plan: DemoPlan, result: dict, total_s: float) -> str:
     var = plan.stack.var_dir
     return "\n".join([
         f"The demo took {total_s / 60:.1f} minutes. Everything keeps running:",
+        f"  the team's dashboard  {plan.dashboard_url}   <- open this: the whole system, live",
         f"  recommendation API  {plan.serve_url}/recommend/<userid>   (try user {trace['user']})",
         f"  its metrics         {plan.serve_url}/metrics",
         f"  consumer metrics    http://127.0.0.1:{plan.consumer.metrics_port}/metrics",

@@ -1,5 +1,5 @@
 """The demo's stages, in order: stack, world, backfill, consume, train, serve,
-online, loop, live, verdict, report.
+online, dashboard, loop, live, verdict, report.
 
 Each stage runs the project's own commands (``movierec sim backfill``, ``movierec
 consume``, ``movierec train``, ``movierec serve``, ``movierec sim live``) exactly as a
@@ -23,6 +23,7 @@ from movierec.kafka_admin import group_lag
 from movierec.settings import load
 from online_eval.settings import OnlineSettings
 from ops import stack
+from ops.dashboard.settings import DashboardSettings
 from ops.demo import reset
 from ops.demo import stages as stages_mod
 from ops.demo.settings import DemoSettings
@@ -34,8 +35,8 @@ from simulator.api import ApiSettings
 from simulator.settings import SimSettings
 from stream_consumer.settings import ConsumerSettings
 
-STAGES = ("stack", "world", "backfill", "consume", "train", "serve", "online", "loop",
-          "live", "verdict", "report")
+STAGES = ("stack", "world", "backfill", "consume", "train", "serve", "online", "dashboard",
+          "loop", "live", "verdict", "report")
 MODEL_ARM, CHALLENGER_ARM = "champion", "challenger"
 """The canary's arms (``recommender.loop.effects``)."""
 LOOP_CHECK_S = 3.0
@@ -73,6 +74,7 @@ class DemoPlan:
     train: TrainSettings
     serve: ServeSettings
     online: OnlineSettings
+    dashboard: DashboardSettings
     environ: dict[str, str]
     overridden: dict[str, str]
 
@@ -105,7 +107,7 @@ class DemoPlan:
         return cls(demo=demo, stack=stack, sim=load(SimSettings, env), api=api,
                    consumer=load(ConsumerSettings, env), train=load(TrainSettings, env),
                    serve=load(ServeSettings, env), online=load(OnlineSettings, env),
-                   environ=env, overridden=overridden)
+                   dashboard=load(DashboardSettings, env), environ=env, overridden=overridden)
 
     @property
     def demo_dir(self) -> Path:
@@ -128,6 +130,10 @@ class DemoPlan:
     @property
     def serve_url(self) -> str:
         return f"http://127.0.0.1:{self.serve.serve_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard.dashboard_port}/"
 
     @property
     def api_url(self) -> str:
@@ -197,6 +203,10 @@ def run(plan: DemoPlan, stages: Stages, *, reset_data: bool) -> Outcome:
                    "as graders count them (availability, take rate, cost), for Prometheus",
                    movierec("eval", "live", "--from-now"), env=env,
                    ready=lambda: http_ok(online_metrics))
+    stages.service("dashboard", f"the team's dashboard on {plan.dashboard_url}: service, "
+                   "data, model and alerts, live from Prometheus and the stores",
+                   movierec("dashboard"), env=env,
+                   ready=lambda: http_ok(f"{plan.dashboard_url}health"))
     loop_env = {**env, "MOVIEREC_LOOP_CHECK_S": f"{LOOP_CHECK_S:g}",
                 "MOVIEREC_LOOP_CANARY_SHARE": f"{d.demo_canary_share:g}",
                 "MOVIEREC_LOOP_CANARY_MAX_H": f"{(d.demo_live_s + VERDICT_GRACE_S) / 3600:.4f}",
@@ -321,7 +331,8 @@ def check_ports_free(plan: DemoPlan) -> None:
 
     for name, port in (("world", plan.api.sim_api_port), ("serve", plan.serve.serve_port),
                        ("consume", plan.consumer.metrics_port),
-                       ("online", plan.online.online_metrics_port)):
+                       ("online", plan.online.online_metrics_port),
+                       ("dashboard", plan.dashboard.dashboard_port)):
         if port and procs.owned_pid(plan.pid_file(name)) is None and procs.port_open(port):
             raise DemoError(f"port {port} (for {name}) is taken by a process the demo did not "
                             f"start; stop it, or move it (see `movierec config`)")

@@ -25,7 +25,7 @@ from ops.stack import procs
 if TYPE_CHECKING:
     from ops.demo.flow import DemoPlan
 
-SERVICES = ("loop", "online", "serve", "consume", "world")
+SERVICES = ("loop", "dashboard", "online", "serve", "consume", "world")
 """The demo's background processes, in the order they are stopped."""
 
 

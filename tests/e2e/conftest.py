@@ -79,8 +79,8 @@ def report(demo_env: dict[str, str]) -> dict:
             stdout, stderr = up.communicate(timeout=120)
             pytest.fail(f"demo up ran past {DEMO_TIMEOUT_S} s:\n{stdout[-4000:]}{stderr[-4000:]}")
     assert up.returncode == 0, stdout[-4000:] + stderr[-4000:]
-    for stage in ("stack", "world", "backfill", "consume", "train", "serve", "online", "loop",
-                  "live", "verdict", "report"):
+    for stage in ("stack", "world", "backfill", "consume", "train", "serve", "online",
+                  "dashboard", "loop", "live", "verdict", "report"):
         assert f"] {stage}: " in stdout and f"{stage} done in" in stdout, stage
     var = Path(demo_env["MOVIEREC_VAR_DIR"])
     assert (var / "demo" / "report.md").read_text().startswith("# movierec demo report")

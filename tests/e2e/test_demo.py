@@ -84,5 +84,6 @@ def test_status_then_down_stop_everything(report: dict, demo_env: dict[str, str]
     assert down.returncode == 1 and " up " not in down.stdout, down.stdout
     for port in ("MOVIEREC_SERVE_PORT", "MOVIEREC_SIM_API_PORT", "MOVIEREC_METRICS_PORT",
                  "MOVIEREC_ONLINE_METRICS_PORT", "MOVIEREC_LOOP_METRICS_PORT",
+                 "MOVIEREC_DASHBOARD_PORT",
                  "MOVIEREC_KAFKA_PORT", "MOVIEREC_REDIS_PORT"):
         assert not procs.port_open(int(demo_env[port])), port
