@@ -21,7 +21,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("consumer and models", ("stream_consumer", "recommender.models")),
     ("model data and registry", ("recommender",)),
     ("serving and offline evaluation", ("recommender.serving", "offline_eval")),
-    ("training and online evaluation", ("recommender.training", "online_eval", "audit")),
+    ("training and online evaluation", ("recommender.training", "online_eval")),
+    ("audits", ("audit",)),
     ("the retraining loop", ("recommender.loop",)),
     ("roofs", ("ops", "load_tests", "benchmarks", "offline_eval.simulated")),
 ]
