@@ -14,7 +14,7 @@ import movierec
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("movierec", "stores", "recommender", "stream_consumer", "offline_eval",
-            "online_eval", "load_tests", "simulator", "ops")
+            "online_eval", "audit", "load_tests", "simulator", "ops")
 PROJECT = {*PACKAGES, "benchmarks", "tests", "report", "log_lines", "consumer", "train"}
 TYPING_ONLY = {"_typeshed"}  # the type checker's own stubs, imported under TYPE_CHECKING
 
