@@ -246,6 +246,7 @@ def _register_components() -> None:
     from online_eval.cli import live, online
     from ops.dashboard.cli import dashboard
     from ops.demo.cli import demo
+    from ops.drills.cli import drill
     from recommender.loop.cli import loop
     from recommender.serving.cli import experiment, serve
     from recommender.training.cli import models, offline, train, tune
@@ -267,6 +268,7 @@ def _register_components() -> None:
     main.add_command(demo)
     main.add_command(loadtest)
     main.add_command(dashboard)
+    main.add_command(drill)
     main.add_command(audit)
 
 

@@ -181,12 +181,20 @@ class StreamConsumer:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     def update_lag(self) -> None:
+        """Set the lag gauges from the partitions' ends. A broker that does not answer
+        leaves them as they were: the loop goes on polling until it is back (``movierec
+        drill kafka-down`` found the consumer exiting here on a KafkaTimeoutError)."""
         assigned = list(self.consumer.assignment())
         if not assigned:
             return
-        ends = self.consumer.end_offsets(assigned)
-        for tp in assigned:
-            self.metrics.lag.labels(str(tp.partition)).set(max(0, ends[tp] - self.consumer.position(tp)))
+        try:
+            ends = self.consumer.end_offsets(assigned)
+            lags = {tp: max(0, ends[tp] - self.consumer.position(tp)) for tp in assigned}
+        except KafkaError as exc:
+            log.warning("lag not updated, the broker does not answer: %s", exc)
+            return
+        for tp, lag in lags.items():
+            self.metrics.lag.labels(str(tp.partition)).set(lag)
 
     def refresh_popularity(self, days: int = 14) -> int:
         clock = self.validator.clock
@@ -208,6 +216,7 @@ class StreamConsumer:
         try:
             while not self.stop.is_set():
                 got = self.step()
+                self.metrics.heartbeat.set(time.time())  # MovierecConsumerStalled reads it
                 now = time.monotonic()
                 if got:
                     last_lines = now

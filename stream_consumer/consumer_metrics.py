@@ -29,6 +29,7 @@ class ConsumerMetrics:
     dlq_fallbacks: Counter
     store_free: Gauge
     store_size: Gauge
+    heartbeat: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ConsumerMetrics:
@@ -68,6 +69,11 @@ class ConsumerMetrics:
                              "Free bytes on the event store's filesystem", registry=r),
             store_size=Gauge("movierec_event_store_filesystem_bytes",
                              "Size of the event store's filesystem in bytes", registry=r),
+            heartbeat=Gauge("movierec_consumer_heartbeat_timestamp_seconds",
+                            "Unix time (s) the consumer loop last finished a turn: a poll "
+                            "(at most MOVIEREC_CONSUMER_POLL_MS, lines or none) and the "
+                            "commit of the batch before it; frozen while the loop is stuck",
+                            registry=r),
         )
 
     def watch_disk(self, folder: Path) -> None:

@@ -44,7 +44,7 @@ class ServingMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ServingMetrics:
         r = registry or CollectorRegistry()
-        return cls(
+        metrics = cls(
             registry=r,
             requests=Counter("movierec_serve_requests_total",
                              "Requests by endpoint and HTTP status", ["endpoint", "status"],
@@ -78,6 +78,11 @@ class ServingMetrics:
                                   "Requests whose client socket gave no TCP_INFO (queue age "
                                   "taken as 0, never shed)", registry=r),
         )
+        # Both results exist at 0 from the start: a first rejection is then a rise that
+        # increase() sees (MovierecModelRejected), not a new series that starts at 1.
+        for result in ("loaded", "rejected"):
+            metrics.swaps.labels(result)
+        return metrics
 
 
 def exposition_registry(metrics: ServingMetrics) -> CollectorRegistry:

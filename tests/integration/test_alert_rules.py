@@ -63,6 +63,18 @@ CASES: dict[str, tuple[tuple[dict[str, str], int, dict[str, str]], dict[str, str
     "MovierecRedisBreakerOpen": (
         ({"movierec_serve_redis_breaker_open": "1x10"}, 5, {}),
         {"movierec_serve_redis_breaker_open": "0x10"}),
+    "MovierecServedRecordsFailing": (
+        ({'movierec_serve_telemetry_records_total{sink="kafka",outcome="published"}': "0+600x5 3000x10",
+          'movierec_serve_telemetry_records_total{sink="kafka",outcome="failed"}': "0x5 0+600x10"}, 10, {}),
+        {'movierec_serve_telemetry_records_total{sink="kafka",outcome="published"}': "0+600x15",
+         'movierec_serve_telemetry_records_total{sink="kafka",outcome="failed"}': "0+10x15"}),
+    "MovierecConsumerStalled": (  # a heartbeat's value is the time of the beat (minute x 60 s)
+        ({"movierec_consumer_heartbeat_timestamp_seconds": "0+60x10 600x20"}, 20, {}),
+        {"movierec_consumer_heartbeat_timestamp_seconds": "0+60x30"}),
+    "MovierecModelRejected": (
+        ({'movierec_serve_model_swaps_total{result="rejected"}': "0x5 1+1x10"}, 10, {}),
+        {'movierec_serve_model_swaps_total{result="rejected"}': "0x5 1x10",
+         'movierec_serve_model_swaps_total{result="loaded"}': "1x15"}),
     "MovierecConsumerLagHigh": (
         ({'movierec_consumer_lag_messages{partition="0"}': "60000x30"}, 15, {}),
         {'movierec_consumer_lag_messages{partition="0"}': "1000x30"}),

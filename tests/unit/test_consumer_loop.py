@@ -188,3 +188,51 @@ def test_the_event_store_disk_is_read_at_every_scrape(tmp_path) -> None:
     usage = _shutil.disk_usage(tmp_path)
     assert size == usage.total and 0 < free <= size
     assert abs(free - usage.free) < 0.05 * size  # read now, not a stale copy
+
+
+def _heartbeat(runner: StreamConsumer) -> float:
+    return runner.metrics.registry.get_sample_value("movierec_consumer_heartbeat_timestamp_seconds")
+
+
+def test_the_heartbeat_beats_on_every_turn_and_freezes_while_a_write_hangs() -> None:
+    """MovierecConsumerStalled reads the heartbeat: it moves on quiet turns (no lines) and
+    stops while the loop waits on a write that does not succeed."""
+    log: list = []
+    runner = _runner([_batch(TP0, 0, 3)], log, FakeStore(log))
+    before = time.time()
+    runner.run(idle_exit_s=0.2)
+    assert before <= _heartbeat(runner) <= time.time()
+
+    stuck = _runner([_batch(TP0, 0, 4), _batch(TP0, 4, 1)], log, FakeStore(log, failures=10**9))
+    thread = threading.Thread(target=stuck.run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while stuck.metrics.redis_retries._value.get() < 2:
+        assert time.monotonic() < deadline
+        thread.join(0.05)
+    frozen = _heartbeat(stuck)
+    assert frozen >= before  # the first turn beat
+    while stuck.metrics.redis_retries._value.get() < 4:
+        assert time.monotonic() < deadline
+        thread.join(0.05)
+    assert _heartbeat(stuck) == frozen  # retrying batch 1 blocks the turn that commits it
+    stuck.stop.set()
+    thread.join(10)
+
+
+def test_a_broker_that_stops_answering_leaves_the_lag_as_it_was_and_the_loop_goes_on() -> None:
+    from kafka.errors import KafkaTimeoutError
+
+    class NoEnds(FakeKafka):
+        def assignment(self) -> set:
+            return {TP0}
+
+        def end_offsets(self, partitions: list) -> dict:
+            raise KafkaTimeoutError("Failed to get offsets by timestamps in 5000.0 ms")
+
+    log: list = []
+    runner = StreamConsumer(NoEnds([_batch(TP0, 0, 3)], log), FakeStore(log), None, dlq=NoDLQ(),
+                            metrics=ConsumerMetrics.create(), topic="t")
+    assert runner.run(idle_exit_s=0.3, lag_every_s=0.0) == 3  # no exception, every line
+    assert runner.metrics.registry.get_sample_value("movierec_consumer_lag_messages",
+                                                    {"partition": "0"}) is None
