@@ -75,6 +75,14 @@ CASES: dict[str, tuple[tuple[dict[str, str], int, dict[str, str]], dict[str, str
         ({'movierec_serve_model_swaps_total{result="rejected"}': "0x5 1+1x10"}, 10, {}),
         {'movierec_serve_model_swaps_total{result="rejected"}': "0x5 1x10",
          'movierec_serve_model_swaps_total{result="loaded"}': "1x15"}),
+    "MovierecUnsafeServedToMinor": (  # a single unsafe movie pages; judged lists do not
+        ({'movierec_online_unsafe_served_total{audience="minor",reason="rating_R"}':
+          "0x5 1x10"}, 7, {}),
+        {'movierec_online_lists_safety_judged_total{audience="minor"}': "0+50x15",
+         'movierec_online_unsafe_served_total{audience="minor",reason="rating_R"}': "3x15"}),
+    "MovierecShillingCampaign": (
+        ({"movierec_loop_shilling_campaigns": "0x5 1x10"}, 8, {}),
+        {"movierec_loop_shilling_campaigns": "0x15"}),
     "MovierecConsumerLagHigh": (
         ({'movierec_consumer_lag_messages{partition="0"}': "60000x30"}, 15, {}),
         {'movierec_consumer_lag_messages{partition="0"}': "1000x30"}),
