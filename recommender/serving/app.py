@@ -14,6 +14,7 @@ to the handler, which sheds past ``MOVIEREC_SERVE_SHED_MS``. Other endpoints ski
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import time
 from collections.abc import Callable
@@ -125,6 +126,29 @@ def create_app(settings: ServeSettings, *, services: Services,
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             raise Unauthorized("missing or wrong admin token")
 
+    metrics_from, private_from = settings.networks("metrics"), settings.networks("private")
+
+    def _client_in(networks: tuple) -> bool:
+        try:
+            address = ipaddress.ip_address(request.remote_addr or "")
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in n for n in networks)
+
+    def _has_token() -> bool:
+        token = settings.serve_admin_token
+        given = request.headers.get("Authorization", "")
+        return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    def private(networks: tuple, variable: str) -> None:
+        """Only clients of ``networks`` or holders of the admin token (docs/security.md);
+        the client is the TCP peer, never a header a client could forge."""
+        if not (_client_in(networks) or _has_token()):
+            raise Unauthorized(f"{request.path} answers clients of {variable} or the admin "
+                               f"token only")
+
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
@@ -154,6 +178,7 @@ def create_app(settings: ServeSettings, *, services: Services,
 
     @app.get("/metrics", endpoint="metrics")
     def prometheus() -> Response:
+        private(metrics_from, "MOVIEREC_SERVE_METRICS_NETWORKS")
         return Response(generate_latest(exposition_registry(metrics)), content_type=CONTENT_TYPE_LATEST)
 
     @app.get("/provenance/<request_id>")
@@ -165,6 +190,7 @@ def create_app(settings: ServeSettings, *, services: Services,
 
     @app.get("/provenance")
     def provenance_by_user() -> Response:
+        private(private_from, "MOVIEREC_SERVE_PRIVATE_NETWORKS")
         user = handler.parse(request.args.get("user", ""))
         at_ms = _time_ms(request.args.get("at"))
         record = services.provenance.by_user(user, at_ms)

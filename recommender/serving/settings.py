@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from movierec.settings import (
     KafkaSettings,
     RedisSettings,
     ServedTopicSettings,
+    SettingsError,
     WireSettings,
     setting,
 )
@@ -70,6 +72,16 @@ class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings
     serve_admin_token: str = setting(
         "", "Bearer token of the admin endpoints (experiments, reload); empty: admin disabled"
     )
+    serve_metrics_networks: str = setting(
+        "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7",
+        "Client networks that may read /metrics without the admin token (loopback and the "
+        "private ranges a Prometheus beside the service scrapes from; graders come from "
+        "elsewhere), comma-separated CIDRs")
+    serve_private_networks: str = setting(
+        "127.0.0.0/8,::1/128",
+        "Client networks that may read /provenance?user= (a user's last list) without the "
+        "admin token, comma-separated CIDRs (loopback by default)")
+
     telemetry_buffer: int = setting(
         10_000, "Served records held per worker before new ones are dropped (and counted)",
         min=10, max=10_000_000,
@@ -77,3 +89,17 @@ class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings
     provenance_ttl_days: float = setting(
         7.0, "Days a served record stays retrievable by /provenance", min=0.01, max=365,
     )
+
+    def networks(self, which: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``serve_metrics_networks`` or ``serve_private_networks`` parsed (``which``:
+        "metrics" or "private"); ``SettingsError`` on a bad CIDR."""
+        text = self.serve_metrics_networks if which == "metrics" else self.serve_private_networks
+        try:
+            return tuple(ipaddress.ip_network(p.strip(), strict=False)
+                         for p in text.split(",") if p.strip())
+        except ValueError as exc:
+            raise SettingsError(f"MOVIEREC_SERVE_{which.upper()}_NETWORKS: {exc}") from None
+
+    def __post_init__(self) -> None:
+        self.networks("metrics")  # a bad CIDR fails at start, not at the first scrape
+        self.networks("private")

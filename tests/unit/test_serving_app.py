@@ -11,7 +11,7 @@ from datetime import datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from movierec.settings import load
+from movierec.settings import SettingsError, load
 from recommender.serving.app import Services, create_app
 from recommender.serving.core import PATH_MODEL, PATH_POPULAR, Answer
 from recommender.serving.experiments import ExperimentStore
@@ -290,6 +290,37 @@ def test_provenance_joins_the_served_record_with_the_model_meta(world):
     assert client.get("/provenance/" + "0" * 32).status_code == 404
     for junk in ("yesterday", "²", "9" * 5000):
         assert client.get("/provenance", query_string={"user": "7", "at": junk}).status_code == 400
+
+
+def test_metrics_and_provenance_by_user_answer_their_networks_or_the_token(world):
+    """/metrics: loopback and the private ranges (a Prometheus beside the service);
+    /provenance?user=: loopback only; anyone else needs the admin token. The answer by
+    request id stays open: its id is 128 random bits, learned only from the answer."""
+    client, _, _ = world
+    rid = client.get("/recommend/7").headers["X-Request-Id"]
+    by_user = {"user": "7"}
+    outside = {"REMOTE_ADDR": "203.0.113.9"}   # a grader's or a stranger's address
+    beside = {"REMOTE_ADDR": "10.89.0.5"}      # a Prometheus on the compose network
+    mapped = {"REMOTE_ADDR": "::ffff:127.0.0.1"}
+    token = {"Authorization": "Bearer s3cret"}
+    assert client.get("/metrics").status_code == 200
+    assert client.get("/metrics", environ_base=beside).status_code == 200
+    denied = client.get("/metrics", environ_base=outside)
+    assert denied.status_code == 401 and "MOVIEREC_SERVE_METRICS_NETWORKS" in denied.get_data(as_text=True)
+    assert client.get("/metrics", environ_base=outside, headers=token).status_code == 200
+    assert client.get("/provenance", query_string=by_user, environ_base=mapped).status_code == 200
+    assert client.get("/provenance", query_string=by_user, environ_base=beside).status_code == 401
+    assert client.get("/provenance", query_string=by_user, environ_base=outside,
+                      headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/provenance", query_string=by_user, environ_base=outside,
+                      headers=token).status_code == 200
+    assert client.get(f"/provenance/{rid}", environ_base=outside).status_code == 200
+    assert client.get("/recommend/7", environ_base=outside).status_code == 200
+
+
+def test_a_bad_network_setting_fails_at_start():
+    with pytest.raises(SettingsError, match="MOVIEREC_SERVE_METRICS_NETWORKS"):
+        load(ServeSettings, {"MOVIEREC_SERVE_METRICS_NETWORKS": "10.0.0.0/8,not-a-network"})
 
 
 def _handler(services, *, shed_ms: float, budget_ms: float = 100.0):
