@@ -117,3 +117,42 @@ def _is_number(text: object) -> bool:
     except ValueError:
         return False
     return True
+
+
+@audit.command("security")
+@click.option("--since-min", type=float, help="Only lists served in the last N minutes "
+                                              "(default: the whole topic).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              help="Report folder (default MOVIEREC_AUDIT_REPORTS_DIR/security).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report's JSON.")
+def security(since_min: float | None, out_dir: Path | None, as_json: bool) -> None:
+    """Scraping by enumeration in the served records, and the shilling check of the model
+    that serves; exit status 1 when an enumeration is found."""
+    from audit import report, security_report, telemetry
+    from audit.scraping import enumerations
+    from audit.settings import AuditSettings
+    from movierec.settings import load
+    from recommender.registry import Registry, RegistryError
+
+    settings = load(AuditSettings)
+    since_ms = None if since_min is None else int((time.time() - since_min * 60) * 1000)
+    served = telemetry.read_served(settings.kafka_bootstrap, settings.served_topic,
+                                   since_ms=since_ms, timeout_s=settings.audit_read_timeout_s)
+    requests = sorted((r.time_ms, r.user_id) for r in served.records)
+    shilling, model = None, None
+    try:
+        champion = Registry(settings.registry_dir).get("champion")
+        model, shilling = champion.version, champion.meta.get("data", {}).get("shilling")
+    except RegistryError:
+        pass
+    window = "the whole topic" if since_min is None else f"the last {since_min:g} min"
+    built = security_report.build(enumerations(requests), lists=len(requests),
+                                  shilling=shilling, model=model,
+                                  source=f"topic {settings.served_topic} ({window})")
+    paths = report.write(built, out_dir or settings.audit_reports_dir / "security")
+    if as_json:
+        click.echo(json.dumps(built.as_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(f"security: {'PASS' if built.passed else 'FAIL'}: {built.result}")
+        click.echo("report: " + ", ".join(str(p) for p in paths))
+    sys.exit(0 if built.passed else 1)

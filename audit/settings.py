@@ -13,10 +13,12 @@ from movierec.settings import (
     WireSettings,
     setting,
 )
+from recommender.settings import RegistrySettings
 
 
 @dataclass(frozen=True)
-class AuditSettings(KafkaSettings, RedisSettings, ServedTopicSettings, WireSettings):
+class AuditSettings(KafkaSettings, RedisSettings, ServedTopicSettings, WireSettings,
+                    RegistrySettings):
     """The broker and topics the audits read, the online store, the reports' folder."""
 
     audit_reports_dir: Path = setting(

@@ -1,7 +1,9 @@
-"""The safety audit and the live safety count against the real Kafka and Redis: an R
-movie in a list served to a 12-year-old is found by `movierec audit safety` (exit 1, the
-finding in the report) and by `movierec eval live`'s judge; the same movie to an adult,
-and safe movies to the child, are not."""
+"""The audits against the real Kafka and Redis.
+
+Safety: an R movie in a list served to a 12-year-old is found by `movierec audit safety`
+(exit 1, the finding in the report) and by `movierec eval live`'s judge; the same movie
+to an adult, and safe movies to the child, are not. Security: a crawler walking user ids
+among random traffic is found by `movierec audit security`."""
 
 from __future__ import annotations
 
@@ -72,3 +74,35 @@ def test_an_r_movie_served_to_a_child_is_caught_by_the_audit_and_the_live_count(
     assert monitor.safety[MINOR] == 2
     assert monitor.safety[f"unsafe|{MINOR}|rating_R"] == 1
     assert sum(v for k, v in monitor.safety.items() if k.startswith("unsafe|")) == 1
+
+
+def test_a_crawler_walking_user_ids_is_found_by_the_security_audit(
+        stack: LocalStack, unique: str, tmp_path: Path) -> None:
+    """Served records of random users with a walk of ids 500..579 among them (one every
+    0.3 s, as the simulator's scraping client does): the audit finds the walk and no other."""
+    import random
+
+    rng = random.Random(4)
+    t0 = 1_700_000_000_000
+    random_users = [(t0 + i * 100, rng.randrange(0, 2_000)) for i in range(600)]
+    walk = [(t0 + 5_000 + i * 300, 500 + i) for i in range(80)]
+    records = []
+    for n, (ms, user) in enumerate(sorted(random_users + walk)):
+        key, value = served(n, user, ("up+2009",))
+        record = json.loads(value)
+        record["time_ms"] = ms
+        records.append((key, json.dumps(record).encode()))
+    topic = f"served-{unique}"
+    produce(stack.bootstrap, topic, records)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MOVIEREC_")},
+           "MOVIEREC_KAFKA_BOOTSTRAP": stack.bootstrap, "MOVIEREC_REDIS_URL": stack.redis_url,
+           "MOVIEREC_SERVED_TOPIC": topic, "MOVIEREC_REGISTRY_DIR": str(tmp_path / "registry"),
+           "MOVIEREC_AUDIT_REPORTS_DIR": str(tmp_path / "audits")}
+    run = subprocess.run([sys.executable, "-m", "movierec", "audit", "security", "--json"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    numbers = json.loads(run.stdout)["numbers"]
+    (found,) = numbers["runs"]
+    assert found["first"] == 500 and 579 <= found["last"] <= 582
+    assert numbers["lists"] == 680 and numbers["model"] is None
+    assert "Enumerations" in (tmp_path / "audits" / "security" / "report.md").read_text()
