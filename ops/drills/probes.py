@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shlex
 import signal
 import subprocess
@@ -120,9 +121,10 @@ def signal_group(pid: int, sig: signal.Signals) -> bool:
 
 
 class Traffic:
-    """Light background traffic: one ``GET /recommend/<user>`` every ``1/rate_hz`` s over
-    ``users``, each outcome counted with its time (``samples``: (Unix s, outcome), where
-    the outcome is the answer path, or ``failed``)."""
+    """Light background traffic: one ``GET /recommend/<user>`` every ``1/rate_hz`` s for
+    a user drawn at random from ``users`` (in order it would walk the ids as a crawler
+    does, which ``movierec audit security`` reports), each outcome counted with its time
+    (``samples``: (Unix s, outcome), where the outcome is the answer path, or ``failed``)."""
 
     def __init__(self, demo: Demo, rate_hz: float = 10.0, users: range = range(1, 301)) -> None:
         self.demo, self.period_s, self.users = demo, 1.0 / rate_hz, users
@@ -139,12 +141,11 @@ class Traffic:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        i = 0
+        pick = random.Random(0)
         while not self._stop.is_set():
-            got = self.demo.recommend(self.users[i % len(self.users)], timeout_s=0.6)
+            got = self.demo.recommend(pick.choice(self.users), timeout_s=0.6)
             self.samples.append((time.time(), "failed" if got is None
                                  else got.get("x-answer-path", "unknown")))
-            i += 1
             self._stop.wait(self.period_s)
 
     def tally(self, start_s: float, end_s: float) -> Counter[str]:

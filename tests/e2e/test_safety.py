@@ -1,11 +1,13 @@
-"""The safety audit over the session's demo, after the other e2e tests (a drill
-included, ``test_drill.py`` sorts before this module): no unsafe movie reached a user
-under 18 or of unknown age, on any path or arm, and the live monitor counted none."""
+"""The audits over the session's demo, after the other e2e tests (a drill included,
+``test_drill.py`` sorts before this module): no unsafe movie reached a user under 18 or
+of unknown age, on any path or arm, and the live monitor counted none; the simulator's
+scraping client is found in the served records."""
 
 from __future__ import annotations
 
 import json
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +31,26 @@ def test_no_unsafe_movie_was_served_to_a_minor(report: dict, demo_env: dict[str,
               if line.startswith('movierec_online_lists_safety_judged_total{audience="minor"}')]
     assert judged and float(judged[0].split()[-1]) > 0, "the live monitor judged lists"
     assert "movierec_online_unsafe_served_total{" not in text
+
+
+def test_the_simulated_scraping_client_is_found(report: dict, demo_env: dict[str, str],
+                                               tmp_path: Path) -> None:
+    """The simulator's crawler (ids walked from 0) among its organic sessions, against the
+    demo's service: `movierec audit security` finds the walk, from the served records
+    alone; the simulator's truth only checks the answer."""
+    truth = tmp_path / "truth.jsonl"
+    env = {**demo_env, "MOVIEREC_SIM_USERS": demo_env["MOVIEREC_DEMO_USERS"],
+           "MOVIEREC_SIM_MOVIES": demo_env["MOVIEREC_DEMO_MOVIES"]}
+    live = movierec(env, "sim", "live", "--url",
+                    f"http://127.0.0.1:{demo_env['MOVIEREC_SERVE_PORT']}", "--rate", "5",
+                    "--duration", "25", "--start-day", demo_env["MOVIEREC_DEMO_DAYS"],
+                    "--scraper-rate", "4", "--truth", str(truth), timeout=180)
+    assert live.returncode == 0, live.stdout[-2000:] + live.stderr[-2000:]
+    crawler = next(json.loads(line) for line in truth.read_text().splitlines()
+                   if json.loads(line).get("kind") == "scraper")
+    assert crawler["last_user"] >= 60, crawler
+    audit = movierec(demo_env, "audit", "security", "--since-min", "2", "--json", timeout=300)
+    assert audit.returncode == 1, audit.stdout[-2000:] + audit.stderr[-2000:]
+    runs = json.loads(audit.stdout)["numbers"]["runs"]
+    assert [r["first"] for r in runs] == [crawler["first_user"]], runs
+    assert crawler["last_user"] - 3 <= runs[0]["last"] <= crawler["last_user"] + 3
