@@ -6,6 +6,7 @@ pins what pyproject.toml asks for. (The images are built and run by tests/contai
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -17,6 +18,19 @@ from packaging.requirements import Requirement
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def docker_compose() -> str:
+    """docker-compose, installed by the container story's set-up when missing (a fresh
+    machine has it only once the container test ran, which comes after these tests)."""
+    if shutil.which("docker-compose") is None:
+        done = subprocess.run(["bash", str(ROOT / "ops/container/setup-podman.sh")],
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    found = shutil.which("docker-compose")
+    assert found, "ops/container/setup-podman.sh did not install docker-compose"
+    return found
 
 
 def make_targets() -> set[str]:
@@ -58,8 +72,8 @@ def test_the_dockerfiles_pass_hadolint_with_every_ignore_explained() -> None:
                     f"{path.name}:{i + 1}: an ignore without its reason"
 
 
-def test_the_compose_file_is_valid_and_publishes_only_the_api() -> None:
-    done = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "--profile",
+def test_the_compose_file_is_valid_and_publishes_only_the_api(docker_compose: str) -> None:
+    done = subprocess.run([docker_compose, "-f", str(ROOT / "docker-compose.yml"), "--profile",
                            "sim", "config"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load(done.stdout)
@@ -97,8 +111,9 @@ def test_the_image_lock_pins_every_runtime_dependency_within_pyproject() -> None
         assert req.specifier.contains(pins[name], prereleases=True), (name, pins[name], str(req.specifier))
 
 
-def test_against_the_course_the_local_broker_and_the_simulator_stay_off() -> None:
-    done = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "-f",
+def test_against_the_course_the_local_broker_and_the_simulator_stay_off(
+        docker_compose: str) -> None:
+    done = subprocess.run([docker_compose, "-f", str(ROOT / "docker-compose.yml"), "-f",
                            str(ROOT / "ops/container/compose.course.yml"), "config"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

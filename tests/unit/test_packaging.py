@@ -78,3 +78,14 @@ def test_the_version_has_one_home() -> None:
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "movierec.__version__"}
     assert metadata.version("movierec") == movierec.__version__
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_the_image_gets_every_package_the_project_installs() -> None:
+    """The Dockerfile copies the repository through .dockerignore, which lets in only what
+    it names: a package left out there installs nothing and fails at the first import in
+    the image (the audit package once did)."""
+    include = _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    allowed = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.startswith("!")}
+    packages = {pattern.rstrip("*") for pattern in include}
+    assert sorted(packages - {a.lstrip("!") for a in allowed}) == []
