@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -19,16 +21,42 @@ def audit() -> None:
     """Responsible-operation audits of the running system, from its telemetry."""
 
 
+def _report_options(name: str, since_help: str) -> Callable[[Callable], Callable]:
+    """The options every audit takes: the window, the report folder, --json."""
+    def add(command: Callable) -> Callable:
+        for option in reversed((
+                click.option("--since-min", type=float, help=since_help),
+                click.option("--out", "out_dir", type=click.Path(path_type=Path),
+                             help=f"Report folder (default MOVIEREC_AUDIT_REPORTS_DIR/{name})."),
+                click.option("--json", "as_json", is_flag=True,
+                             help="Print the report's JSON."))):
+            command = option(command)
+        return command
+    return add
+
+
+def _finish(built: Any, folder: Path, as_json: bool) -> NoReturn:
+    """Write the report, say the verdict (or print its JSON), exit 0 on pass, 1 on fail."""
+    from audit import report
+
+    paths = report.write(built, folder)
+    if as_json:
+        click.echo(json.dumps(built.as_json(), indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(f"{built.name}: {'PASS' if built.passed else 'FAIL'}: {built.result}")
+        click.echo("report: " + ", ".join(str(p) for p in paths))
+    sys.exit(0 if built.passed else 1)
+
+
+LISTS_SINCE = "Only lists served in the last N minutes (default: the whole topic)."
+
+
 @audit.command("safety")
-@click.option("--since-min", type=float, help="Only lists served in the last N minutes "
-                                              "(default: the whole topic).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path),
-              help="Report folder (default MOVIEREC_AUDIT_REPORTS_DIR/safety).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report's JSON.")
+@_report_options("safety", LISTS_SINCE)
 def safety(since_min: float | None, out_dir: Path | None, as_json: bool) -> None:
     """Every served list judged for minors: adult, R, NC-17, X or unverified movies to
     users under 18 (or of unknown age), on every path and arm."""
-    from audit import report, safety_report, telemetry
+    from audit import safety_report, telemetry
     from audit.safety import audit as run_audit
     from audit.settings import AuditSettings
     from movierec.settings import load
@@ -47,30 +75,20 @@ def safety(since_min: float | None, out_dir: Path | None, as_json: bool) -> None
     window = "the whole topic" if since_min is None else f"the last {since_min:g} min"
     built = safety_report.build(result, source=f"topic {settings.served_topic} ({window})",
                                 rejected=served.rejected)
-    folder = out_dir or settings.audit_reports_dir / "safety"
-    paths = report.write(built, folder)
-    if as_json:
-        click.echo(json.dumps(built.as_json(), indent=2, sort_keys=True))
-    else:
-        click.echo(f"safety: {'PASS' if built.passed else 'FAIL'}: {built.result}")
-        click.echo("report: " + ", ".join(str(p) for p in paths))
-    sys.exit(0 if built.passed else 1)
+    _finish(built, out_dir or settings.audit_reports_dir / "safety", as_json)
 
 
 @audit.command("fairness")
-@click.option("--since-min", type=float, help="Only what was written in the last N minutes "
-                                              "(default: the whole log).")
+@_report_options("fairness", "Only what was written in the last N minutes (default: the "
+                             "whole log).")
 @click.option("--window-min", type=float, default=30.0, show_default=True,
               help="A list is taken when a listed film starts within this many minutes.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path),
-              help="Report folder (default MOVIEREC_AUDIT_REPORTS_DIR/fairness).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report's JSON.")
 def fairness(since_min: float | None, window_min: float, out_dir: Path | None,
              as_json: bool) -> None:
     """Outcomes by age group and gender (take rate with intervals, minutes per list) and
     exposure of long-tail and older movies against their demand, from the event log."""
     from audit import fairness as core
-    from audit import fairness_log, fairness_report, report, telemetry
+    from audit import fairness_log, fairness_report, telemetry
     from audit.settings import AuditSettings
     from movierec.settings import load
     from stores.keys import Keys
@@ -102,13 +120,7 @@ def fairness(since_min: float | None, window_min: float, out_dir: Path | None,
     built = fairness_report.build(overall, age_results, gender_results, providers,
                                   source=f"topic {settings.kafka_topic} ({window})",
                                   lists=len(read.lists))
-    paths = report.write(built, out_dir or settings.audit_reports_dir / "fairness")
-    if as_json:
-        click.echo(json.dumps(built.as_json(), indent=2, sort_keys=True, default=str))
-    else:
-        click.echo(f"fairness: {'PASS' if built.passed else 'FAIL'}: {built.result}")
-        click.echo("report: " + ", ".join(str(p) for p in paths))
-    sys.exit(0 if built.passed else 1)
+    _finish(built, out_dir or settings.audit_reports_dir / "fairness", as_json)
 
 
 def _is_number(text: object) -> bool:
@@ -120,15 +132,11 @@ def _is_number(text: object) -> bool:
 
 
 @audit.command("security")
-@click.option("--since-min", type=float, help="Only lists served in the last N minutes "
-                                              "(default: the whole topic).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path),
-              help="Report folder (default MOVIEREC_AUDIT_REPORTS_DIR/security).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report's JSON.")
+@_report_options("security", LISTS_SINCE)
 def security(since_min: float | None, out_dir: Path | None, as_json: bool) -> None:
     """Scraping by enumeration in the served records, and the shilling check of the model
     that serves; exit status 1 when an enumeration is found."""
-    from audit import report, security_report, telemetry
+    from audit import security_report, telemetry
     from audit.scraping import enumerations
     from audit.settings import AuditSettings
     from movierec.settings import load
@@ -149,10 +157,4 @@ def security(since_min: float | None, out_dir: Path | None, as_json: bool) -> No
     built = security_report.build(enumerations(requests), lists=len(requests),
                                   shilling=shilling, model=model,
                                   source=f"topic {settings.served_topic} ({window})")
-    paths = report.write(built, out_dir or settings.audit_reports_dir / "security")
-    if as_json:
-        click.echo(json.dumps(built.as_json(), indent=2, sort_keys=True))
-    else:
-        click.echo(f"security: {'PASS' if built.passed else 'FAIL'}: {built.result}")
-        click.echo("report: " + ", ".join(str(p) for p in paths))
-    sys.exit(0 if built.passed else 1)
+    _finish(built, out_dir or settings.audit_reports_dir / "security", as_json)
