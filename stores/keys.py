@@ -20,6 +20,9 @@ Global:
     {p}:g:ev:{kind}:{d}  HLL  identities (the line's bytes) of the events of a kind that day
     {p}:q:profiles  SET   users whose profile is still to be fetched
     {p}:q:movies    SET   movies whose metadata is still to be fetched
+Crawler walks over user ids (serving's walk guard, ``stores.redis_walks``):
+    {p}:walk:up:{u}  STRING  length of the upward run of asked ids ending at u (expires)
+    {p}:walk:dn:{u}  STRING  length of the downward run ending at u (expires)
 Provenance of served lists (written by serving's telemetry, read by /provenance):
     {p}:prov:req:{rid}  STRING  the served record as JSON (expires after its TTL)
     {p}:prov:u:{u}      ZSET    request id -> epoch ms it was served (the newest 200)
@@ -92,6 +95,10 @@ class Keys:
 
     def served_by_user(self, user: User) -> str:
         return f"{self.prefix}:prov:u:{user}"
+
+    def walk(self, direction: str, user: User) -> str:
+        """The run of a crawler's walk ending at ``user``, ``direction`` "up" or "dn"."""
+        return f"{self.prefix}:walk:{direction}:{user}"
 
     def all_pattern(self) -> str:
         """A SCAN pattern for every key of this prefix (tests, resets)."""

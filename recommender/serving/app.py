@@ -9,12 +9,16 @@ never answers a 5xx (``handler.RecommendHandler`` degrades instead).
 Each /recommend request's queue age (how long it waited before a worker took it) is read
 from the kernel (``queue_age``), observed in ``movierec_serve_queue_seconds``, and handed
 to the handler, which sheds past ``MOVIEREC_SERVE_SHED_MS``. Other endpoints skip it.
+
+Before anything else a /recommend request passes the per-address rate limit
+(``client_limit``, per worker, in memory): a client over it is answered 429 with
+``Retry-After`` and a short text, at once. The walk guard (a crawler's walk over the user
+ids) is the handler's, because its answer is a list.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import time
 from collections.abc import Callable
@@ -27,6 +31,12 @@ from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
+from recommender.serving.client_limit import (
+    ClientLimiter,
+    client_address,
+    in_networks,
+    parse_address,
+)
 from recommender.serving.experiments import Experiment, ExperimentStore
 from recommender.serving.handler import (
     FALLBACK_REASONS,
@@ -44,12 +54,15 @@ from recommender.serving.state import (
     ModelUnavailable,
     ServingError,
 )
+from recommender.serving.walks import WalkGuard
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 GUNICORN_SOCKET = "gunicorn.socket"
 """The WSGI environ key under which gunicorn passes the client socket
 (``gunicorn.http.wsgi.default_environ``; sync and gthread workers)."""
+RECOMMEND_PREFIX = "/recommend/"
+TOO_MANY = "too many requests from this address; retry after {} s"
 
 
 class Forbidden(ServingError):
@@ -82,6 +95,8 @@ class Services:
     - ``provenance``: ``ProvenanceLookup``-like (get, by_user)
     - ``experiments``: the ``ExperimentStore`` the watcher reads
     - ``model_meta``: version -> the registry's meta.json of that version
+    - ``walks``: the walk guard (``walks.WalkGuard`` on ``stores.redis_walks``), or None
+      for none (``MOVIEREC_SERVE_WALK_MIN_RUN=0``, and unit tests that do not need one)
     """
 
     features: Features
@@ -90,6 +105,7 @@ class Services:
     provenance: Any
     experiments: ExperimentStore
     model_meta: Callable[[str], dict]
+    walks: WalkGuard | None = None
 
 
 def _text(body: str, status: int = 200, **headers: str) -> Response:
@@ -113,8 +129,11 @@ def create_app(settings: ServeSettings, *, services: Services,
         features=services.features, models=services.models, telemetry=services.telemetry,
         metrics=metrics, list_size=settings.serve_list_size,
         budget_s=settings.serve_budget_ms / 1000.0, max_user_id=settings.serve_max_user_id,
-        shed_s=settings.serve_shed_ms / 1000.0)
-    app.extensions["movierec"] = {"services": services, "metrics": metrics, "handler": handler}
+        shed_s=settings.serve_shed_ms / 1000.0, walks=services.walks)
+    limiter = client_limiter(settings)
+    proxies = settings.networks("proxies")
+    app.extensions["movierec"] = {"services": services, "metrics": metrics, "handler": handler,
+                                  "limiter": limiter}
     for reason in FALLBACK_REASONS:  # every reason shows on dashboards from the start, at 0
         metrics.fallbacks.labels(reason)
 
@@ -129,13 +148,7 @@ def create_app(settings: ServeSettings, *, services: Services,
     metrics_from, private_from = settings.networks("metrics"), settings.networks("private")
 
     def _client_in(networks: tuple) -> bool:
-        try:
-            address = ipaddress.ip_address(request.remote_addr or "")
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        return any(address in n for n in networks)
+        return in_networks(parse_address(request.remote_addr or ""), networks)
 
     def _has_token() -> bool:
         token = settings.serve_admin_token
@@ -156,6 +169,14 @@ def create_app(settings: ServeSettings, *, services: Services,
     @app.get("/recommend/<path:raw>")
     @app.get("/recommend", defaults={"raw": ""}, strict_slashes=False)  # and "/recommend/"
     def recommend(raw: str) -> Response:
+        if limiter is not None:
+            client = client_address(request.remote_addr,
+                                    request.headers.get("X-Forwarded-For") if proxies else None,
+                                    proxies)
+            wait_s = limiter.check(client)
+            if wait_s:
+                metrics.rate_limited.inc()
+                return _text(TOO_MANY.format(wait_s), 429, **{"Retry-After": str(wait_s)})
         user = handler.parse(raw)
         served = handler.answer(user, g.started, queue_age(request.environ, metrics))
         headers = {"X-Request-Id": served.request_id, "X-Arm": served.arm,
@@ -248,6 +269,10 @@ def create_app(settings: ServeSettings, *, services: Services,
         if isinstance(exc, ServingError):
             return _text(str(exc), 500)
         if isinstance(exc, HTTPException):
+            if exc.code == 404 and request.path.startswith(RECOMMEND_PREFIX):
+                # /recommend/<a segment the router cannot take: control characters>: the
+                # same 400 as any other id that is not one (core.parse_user_id)
+                return _text("user id must be a non-negative integer", 400)
             answer = _text(f"{exc.code} {exc.name}", exc.code or 500)
             # the exception's own headers, e.g. 405's Allow (RFC 9110 sec. 15.5.6 requires it)
             for name, value in exc.get_headers():
@@ -265,6 +290,16 @@ def create_app(settings: ServeSettings, *, services: Services,
         return response
 
     return app
+
+
+def client_limiter(settings: ServeSettings) -> ClientLimiter | None:
+    """This worker's share of the per-address rate limit (``client_limit``), None when
+    ``MOVIEREC_SERVE_CLIENT_RATE_PER_S`` is 0."""
+    if not settings.serve_client_rate_per_s:
+        return None
+    # a worker's threads share its buckets: only the processes divide the rate
+    return ClientLimiter.per_worker(settings.serve_client_rate_per_s, settings.serve_client_burst,
+                                    settings.serve_workers, exempt=settings.networks("exempt"))
 
 
 def queue_age(environ: dict, metrics: ServingMetrics) -> float:

@@ -1,7 +1,8 @@
 """The /recommend decision with its deadline and fallbacks, independent of Flask.
 
 One call of ``RecommendHandler.answer`` does, in order: route the user to an arm (stable
-hash, ``experiments``), shed the request if it queued too long, read the user's online
+hash, ``experiments``), shed the request if it queued too long, answer a step of a walk
+over the user ids with the popular list (``walks``, one Redis round trip), read the user's online
 features (one pipelined Redis round trip, short timeout, circuit breaker), rank with the
 arm's model (fold-in of the current history, cold start), and hand a served record to
 telemetry (a bounded buffer, never waits). Whatever fails, the answer is a 200 with a
@@ -12,13 +13,18 @@ list: a degraded one, counted by reason, when
 - ``shed``: the request waited in the kernel's queue at least the shed limit before a
   worker took it (load shedding: answered at once, without Redis or the model, which
   are most of a request's cost, so an overloaded service drains its queue);
+- ``scraping``: the request is a step of a walk over the user ids (a crawler's: the run of
+  consecutive ids ending at it reached ``MOVIEREC_SERVE_WALK_MIN_RUN``); answered like a
+  shed request, without the features or the model: the crawler learns nothing personal,
+  and a rare organic request that happens to extend a walk still gets a list. A walk
+  check that fails (Redis down, breaker open) counts and lets the request through;
 - ``budget``: the features arrived after the internal budget was spent (the budget counts
   from the request's arrival, queue time included);
 - ``model_error``: the model raised while scoring;
 - ``error``: anything unexpected (a bug): logged with its traceback, still answered.
 
 The degraded list is the model's precomputed popular list (minor-safe when the user's
-age is unknown, as it always is for a shed request), minus what the user has seen when
+age is unknown, as it always is for a shed or scraping request), minus what the user has seen when
 the features are known. Without any model it is the consumer's popularity ranking from
 Redis for a known adult and empty otherwise: with no model there is no content metadata
 to keep a minor safe.
@@ -44,11 +50,12 @@ from recommender.serving.core import (
 from recommender.serving.serving_metrics import ServingMetrics
 from recommender.serving.state import FeaturesUnavailable, ServingError
 from recommender.serving.telemetry import ServedRecord, new_request_id
+from recommender.serving.walks import WalkGuard, WalkUnavailable
 from stores.online import UserState
 
 log = logging.getLogger(__name__)
 
-FALLBACK_REASONS = ("shed", "redis", "no_model", "budget", "model_error", "error")
+FALLBACK_REASONS = ("shed", "scraping", "redis", "no_model", "budget", "model_error", "error")
 
 
 class Features(Protocol):
@@ -83,12 +90,13 @@ class RecommendHandler:
 
     def __init__(self, *, features: Features, models: Models, telemetry: Sink,
                  metrics: ServingMetrics, list_size: int, budget_s: float, max_user_id: int,
-                 shed_s: float = 0.0, clock: Callable[[], float] = time.time) -> None:
+                 shed_s: float = 0.0, walks: WalkGuard | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         """``budget_s``: internal budget from arrival; ``shed_s``: queue age (seconds) from
-        which a request is shed, 0 to never shed."""
+        which a request is shed, 0 to never shed; ``walks``: the walk guard, None for none."""
         self.features, self.models, self.telemetry = features, models, telemetry
         self.metrics, self.n, self.budget_s, self.shed_s = metrics, list_size, budget_s, shed_s
-        self.max_user_id, self.clock = max_user_id, clock
+        self.max_user_id, self.walks, self.clock = max_user_id, walks, clock
 
     def parse(self, raw: str) -> int:
         """The user id of the URL; ``BadRequest`` (-> 400) when it is not a sane one."""
@@ -110,6 +118,9 @@ class RecommendHandler:
             arm, model = models.route(user, datetime.fromtimestamp(now, UTC))
             if self.shed_s and queue_s >= self.shed_s:
                 fallback = "shed"  # no Redis, no model: the cheapest answer there is
+            elif self._walk_step(user):
+                fallback = "scraping"  # as cheap: the crawler learns nothing personal
+                self.metrics.walk_steps.inc()
             else:
                 state, fallback = self._features(user)
                 if model is None:
@@ -132,6 +143,23 @@ class RecommendHandler:
             model_version=version, items=answer.items, path=answer.path, fallback=fallback,
             latency_ms=round(latency_ms, 3), status=200))
         return Served(format_answer(answer.items), request_id, arm, version, answer.path, fallback)
+
+    def _walk_step(self, user: int) -> bool:
+        """Is this request a step of a walk? False when there is no guard or the check
+        failed (counted by reason): the guard fails open."""
+        if self.walks is None:
+            return False
+        t0 = time.perf_counter()
+        try:
+            return self.walks.is_step(user)
+        except WalkUnavailable as exc:
+            self.metrics.walk_failures.labels(exc.reason).inc()
+        except Exception:  # a bug in the guard must not cost the answer either
+            log.exception("walk check failed for user %d", user)
+            self.metrics.walk_failures.labels("error").inc()
+        finally:
+            self.metrics.stage.labels("walk").observe(time.perf_counter() - t0)
+        return False
 
     def _features(self, user: int) -> tuple[UserState | None, str | None]:
         t0 = time.perf_counter()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
+from recommender.serving.walks import FAILURE_REASONS
+
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.6, 1.0)
 """Request latency buckets: fine below the 15 ms SLO, coarse up to the 600 ms deadline."""
 STAGE_BUCKETS_S = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -40,6 +42,9 @@ class ServingMetrics:
     breaker_open: Gauge
     queue: Histogram
     queue_unknown: Counter
+    walk_steps: Counter
+    walk_failures: Counter
+    rate_limited: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ServingMetrics:
@@ -59,7 +64,7 @@ class ServingMetrics:
                             "(model, coldstart_profile, coldstart_demographic, popular)",
                             ["arm", "version", "path"], registry=r),
             stage=Histogram("movierec_serve_stage_seconds",
-                            "Time of one stage of /recommend (features, model)", ["stage"],
+                            "Time of one stage of /recommend (walk, features, model)", ["stage"],
                             registry=r, buckets=STAGE_BUCKETS_S),
             swaps=Counter("movierec_serve_model_swaps_total",
                           "Model versions loaded and swapped in, or rejected", ["result"],
@@ -77,11 +82,22 @@ class ServingMetrics:
             queue_unknown=Counter("movierec_serve_queue_age_unreadable_total",
                                   "Requests whose client socket gave no TCP_INFO (queue age "
                                   "taken as 0, never shed)", registry=r),
+            walk_steps=Counter("movierec_serve_walk_steps_total",
+                               "/recommend requests taken for steps of a walk over the user ids "
+                               "(a crawler's) and answered the popular list", registry=r),
+            walk_failures=Counter("movierec_serve_walk_check_failures_total",
+                                  "/recommend requests whose walk check failed open, by reason "
+                                  "(redis, breaker_open, error)", ["reason"], registry=r),
+            rate_limited=Counter("movierec_serve_rate_limited_total",
+                                 "/recommend requests refused 429 by the per-address rate limit",
+                                 registry=r),
         )
         # Both results exist at 0 from the start: a first rejection is then a rise that
         # increase() sees (MovierecModelRejected), not a new series that starts at 1.
         for result in ("loaded", "rejected"):
             metrics.swaps.labels(result)
+        for reason in FAILURE_REASONS:
+            metrics.walk_failures.labels(reason)
         return metrics
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from movierec.settings import (
@@ -12,9 +11,19 @@ from movierec.settings import (
     ServedTopicSettings,
     SettingsError,
     WireSettings,
+    env_name,
     setting,
 )
+from recommender.serving.client_limit import Network, parse_networks
 from recommender.settings import ExperimentsSettings, RegistrySettings
+
+NETWORK_SETTINGS = {
+    "metrics": "serve_metrics_networks",
+    "private": "serve_private_networks",
+    "exempt": "serve_client_limit_exempt",
+    "proxies": "serve_trusted_proxies",
+}
+"""``ServeSettings.networks(which)``: the settings that hold comma-separated CIDRs."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,33 @@ class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings
         "Client networks that may read /provenance?user= (a user's last list) without the "
         "admin token, comma-separated CIDRs (loopback by default)")
 
+    serve_walk_min_run: int = setting(
+        30, "Run of consecutive user ids (each asked within MOVIEREC_SERVE_WALK_GAP_S of its "
+        "neighbour) from which /recommend takes a request for a crawler's walk and answers the "
+        "popular list (fallback scraping); 0 disables, else at least 2",
+        min=0, max=1_000_000,
+    )
+    serve_walk_gap_s: float = setting(
+        60.0, "Seconds within which a neighbouring user id must have been asked for a walk to go "
+        "on", min=0.01, max=86_400,
+    )
+    serve_client_rate_per_s: float = setting(
+        1000.0, "Sustained /recommend requests per second one client address may send before "
+        "it is answered 429 (far above the whole course site's traffic); 0 disables",
+        min=0, max=1_000_000,
+    )
+    serve_client_burst: int = setting(
+        2000, "Requests one client address may send at once above its sustained rate",
+        min=1, max=100_000_000,
+    )
+    serve_client_limit_exempt: str = setting(
+        "127.0.0.0/8,::1/128",
+        "Client networks never rate-limited, comma-separated CIDRs (loopback by default: the "
+        "local simulator, load tests and benchmarks)")
+    serve_trusted_proxies: str = setting(
+        "", "Proxies whose X-Forwarded-For names the client for the rate limit, comma-separated "
+        "CIDRs; empty: the TCP peer is the client and the header is never read")
+
     telemetry_buffer: int = setting(
         10_000, "Served records held per worker before new ones are dropped (and counted)",
         min=10, max=10_000_000,
@@ -90,16 +126,18 @@ class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings
         7.0, "Days a served record stays retrievable by /provenance", min=0.01, max=365,
     )
 
-    def networks(self, which: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        """``serve_metrics_networks`` or ``serve_private_networks`` parsed (``which``:
-        "metrics" or "private"); ``SettingsError`` on a bad CIDR."""
-        text = self.serve_metrics_networks if which == "metrics" else self.serve_private_networks
+    def networks(self, which: str) -> tuple[Network, ...]:
+        """A setting of comma-separated CIDRs parsed (``which``: a key of
+        ``NETWORK_SETTINGS``); ``SettingsError`` naming the variable on a bad CIDR."""
+        name = NETWORK_SETTINGS[which]
         try:
-            return tuple(ipaddress.ip_network(p.strip(), strict=False)
-                         for p in text.split(",") if p.strip())
+            return parse_networks(getattr(self, name))
         except ValueError as exc:
-            raise SettingsError(f"MOVIEREC_SERVE_{which.upper()}_NETWORKS: {exc}") from None
+            raise SettingsError(f"{env_name(name)}: {exc}") from None
 
     def __post_init__(self) -> None:
-        self.networks("metrics")  # a bad CIDR fails at start, not at the first scrape
-        self.networks("private")
+        for which in NETWORK_SETTINGS:  # a bad CIDR fails at start, not at the first request
+            self.networks(which)
+        if self.serve_walk_min_run == 1:
+            raise SettingsError(f"{env_name('serve_walk_min_run')}=1: every request would be a "
+                                "walk; use 0 to disable the walk guard, or at least 2")

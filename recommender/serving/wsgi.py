@@ -25,9 +25,11 @@ from recommender.serving.serving_metrics import ServingMetrics
 from recommender.serving.settings import ServeSettings
 from recommender.serving.sinks import KafkaSink, RedisProvenanceSink
 from recommender.serving.telemetry import Lanes, Sink, Telemetry
+from recommender.serving.walks import WalkGuard
 from recommender.serving.watcher import ModelWatcher
 from stores.keys import Keys
 from stores.redis_online import RedisOnlineStore
+from stores.redis_walks import RedisWalkStore
 
 BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 """Set to 1 for the server: a threaded BLAS under busy request threads stalls (the p99 of
@@ -75,6 +77,13 @@ def build_services(settings: ServeSettings, metrics: ServingMetrics) -> tuple[Se
                                    timeout_s=settings.serve_redis_timeout_ms / 1000.0,
                                    pool_size=threads + 2)
     features = OnlineFeatures(hot, breaker)
+    # the walk guard shares the feature reads' client (pool, 25 ms timeout, no retries), not
+    # their breaker: a failure of the guard alone must not degrade the features (walks.py)
+    walks = (WalkGuard(RedisWalkStore(hot.client, keys, gap_s=settings.serve_walk_gap_s),
+                       min_run=settings.serve_walk_min_run,
+                       breaker=CircuitBreaker(settings.serve_breaker_failures,
+                                              settings.serve_breaker_reset_s))
+             if settings.serve_walk_min_run else None)
     background = RedisOnlineStore.connect(settings.redis_url, keys, timeout_s=BACKGROUND_TIMEOUT_S,
                                           provenance_ttl_s=settings.provenance_ttl_days * 86400.0)
     registry = Registry(settings.registry_dir)
@@ -92,7 +101,7 @@ def build_services(settings: ServeSettings, metrics: ServingMetrics) -> tuple[Se
     ])
     services = Services(features=features, models=watcher, telemetry=telemetry,
                         provenance=ProvenanceLookup(background), experiments=store,
-                        model_meta=lambda version: registry.get(version).meta)
+                        model_meta=lambda version: registry.get(version).meta, walks=walks)
     return services, watcher
 
 

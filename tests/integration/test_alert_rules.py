@@ -53,7 +53,8 @@ CASES: dict[str, tuple[tuple[dict[str, str], int, dict[str, str]], dict[str, str
     "MovierecFallbackRateHigh": (
         ({'movierec_serve_fallbacks_total{reason="redis"}': "0+10x30",
           'movierec_serve_requests_total{endpoint="recommend",status="200"}': "0+100x30"}, 25, {}),
-        {'movierec_serve_fallbacks_total{reason="redis"}': "0+1x30",
+        {'movierec_serve_fallbacks_total{reason="redis"}': "0+1x30",  # a crawler's steps: not this
+         'movierec_serve_fallbacks_total{reason="scraping"}': "0+20x30",
          'movierec_serve_requests_total{endpoint="recommend",status="200"}': "0+100x30"}),
     "MovierecShedRateHigh": (
         ({'movierec_serve_fallbacks_total{reason="shed"}': "0+5x30",
@@ -83,6 +84,14 @@ CASES: dict[str, tuple[tuple[dict[str, str], int, dict[str, str]], dict[str, str
     "MovierecShillingCampaign": (
         ({"movierec_loop_shilling_campaigns": "0x5 1x10"}, 8, {}),
         {"movierec_loop_shilling_campaigns": "0x15"}),
+    "MovierecScrapingWalk": (  # one walk step is enough; organic traffic alone is quiet
+        ({"movierec_serve_walk_steps_total": "0x5 11x10"}, 8, {}),
+        {"movierec_serve_walk_steps_total": "0x15",
+         'movierec_serve_fallbacks_total{reason="shed"}': "0+5x15"}),
+    "MovierecClientRateLimited": (
+        ({"movierec_serve_rate_limited_total": "0x5 3x10"}, 8, {}),
+        {"movierec_serve_rate_limited_total": "0x15",
+         'movierec_serve_requests_total{endpoint="recommend",status="200"}': "0+1000x15"}),
     "MovierecConsumerLagHigh": (
         ({'movierec_consumer_lag_messages{partition="0"}': "60000x30"}, 15, {}),
         {'movierec_consumer_lag_messages{partition="0"}': "1000x30"}),

@@ -6,7 +6,10 @@ codes, content types, JSON schemas)."""
 
 from __future__ import annotations
 
+import http.client
+import random
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,3 +69,42 @@ def test_every_answer_conforms_in_time_and_is_never_a_server_error(case, service
         relaxed = case.operation.label == "PUT /admin/experiment" and response.status_code == 400
         case.validate_response(response, excluded_checks=[positive_data_acceptance] if relaxed
                                else None)
+
+
+def test_a_walk_over_the_ids_gets_the_popular_list_whichever_worker_answers(service: str) -> None:
+    """The walk guard wired into the real service (two gunicorn workers, each request on a
+    fresh connection to whichever worker takes it, the runs in the real Redis): from the
+    30th consecutive id on, the answer is the popular list with X-Fallback: scraping.
+    The walk starts at a random id (an unknown user: cold start otherwise): hypothesis
+    seeds its integers with the literals of this module, so a fixed start could have been
+    fuzzed just before and lengthen the run."""
+    def walk_steps() -> float:
+        with urllib.request.urlopen(f"{service}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+        return next(float(line.split()[-1]) for line in text.splitlines()
+                    if line.startswith("movierec_serve_walk_steps_total "))
+
+    before = walk_steps()
+    fallbacks, paths = [], []
+    first = random.SystemRandom().randrange(10**8, 2**31 - 10**3)
+    for user in range(first, first + 40):
+        with urllib.request.urlopen(f"{service}/recommend/{user}", timeout=5) as answer:
+            assert answer.status == 200
+            fallbacks.append(answer.headers.get("X-Fallback"))
+            paths.append(answer.headers["X-Answer-Path"])
+    assert fallbacks == [None] * 29 + ["scraping"] * 11
+    assert set(paths[29:]) == {"popular"}
+    assert walk_steps() - before == 11
+
+
+@pytest.mark.parametrize("raw", ["1%0A", "%0D%0A", "7%00"])
+def test_control_characters_in_the_id_are_a_400_through_gunicorn(service: str, raw: str) -> None:
+    host, port = service.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        connection.request("GET", f"/recommend/{raw}")
+        answer = connection.getresponse()
+        assert answer.status == 400
+        assert answer.read().decode() == "user id must be a non-negative integer"
+    finally:
+        connection.close()
