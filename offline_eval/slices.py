@@ -42,12 +42,12 @@ from offline_eval.ranking_metrics import (
     recall_at_k,
 )
 from recommender.models.profiles import AGE_EDGES, AGE_GROUPS, GENDERS, Profiles
+from recommender.rerank import HEAD_SHARE  # one definition of the head, for every slice and audit
 
 UNKNOWN = "?"
 ACTIVITY_EDGES: tuple[int, ...] = (1, 5, 20, 50)
 """Lower-inclusive edges of the activity bins, in training items per user."""
 ACTIVITY_LABELS: tuple[str, ...] = ("0", "1-4", "5-19", "20-49", "50+")
-HEAD_SHARE = 0.2
 """Share of the catalog (most popular first) that is the head, not the long tail."""
 
 

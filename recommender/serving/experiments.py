@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from movierec.durable import make_dirs, write_atomic
+from recommender.rerank import parse_policy
 from recommender.serving.state import BadRequest, ServingError
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
@@ -46,16 +47,22 @@ SHARE_TOLERANCE = 1e-6
 
 _KEYS = frozenset({"id", "arms", "start", "stop"})
 _ARM_KEYS = frozenset({"name", "model", "share"})
+_ARM_OPTIONAL = frozenset({"rerank"})
 
 
 @dataclass(frozen=True)
 class Arm:
     """One variant: ``name`` (labels telemetry), ``model`` (a registry alias such as
-    "champion" or a full version id) and ``share`` of the users, in (0, 1]."""
+    "champion" or a full version id), ``share`` of the users, in (0, 1], and ``rerank``:
+    a re-ranking policy applied to the model's lists (``recommender.rerank.parse_policy``:
+    "calibrated", or "calibrated:0.8" with its weight), None for the model's own order.
+    Two arms may serve the same model, one re-ranked: that is how a fairness mitigation
+    runs as an experiment arm."""
 
     name: str
     model: str
     share: float
+    rerank: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,7 @@ class Experiment:
     def to_dict(self) -> dict:
         """The JSON form ``from_dict`` reads back to an equal ``Experiment``."""
         return {"id": self.id,
-                "arms": [{"name": a.name, "model": a.model, "share": a.share} for a in self.arms],
+                "arms": [_arm_to_dict(a) for a in self.arms],
                 "start": None if self.start is None else self.start.isoformat(),
                 "stop": None if self.stop is None else self.stop.isoformat()}
 
@@ -170,6 +177,11 @@ def _check_arm(experiment_id: str, arm: Arm) -> None:
         raise BadRequest(f"{where}: {DEFAULT_ROUTE!r} is reserved for answers outside any arm")
     if not isinstance(arm.model, str) or not MODEL_REF.match(arm.model):
         raise BadRequest(f"{where}: model {arm.model!r} must be a registry alias or version id")
+    if arm.rerank is not None:
+        try:
+            parse_policy(arm.rerank)
+        except ValueError as exc:
+            raise BadRequest(f"{where}: rerank {arm.rerank!r}: {exc} (or null)") from None
     share = arm.share
     if (isinstance(share, bool) or not isinstance(share, int | float)
             or not math.isfinite(share) or not 0 < share <= 1):
@@ -179,11 +191,19 @@ def _check_arm(experiment_id: str, arm: Arm) -> None:
 def _arm_from_dict(d: object) -> Arm:
     if not isinstance(d, Mapping):
         raise BadRequest("each arm must be an object {name, model, share}")
-    if unknown := sorted(set(d) - _ARM_KEYS):
-        raise BadRequest(f"unknown arm keys {unknown}; allowed: {sorted(_ARM_KEYS)}")
+    if unknown := sorted(set(d) - _ARM_KEYS - _ARM_OPTIONAL):
+        raise BadRequest(f"unknown arm keys {unknown}; allowed: "
+                         f"{sorted(_ARM_KEYS | _ARM_OPTIONAL)}")
     if missing := sorted(_ARM_KEYS - set(d)):
         raise BadRequest(f"arm {d.get('name')!r} is missing {missing}")
-    return Arm(d["name"], d["model"], d["share"])
+    return Arm(d["name"], d["model"], d["share"], d.get("rerank"))
+
+
+def _arm_to_dict(arm: Arm) -> dict:
+    out = {"name": arm.name, "model": arm.model, "share": arm.share}
+    if arm.rerank is not None:  # absent otherwise: files of arms without it read as before
+        out["rerank"] = arm.rerank
+    return out
 
 
 def _parse_time(label: str, value: object) -> datetime | None:

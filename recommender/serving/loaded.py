@@ -13,7 +13,9 @@ everything a request needs so the request path only looks things up:
 - a ``TitleMatcher`` over the catalog (titles read from the ids), for the
   self-descriptions of cold-start users; duplicate titles go to the more popular film;
 - the model's own popularity ranking (``recommend_new(None, ...)``), all items and
-  minor-safe only: the degraded answers when the time budget runs out.
+  minor-safe only: the degraded answers when the time budget runs out;
+- ``flags``: long-tail and older films per item, for the calibrated re-ranking an
+  experiment arm may ask for (``with_rerank``, ``recommender.rerank``).
 
 A ``ServingModel`` is immutable after ``load`` and shared by the threads of a worker;
 the watcher builds a new one and swaps the reference. Every failure of the public
@@ -23,13 +25,16 @@ it has (load, ``smoke_check``) or fall back to ``popular_for`` (``recommend``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from recommender import rerank
 from recommender.coldstart import TitleMatcher
 from recommender.confidence import ConfidenceParams
 from recommender.models.base import History, Recommender
@@ -48,6 +53,8 @@ from recommender.serving.core import (
 )
 from recommender.serving.state import ModelUnavailable
 from stores.online import UserState
+
+log = logging.getLogger(__name__)
 
 SEEN_SLACK = 500
 """Popular movies kept beyond the list size, so ``popular_for`` still fills a list after
@@ -73,6 +80,10 @@ class CachedTitles:
     def match(self, text: str | None) -> tuple[tuple[int, float], ...]:
         return self._match(text)
 
+
+SiteRanking = Callable[[int], list[str]]
+"""At most n movie ids, most played first (in production ``OnlineStore.popular``, the
+consumer's decayed popularity)."""
 
 MovieMetadata = Callable[[Sequence[str]], Mapping[str, Mapping[str, str]]]
 """Movie ids -> the stored metadata fields of those that have any (in production
@@ -102,19 +113,30 @@ class ServingModel:
     list_size: int
     unsafe_items: np.ndarray
     """int64 item indices where ``unsafe``: the exclusion added for (possible) minors."""
+    flags: np.ndarray
+    """(n_items, 2) bool: long tail (by the model's popularity ranking) and older (by the
+    metadata's release year), ``recommender.rerank.item_flags``: what re-ranking balances."""
+    rerank: str | None = None
+    """The re-ranking policy of this view (``with_rerank``); None: the model's order."""
+    rerank_lambda: float = 0.0
+    """Its calibration weight (``recommender.rerank.parse_policy``)."""
 
     # -- loading --------------------------------------------------------------------------
 
     @classmethod
     def load(cls, registry: Registry, version: str, *, movies: MovieMetadata,
              confidence: ConfidenceParams = ConfidenceParams(), rating_scale: int = 5,
-             default_runtime: float = 90.0, list_size: int = 20) -> ServingModel:
+             default_runtime: float = 90.0, list_size: int = 20,
+             ranking: SiteRanking | None = None) -> ServingModel:
         """Load ``version`` (id or alias) memory-mapped and verified, and derive the rest
         from the metadata ``movies`` gives for the model's movies and the runtimes stored
         with the version (``default_runtime`` minutes, for a movie without a metadata
         runtime, only when the version stored none). ``confidence`` weighs histories
-        unless the version stored the parameters it was trained with. Any failure, a failed metadata read
-        included, raises ``ModelUnavailable`` naming the version and the cause."""
+        unless the version stored the parameters it was trained with. ``ranking`` gives
+        the site's play-based popularity (the consumer's), whose head ``flags`` marks; without
+        it, or when it fails or is empty, the model's own popularity ranking does. Any failure,
+        a failed metadata read included, raises ``ModelUnavailable`` naming the version and
+        the cause."""
         try:
             if not default_runtime > 0 or list_size < 1 or rating_scale < 2:
                 raise ValueError(f"bad settings default_runtime={default_runtime} "
@@ -127,7 +149,8 @@ class ServingModel:
             if mv.meta.get("confidence"):
                 confidence = ConfidenceParams(**mv.meta["confidence"])
             return cls._build(mv.version, mv.name, mv.meta, model, movies, confidence,
-                              rating_scale, float(default_runtime), list_size, trained)
+                              rating_scale, float(default_runtime), list_size, trained,
+                              ranking)
         except Exception as exc:
             # Whatever breaks (files, hashes, shapes, an unknown model, a bug in a
             # candidate), this version cannot be served and the caller keeps its model.
@@ -138,7 +161,8 @@ class ServingModel:
     def _build(cls, version: str, name: str, meta: dict[str, Any], model: Recommender,
                movies: MovieMetadata, confidence: ConfidenceParams,
                rating_scale: int, default_runtime: float, list_size: int,
-               trained_runtimes: np.ndarray | None = None) -> ServingModel:
+               trained_runtimes: np.ndarray | None = None,
+               site_ranking: SiteRanking | None = None) -> ServingModel:
         item_ids = tuple(str(i) for i in model.item_ids)
         n_items = len(item_ids)
         if n_items == 0:
@@ -150,6 +174,8 @@ class ServingModel:
         # api_runtimes: training's rule for a usable runtime (it filtered training's too)
         runtimes = serving_runtimes(item_ids, api_runtimes(metadata), trained_runtimes, default_runtime)
         unsafe = np.array([unsafe_for_minors(metadata.get(m)) for m in item_ids], dtype=bool)
+        years = np.array([rerank.release_year(metadata.get(m)) or np.nan for m in item_ids],
+                         dtype=np.float64)
         ranking = _checked(model.recommend_new(None, n_items), n_items, set(), "popular ranking")
         # Higher = more popular; from_ids gives a duplicated title to the most popular film.
         popularity = np.zeros(n_items, dtype=np.float64)
@@ -164,7 +190,15 @@ class ServingModel:
             popular_safe=tuple(item_ids[i] for i in ranking[~unsafe[ranking]][:depth]),
             confidence=confidence, rating_scale=rating_scale, list_size=list_size,
             unsafe_items=_read_only(np.flatnonzero(unsafe).astype(np.int64)),
+            flags=_read_only(_flags(site_ranking, index, ranking, years)),
         )
+
+    def with_rerank(self, policy: str | None) -> ServingModel:
+        """This model answering with ``policy``'s re-ranking (``recommender.rerank``): a
+        view sharing every array, for an experiment arm that re-ranks. ``ValueError`` on
+        an unknown policy."""
+        lam = 0.0 if policy is None else rerank.parse_policy(policy)
+        return dataclasses.replace(self, rerank=policy, rerank_lambda=lam)
 
     # -- checks -------------------------------------------------------------------------------
 
@@ -202,7 +236,10 @@ class ServingModel:
 
         A history the model knows is ranked by the model (path "model"); otherwise cold
         start from the profile: "coldstart_profile" with liked titles, else
-        "coldstart_demographic" with an age or gender, else "popular". The model's list
+        "coldstart_demographic" with an age or gender, else "popular". A view
+        ``with_rerank("calibrated")`` re-ranks the model path's ``rerank.CANDIDATES``
+        best by ``rerank.calibrate`` towards the history's share of long-tail and older
+        films (cold start is not re-ranked: there is no history to calibrate to). The model's list
         is checked again on the way out (a broken candidate must not leak a seen or
         unsafe movie); any failure is a ``ModelUnavailable``."""
         try:
@@ -216,7 +253,14 @@ class ServingModel:
                 # their behaviour speaks, and matching titles (about 0.45 ms a text, most
                 # texts seen once) would be a third of a request's time.
                 profile = profile_of(state, None)
-                picks = self.model.recommend(history, n, exclude=banned, profile=profile)
+                if self.rerank is None:
+                    picks = self.model.recommend(history, n, exclude=banned, profile=profile)
+                else:  # "calibrated[:lam]", the one policy: the history's mix of tail and old films
+                    ranked = self.model.recommend(history, max(n, rerank.CANDIDATES),
+                                                  exclude=banned, profile=profile)
+                    target = rerank.user_target(history.items, history.weights, self.flags)
+                    picks = rerank.calibrate(np.asarray(ranked), self.flags, target, n,
+                                             self.rerank_lambda)
                 path = PATH_MODEL
             else:
                 profile = profile_of(state, self.titles)
@@ -250,6 +294,23 @@ class ServingModel:
             if movie not in seen_a and movie not in seen_b:
                 out.append(movie)
         return tuple(out)
+
+
+def _flags(site_ranking: SiteRanking | None, index: Mapping[str, int], ranking: np.ndarray,
+           years: np.ndarray) -> np.ndarray:
+    """Long-tail and older flags per item: the head from the site's ranking when it can
+    be read and is not empty (the fairness audit's head), else from the model's own."""
+    site: list[str] = []
+    if site_ranking is not None:
+        try:
+            site = site_ranking(rerank.RANKING_DEPTH)
+        except Exception:  # a fairness input: never a reason to refuse a model
+            log.warning("the site's popularity ranking could not be read; the model's "
+                        "own ranking marks the long tail", exc_info=True)
+    if not site:
+        return rerank.item_flags(ranking, years)
+    head = np.array(sorted(index[m] for m in rerank.head_of(site) if m in index), np.int64)
+    return rerank.flags_from_head(head, years)
 
 
 def _read_only(arr: np.ndarray) -> np.ndarray:

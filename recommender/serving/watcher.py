@@ -59,6 +59,14 @@ class Versioned(Protocol):
     def version(self) -> str: ...
 
 
+def reranked(model: M, policy: str | None) -> M:
+    """``model`` answering with ``policy``'s re-ranking (an arm's ``rerank``): its
+    ``with_rerank(policy)`` view when it has one (``ServingModel`` does), else the model
+    itself (test doubles, and ``policy`` None)."""
+    with_rerank = getattr(model, "with_rerank", None)
+    return model if policy is None or with_rerank is None else with_rerank(policy)
+
+
 M = TypeVar("M", bound=Versioned)
 
 LOADED = "loaded"
@@ -76,6 +84,9 @@ class ModelSet(Generic[M]):
     - ``experiment``: the running experiment (None: none);
     - ``arm_versions``: arm name -> version, only for arms whose version is loaded;
     - ``generation``: swaps by this watcher so far (0: the empty set before any).
+
+    An arm with a ``rerank`` policy is answered by its model's re-ranked view, built
+    once here (``reranked``), not per request.
     """
 
     models: Mapping[str, M] = field(default_factory=dict)
@@ -83,6 +94,8 @@ class ModelSet(Generic[M]):
     experiment: Experiment | None = None
     arm_versions: Mapping[str, str] = field(default_factory=dict)
     generation: int = 0
+    _arm_models: Mapping[str, M] = field(default_factory=dict, init=False, repr=False,
+                                         compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", MappingProxyType(dict(self.models)))
@@ -90,6 +103,10 @@ class ModelSet(Generic[M]):
         used = {v for v in (self.default_version, *self.arm_versions.values()) if v is not None}
         if missing := sorted(v for v in used if v not in self.models):
             raise ServingError(f"model set refers to versions it does not hold: {missing}")
+        arms = {} if self.experiment is None else {a.name: a for a in self.experiment.arms}
+        object.__setattr__(self, "_arm_models", {
+            name: reranked(self.models[version], arms[name].rerank)
+            for name, version in self.arm_versions.items() if name in arms})
 
     @property
     def default_model(self) -> M | None:
@@ -102,9 +119,9 @@ class ModelSet(Generic[M]):
         if self.experiment is not None:
             arm = assign(user_id, self.experiment, at)
             if arm is not None:
-                version = self.arm_versions.get(arm.name)
-                if version is not None:
-                    return arm.name, self.models[version]
+                model = self._arm_models.get(arm.name)
+                if model is not None:
+                    return arm.name, model
         return DEFAULT_ROUTE, self.default_model
 
 

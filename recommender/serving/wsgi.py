@@ -59,7 +59,7 @@ def model_loader(registry: Registry, background: RedisOnlineStore,
 
     def load_version(version: str) -> ServingModel:
         model = ServingModel.load(registry, version,
-                                  movies=background.movies,
+                                  movies=background.movies, ranking=background.popular,
                                   confidence=ConfidenceParams(), rating_scale=settings.rating_scale,
                                   list_size=settings.serve_list_size)
         model.smoke_check()
