@@ -91,6 +91,8 @@ def fairness(since_min: float | None, window_min: float, out_dir: Path | None,
     from audit import fairness_log, fairness_report, telemetry
     from audit.settings import AuditSettings
     from movierec.settings import load
+    from recommender.rerank import RANKING_DEPTH
+    from recommender.serving.experiments import ExperimentStore
     from stores.keys import Keys
     from stores.redis_online import RedisOnlineStore
 
@@ -100,35 +102,38 @@ def fairness(since_min: float | None, window_min: float, out_dir: Path | None,
     ages = telemetry.GroupOf(store, lambda f: core.age_group(f[0]))
     genders = telemetry.GroupOf(store, lambda f: core.gender_group(f[1]))
     by_age, by_gender = fairness_log.joins(ages, genders, window_min)
+    # the running experiment: its arms are compared (a mitigation arm beside its control)
+    experiment = ExperimentStore(settings.serve_experiments_file).read()[1]
+    by_arm = (None if experiment is None
+              else fairness_log.join(fairness_log.ArmOf(experiment), window_min))
     since_ms = None if since_min is None else int((time.time() - since_min * 60) * 1000)
     read = fairness_log.read_fairness(
         settings.kafka_bootstrap, settings.kafka_topic, by_age, by_gender,
         rating_scale=settings.rating_scale, timeout_s=settings.audit_read_timeout_s,
-        idle_s=10.0, written_since_ms=since_ms)
+        idle_s=10.0, written_since_ms=since_ms, by_arm=by_arm)
     overall, age_results = core.judge_groups(by_age.finish())
     _, gender_results = core.judge_groups(by_gender.finish())
     exposed = core.exposure(read.lists)
     meta = telemetry.movie_meta(store, set(exposed) | set(read.started))
-    popularity = {m: float(f["popularity"]) for m, f in meta.items()
-                  if f and _is_number(f.get("popularity"))}
-    tail = set(meta) - core.head_movies(popularity)
+    # the head by the site's own plays: the consumer's decayed popularity ranking (the
+    # re-ranker's head comes from the same plays, through the model's training data)
+    ranked = store.popular(RANKING_DEPTH)
+    tail = (set(meta) | set(exposed) | set(read.started)) - core.head_of(ranked)
     old = {m for m, f in meta.items() if (y := core.release_year(f)) and y < core.OLD_BEFORE_YEAR}
-    providers = [core.judge_provider("long tail", tail, exposed, read.started),
-                 core.judge_provider(f"released before {core.OLD_BEFORE_YEAR}", old, exposed,
-                                     read.started)]
+    groups = {"long tail": tail, f"released before {core.OLD_BEFORE_YEAR}": old}
+    providers = [core.judge_provider(g, members, exposed, read.started)
+                 for g, members in groups.items()]
+    policies = {} if experiment is None else {a.name: a.rerank for a in experiment.arms}
+    arms = (None if by_arm is None else
+            core.judge_arms(by_arm.finish(), read.arm_lists, policies, groups, read.started))
+    mitigation = fairness_report.mitigation(
+        policies, {} if experiment is None else {a.name: a.share for a in experiment.arms},
+        None if experiment is None else experiment.id)
     window = "the whole log" if since_min is None else f"the last {since_min:g} min"
     built = fairness_report.build(overall, age_results, gender_results, providers,
                                   source=f"topic {settings.kafka_topic} ({window})",
-                                  lists=len(read.lists))
+                                  lists=len(read.lists), arms=arms, mitigation_text=mitigation)
     _finish(built, out_dir or settings.audit_reports_dir / "fairness", as_json)
-
-
-def _is_number(text: object) -> bool:
-    try:
-        float(str(text))
-    except ValueError:
-        return False
-    return True
 
 
 @audit.command("security")

@@ -26,14 +26,16 @@ from dataclasses import dataclass
 from online_eval.join import ArmOutcome
 from online_eval.stats import wilson_interval
 
+# The provider groups' definitions have one home, the re-ranker that serves them:
+from recommender.rerank import HEAD_SHARE
+from recommender.rerank import OLD_BEFORE_YEAR as OLD_BEFORE_YEAR
+from recommender.rerank import head_of as head_of
+from recommender.rerank import release_year as release_year
+
 RATIO = 0.8
 AGE_BANDS: tuple[tuple[int, str], ...] = ((18, "under 18"), (25, "18-24"), (35, "25-34"),
                                           (50, "35-49"), (200, "50+"))
 UNKNOWN = "unknown"
-OLD_BEFORE_YEAR = 2000
-"""Movies released before this year are the "older movies" provider group."""
-HEAD_SHARE = 0.2
-"""The most popular fifth of the catalog is the head; the rest is the long tail."""
 
 
 def age_group(age: int | None) -> str:
@@ -122,7 +124,36 @@ def judge_provider(group: str, members: set[str], exposed: Mapping[str, float],
     return ProviderResult(group, len(members), e, d, verdict)
 
 
-def release_year(meta: Mapping[str, str] | None) -> int | None:
-    """The year of ``release_date`` (YYYY-MM-DD as the movie API gives it), or None."""
-    text = str((meta or {}).get("release_date", ""))[:4]
-    return int(text) if text.isdigit() else None
+@dataclass(frozen=True)
+class ArmFairness:
+    """One experiment arm's lists: its take rate (Wilson 95%) and each provider group's
+    exposure share against demand, so a mitigation arm is judged beside its control on
+    both the fairness measure and the overall outcome."""
+
+    arm: str
+    rerank: str | None
+    lists: int
+    eligible: int
+    take_rate: float | None
+    low: float | None
+    high: float | None
+    providers: tuple[ProviderResult, ...]
+
+
+def judge_arms(outcomes: Mapping[str, ArmOutcome], lists: Mapping[str, list[tuple[str, ...]]],
+               policies: Mapping[str, str | None], groups: Mapping[str, set[str]],
+               demand: Mapping[str, int]) -> list[ArmFairness]:
+    """Per arm in ``policies`` (arm -> its re-ranking policy): outcomes from the join by
+    arm, exposure from the arm's ``lists``, each of ``groups`` (name -> movies) against
+    the one ``demand`` of the whole log (every arm's users choose from one catalog)."""
+    out = []
+    for arm, policy in policies.items():
+        o = outcomes.get(arm)
+        eligible, taken = (o.eligible, o.taken) if o else (0, 0)
+        low, high = wilson_interval(taken, eligible) if eligible else (None, None)
+        exposed = exposure(lists.get(arm, []))
+        out.append(ArmFairness(
+            arm, policy, len(lists.get(arm, [])), eligible,
+            taken / eligible if eligible else None, low, high,
+            tuple(judge_provider(g, members, exposed, demand) for g, members in groups.items())))
+    return out

@@ -3,7 +3,7 @@ and the providers' results."""
 
 from __future__ import annotations
 
-from audit.fairness import RATIO, GroupResult, ProviderResult
+from audit.fairness import RATIO, ArmFairness, GroupResult, ProviderResult
 from audit.report import AuditReport, Table
 from offline_eval.plot import Panel, small_multiples
 
@@ -11,15 +11,32 @@ REQUIREMENT = (
     f"Users: every age group and gender takes the service's lists at no less than "
     f"{RATIO:.0%} of the overall take rate (the four-fifths rule of disparate impact), "
     f"judged on the Wilson 95% interval; minutes watched per list are reported beside it. "
-    f"Providers: long-tail movies (outside the most popular fifth of the catalog) and "
+    f"Providers: long-tail movies (outside the most played fifth of the catalog, by the "
+    f"consumer's decayed popularity) and "
     f"older movies (released before 2000) get at least {RATIO:.0%} of their share of "
     f"demand (films users started) as their share of exposure in the lists "
     f"(position-weighted, Singh and Joachims, KDD 2018).")
 
-MITIGATION = (
-    "None deployed yet: the first measurement decides where one is needed (issue 18). "
+MINOR_FILTER = (
     "Serving's minor filter narrows the catalog for users under 18 and of unknown age by "
     "design, which this audit shows as a cost to those groups rather than hides.")
+NO_ARM = (
+    "None in force: no experiment arm re-ranks. The mitigation for the provider "
+    "requirement is calibrated re-ranking (recommender.rerank: each list carries "
+    "long-tail and older films in the share of the user's own history, Steck, RecSys "
+    "2018), run as an experiment arm with `\"rerank\": \"calibrated\"` (docs/audits.md).")
+
+
+def mitigation(arms: dict[str, str | None], shares: dict[str, float], experiment: str | None) -> str:
+    """The mitigation in force, from the running experiment's arms (arm -> policy)."""
+    reranked = {a: p for a, p in arms.items() if p}
+    if not reranked:
+        return f"{NO_ARM} {MINOR_FILTER}"
+    listed = ", ".join(f"arm {a!r} ({p}, {shares.get(a, 0):.0%} of users)"
+                       for a, p in reranked.items())
+    return (f"Calibrated re-ranking (recommender.rerank, Steck, RecSys 2018) in experiment "
+            f"{experiment!r}: {listed}; the table by arm compares it with its control. "
+            f"{MINOR_FILTER}")
 
 
 def _row(r: GroupResult) -> list[object]:
@@ -29,8 +46,16 @@ def _row(r: GroupResult) -> list[object]:
     return [r.group, r.eligible, rate, interval, minutes, r.verdict]
 
 
+def _arm_row(a: ArmFairness) -> list[object]:
+    rate = "n/a" if a.take_rate is None else f"{a.take_rate:.3f}"
+    interval = "" if a.low is None else f"[{a.low:.3f}, {a.high:.3f}]"
+    shares = [f"{p.exposure_share:.3f} / {p.demand_share:.3f} {p.verdict}" for p in a.providers]
+    return [a.arm, a.rerank or "none", a.lists, a.eligible, rate, interval, *shares]
+
+
 def build(overall: float | None, ages: list[GroupResult], genders: list[GroupResult],
-          providers: list[ProviderResult], *, source: str, lists: int) -> AuditReport:
+          providers: list[ProviderResult], *, source: str, lists: int,
+          arms: list[ArmFairness] | None = None, mitigation_text: str | None = None) -> AuditReport:
     failed = [r.group for r in ages + genders if r.verdict == "fail"] + \
              [p.group for p in providers if p.verdict == "fail"]
     unclear = [r.group for r in ages + genders if r.verdict == "inconclusive"]
@@ -58,6 +83,12 @@ def build(overall: float | None, ages: list[GroupResult], genders: list[GroupRes
               [[p.group, p.movies, f"{p.exposure_share:.3f}", f"{p.demand_share:.3f}",
                 p.verdict] for p in providers]),
     ]
+    if arms:
+        tables.append(Table(
+            "By experiment arm (exposure share / demand share, verdict)",
+            ["arm", "re-ranking", "lists", "eligible lists", "take rate", "95% interval",
+             *[p.group for p in arms[0].providers]],
+            [_arm_row(a) for a in arms]))
     plots = {}
     judged = [r for r in ages + genders if r.take_rate is not None]
     if judged:
@@ -66,9 +97,21 @@ def build(overall: float | None, ages: list[GroupResult], genders: list[GroupRes
             [Panel("take rate", [r.take_rate for r in judged]),
              Panel("minutes per list", [r.minutes_per_list for r in judged])],
             title="Fairness audit: outcomes by user group")
+    if arms and any(a.take_rate is not None for a in arms):
+        plots["fairness-arms.svg"] = small_multiples(
+            [a.arm for a in arms],
+            [Panel("take rate", [a.take_rate for a in arms]),
+             *[Panel(f"{p.group}: exposure / demand",
+                     [x.providers[i].exposure_share / x.providers[i].demand_share
+                      if x.providers[i].demand_share else None for x in arms])
+               for i, p in enumerate(arms[0].providers)]],
+            title="Fairness audit: the mitigation arm beside its control")
     numbers = {"overall_take_rate": overall, "ratio": RATIO,
                "ages": [vars(r) for r in ages], "genders": [vars(r) for r in genders],
-               "providers": [vars(p) for p in providers], "source": source, "lists": lists}
+               "providers": [vars(p) for p in providers], "source": source, "lists": lists,
+               "arms": [{**vars(a), "providers": [vars(p) for p in a.providers]}
+                        for a in arms or []]}
     return AuditReport(name="fairness", requirement=REQUIREMENT, measurement=measurement,
                        passed=overall is not None and not failed, result=verdict,
-                       mitigation=MITIGATION, numbers=numbers, tables=tables, plots=plots)
+                       mitigation=mitigation_text or mitigation({}, {}, None),
+                       numbers=numbers, tables=tables, plots=plots)

@@ -13,13 +13,14 @@ from movierec.settings import (
     WireSettings,
     setting,
 )
-from recommender.settings import RegistrySettings
+from recommender.settings import ExperimentsSettings, RegistrySettings
 
 
 @dataclass(frozen=True)
 class AuditSettings(KafkaSettings, RedisSettings, ServedTopicSettings, WireSettings,
-                    RegistrySettings):
-    """The broker and topics the audits read, the online store, the reports' folder."""
+                    RegistrySettings, ExperimentsSettings):
+    """The broker and topics the audits read, the online store, the running experiment
+    (the fairness audit compares its arms), the reports' folder."""
 
     audit_reports_dir: Path = setting(
         Path("var/reports/audits"), "Folder of the audits' reports (one subfolder each)")
