@@ -136,6 +136,88 @@ def fairness(since_min: float | None, window_min: float, out_dir: Path | None,
     _finish(built, out_dir or settings.audit_reports_dir / "fairness", as_json)
 
 
+@audit.command("feedback")
+@_report_options("feedback", "Only what was written in the last N minutes (default: the "
+                             "whole log).")
+@click.option("--bucket-hours", type=click.FloatRange(min=0.25), default=24.0,
+              show_default=True, help="Length of a time bucket, in hours of event time.")
+@click.option("--popularity-days", type=click.FloatRange(min=0.01), default=7.0,
+              show_default=True,
+              help="Plays in this many days before the first full bucket rank the head "
+                   "(the long tail is the rest).")
+def feedback(since_min: float | None, bucket_hours: float, popularity_days: float,
+             out_dir: Path | None, as_json: bool) -> None:
+    """Feedback loops: catalog coverage of the lists, Gini of exposure and the long-tail
+    share of plays per bucket of event time, from the event log, and their trends; the
+    re-ranking arms of the running experiment as the mitigation in force."""
+    from datetime import UTC, datetime
+
+    from audit import feedback_report
+    from audit.feedback import Tally, measure
+    from audit.settings import AuditSettings
+    from movierec.settings import load
+    from recommender.serving.experiments import ExperimentStore
+    from recommender.serving.state import ServingError
+
+    settings = load(AuditSettings)
+    try:
+        error, experiment = None, ExperimentStore(settings.serve_experiments_file).read()[1]
+    except ServingError as exc:
+        error, experiment = str(exc), None
+    since_ms = None if since_min is None else int((time.time() - since_min * 60) * 1000)
+    tally = Tally(bucket_hours * 3600.0)
+    _read_log(settings.kafka_bootstrap, settings.kafka_topic, tally, experiment,
+              rating_scale=settings.rating_scale, timeout_s=settings.audit_read_timeout_s,
+              written_since_ms=since_ms)
+    window = "the whole log" if since_min is None else f"the last {since_min:g} min"
+    built = feedback_report.build(
+        measure(tally, popularity_s=popularity_days * 86_400.0),
+        source=f"topic {settings.kafka_topic} ({window})",
+        mitigation=feedback_report.mitigation(experiment, error=error, at=datetime.now(UTC)),
+        policies=None if experiment is None
+        else {a.name: getattr(a, "rerank", None) for a in experiment.arms})
+    _finish(built, out_dir or settings.audit_reports_dir / "feedback", as_json)
+
+
+def _read_log(bootstrap: str, topic: str, tally: Any, experiment: Any, *, rating_scale: int,
+              timeout_s: float, written_since_ms: int | None) -> None:
+    """Feed the event log's lists (status 200), plays (watch lines of minute 0) and rated
+    movies to ``tally`` (``audit.feedback.Tally``), at their event time (UTC); each list
+    with its user's arm of ``experiment`` (serving's sticky assignment) when one runs."""
+    from datetime import UTC
+
+    from movierec.wire import LineParser, Rate, Recommendation, Watch
+    from online_eval.source import read_topic
+    from recommender.serving.experiments import arm_at, bucket
+
+    parser = LineParser(rating_scale)
+    arms: dict[int, str] = {}
+
+    def arm_of(user: int) -> str | None:
+        if experiment is None:
+            return None
+        if user not in arms:
+            arms[user] = arm_at(experiment.arms, bucket(user, experiment.id)).name
+        return arms[user]
+
+    def feed(value: bytes, _written_ms: int) -> None:
+        event = parser.parse(value)
+        if isinstance(event, Recommendation):
+            if event.status == 200 and event.items:
+                tally.add_list(event.time.replace(tzinfo=UTC).timestamp(), event.user_id,
+                               event.items, arm_of(event.user_id))
+        elif isinstance(event, Watch):
+            if event.minute == 0:
+                tally.add_play(event.time.replace(tzinfo=UTC).timestamp(), event.movie_id)
+            else:
+                tally.add_movie(event.movie_id)
+        elif isinstance(event, Rate):
+            tally.add_movie(event.movie_id)
+
+    read_topic(bootstrap, topic, feed, timeout_s=timeout_s, idle_s=10.0,
+               written_since_ms=written_since_ms)
+
+
 @audit.command("security")
 @_report_options("security", LISTS_SINCE)
 def security(since_min: float | None, out_dir: Path | None, as_json: bool) -> None:

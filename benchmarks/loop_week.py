@@ -26,8 +26,22 @@ Reported: the mean per 12 h for both runs, every cycle and its outcome, and a pa
 on each user's mean utility after the drift (users with sessions in both runs). A table
 (JSON, markdown) and an SVG plot go to ``--out-dir``.
 
+Feedback loops (issue #18, item 3): per day of each run, the feedback audit's own
+measures (``audit.feedback``: catalog coverage of the lists, Gini of exposure over the
+catalog, long-tail share of plays against the head of the week before, each day on the same
+number of lists) beside the truth's utility per session, with the audit's trends and
+verdict. A third run, *loop on + mitigation*, is the loop-on run with every list that has
+a history behind it re-ranked by ``recommender.rerank.calibrate`` (Steck, "Calibrated
+recommendations", RecSys 2018: each user's list carries the share of long-tail and older
+movies of their own history), as serving's ``calibrated`` arms do; flags from the model's
+popularity ranking and the movie API's release years, as serving derives them. Its effect
+against loop on: the coverage gain (percentage points of the catalog) and the utility
+cost, paired per user over the week and judged against ``UTILITY_BOUND`` (5%), stated
+before measuring. ``loop-week-feedback.svg`` plots the four measures per day;
+``--no-mitigation`` skips the third run.
+
     python benchmarks/loop_week.py [--users 6000] [--movies 3000] [--backfill-days 25]
-        [--days 7] [--drift-day 3.5] [--seed 42] [--out-dir var/bench/loop-week]
+        [--days 7] [--drift-day 3.5] [--seed 42] [--no-mitigation] [--out-dir var/bench/loop-week]
 """
 
 from __future__ import annotations
@@ -35,6 +49,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import re
 import shutil
 import sys
 import time
@@ -46,12 +62,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from audit import feedback as fb
 from benchmarks.candidates import inputs_from
 from movierec.settings import load
 from offline_eval.evaluate import compare_paired
 from offline_eval.plot import line_chart
 from offline_eval.simulated import compact_sessions, simulate
 from online_eval.sequential import ArmHealth, ArmSample
+from recommender import rerank
 from recommender.confidence import confidence
 from recommender.loop import effects
 from recommender.loop.adapters import choose_challenger
@@ -89,14 +107,16 @@ def train(world: World, events: Events, registry: Registry, work: Path, has_cham
 
 
 class Week:
-    """One run of the week (module docstring); ``loop``: whether the loop runs."""
+    """One run of the week (module docstring); ``loop``: whether the loop runs;
+    ``mitigation``: whether every list with a history behind it is re-ranked by
+    ``recommender.rerank.calibrate``, as serving's ``calibrated`` arms do."""
 
     def __init__(self, world: World, backfill: Events, work: Path, args: argparse.Namespace,
-                 *, loop: bool) -> None:
+                 *, loop: bool, mitigation: bool = False) -> None:
         population = dataclasses.replace(world.population,
                                          genre_pref=world.population.genre_pref.copy())
         self.world = World(world.spec, world.catalog, population)  # drifts on its own copy
-        self.work, self.args, self.loop = work, args, loop
+        self.work, self.args, self.loop, self.mitigation = work, args, loop, mitigation
         self.registry = Registry(work / "registry")
         self.experiments = ExperimentStore(work / "registry" / "experiments.json")
         self.journal = Journal(work / "journal.jsonl")
@@ -113,6 +133,9 @@ class Week:
         self._remember(backfill)
         # one row a session: time s, user, arm, model version, took from the list, utility
         self.sessions: list[tuple[float, int, str, str, bool, float]] = []
+        # per hour: the sessions' start times, users, lists (world indices, -1 = none) and
+        # the movie each session started (a play)
+        self.served: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self.models: dict[str, tuple] = {}
         self.t = 0.0  # seconds since START
 
@@ -139,11 +162,15 @@ class Week:
             index = {m: i for i, m in enumerate(model.item_ids.tolist())}
             to_model = np.array([index.get(m, -1) for m in self.world.catalog.ids], np.int64)
             to_world = np.array([self.world.movie_index[m] for m in model.item_ids.tolist()], np.int64)
-            self.models[version] = (model, to_model, to_world)
+            # as serving derives them (recommender.serving.loaded): the long tail by the
+            # model's own popularity ranking, "older" by the movie API's release year
+            ranking = np.asarray(model.recommend_new(None, len(to_world)), np.int64)
+            flags = rerank.item_flags(ranking, self.world.catalog.year[to_world].astype(np.float64))
+            self.models[version] = (model, to_model, to_world, flags)
         return self.models[version]
 
     def _list(self, user: int, version: str) -> np.ndarray:
-        model, to_model, to_world = self._model(version)
+        model, to_model, to_world, flags = self._model(version)
         seen = self.history.get(user, {})
         movies = np.fromiter(seen, np.int64, len(seen))
         known = movies[to_model[movies] >= 0] if len(movies) else movies
@@ -157,7 +184,13 @@ class Week:
         else:
             history = History.empty()
         out = np.full(LIST_N, -1, np.int64)
-        items = to_world[np.asarray(model.recommend(history, LIST_N), np.int64)]
+        if self.mitigation and len(history):  # cold start is not re-ranked (serving's rule)
+            ranked = np.asarray(model.recommend(history, max(LIST_N, rerank.CANDIDATES)), np.int64)
+            target = rerank.user_target(history.items, history.weights, flags)
+            picks = rerank.calibrate(ranked, flags, target, LIST_N)
+        else:
+            picks = np.asarray(model.recommend(history, LIST_N), np.int64)
+        items = to_world[picks]
         out[:len(items)] = items
         return out
 
@@ -182,6 +215,7 @@ class Week:
         if not len(users):
             return
         out = react(self.world, users, lists, self.sampler, self.rng, self.params, 5)
+        self.served.append((starts, users, lists, out.movie))
         values = list_values(self.world, users, lists, self.params)
         for row in zip(starts.tolist(), users.tolist(), arms, versions, out.from_list.tolist(),
                        values.tolist(), strict=True):
@@ -258,11 +292,32 @@ class Week:
                 self.tick_loop()
             self.hour()
             self.t += BLOCK_S
-            print(f"  {'on ' if self.loop else 'off'} day {self.t / 86400 - self.args.backfill_days:.2f}: "
+            print(f"  {self.label()} day {self.t / 86400 - self.args.backfill_days:.2f}: "
                   f"{len(self.sessions)} sessions", end="\r", flush=True)
         print()
         return {"drift": drifted, "seconds": round(time.perf_counter() - began, 1),
                 "cycles": [self.cycle_row(c) for c in self.journal.cycles()]}
+
+    def label(self) -> str:
+        return "on + mitigation" if self.mitigation else "on" if self.loop else "off"
+
+    def feedback(self, start_s: float) -> fb.FeedbackResult:
+        """The feedback audit's measures per day of this run (``audit.feedback``): the
+        week's lists, plays (the sessions' first minutes) from the head's reference period
+        on (the backfill's last week), the world's catalog."""
+        ids = self.world.catalog.ids
+        tally = fb.Tally(fb.DAY_S, origin_s=start_s)
+        for starts, users, lists, movies in self.served:
+            for t, user, row, movie in zip(starts.tolist(), users.tolist(), lists.tolist(),
+                                           movies.tolist(), strict=True):
+                tally.add_list(t, user, [ids[m] for m in row if m >= 0])
+                tally.add_play(t, ids[movie])
+        before = self.events[0]  # the backfill: a session's first minute line is its start
+        plays = ((before.kind == WATCH) & (before.value == 0) & (before.movie >= 0)
+                 & (before.t >= start_s - fb.POPULARITY_S))
+        for t, m in zip(before.t[plays].tolist(), before.movie[plays].tolist(), strict=True):
+            tally.add_play(t, ids[m])
+        return fb.measure(tally, catalog=ids)
 
     def cycle_row(self, cycle: Cycle) -> dict:
         """The cycle as the journal tells it, with the truth's verdict on its canary: the
@@ -300,18 +355,152 @@ def per_user_after(sessions: list, after_s: float) -> dict[int, float]:
     return {u: float(np.mean(v)) for u, v in values.items()}
 
 
+RUNS = {"on": "loop on", "off": "loop off", "mitigation": "loop on + mitigation"}
+MEASURES = {"coverage": "catalog coverage", "gini": "Gini of exposure",
+            "tail_share": "long-tail share of plays", "utility": "utility per session"}
+
+
+def feedback_days(week: Week, start_s: float) -> dict:
+    """The feedback audit's measures per day of one run (``Week.feedback``) with the
+    truth's mean utility per session of each day, the week's means over the judged days,
+    and the audit's trends and verdict."""
+    result = week.feedback(start_s)
+    utility = {int(day): u for day, u in buckets(week.sessions, start_s, 24)}
+    days = [{"day": i, "lists": b.lists, "measured_lists": b.measured_lists, "plays": b.plays,
+             "coverage": b.coverage, "gini": b.gini, "tail_share": b.tail_share,
+             "utility": utility.get(i), "judged": b.judged}
+            for b in result.buckets if (i := round((b.start_s - start_s) / fb.DAY_S)) >= 0]
+    judged = [d for d in days if d["judged"]]
+
+    def mean(key: str) -> float | None:
+        values = [v for d in judged if (v := d[key]) is not None]
+        return round(float(np.mean(values)), 5) if values else None
+
+    return {"days": days, "per_day_lists": result.per_bucket,
+            "week": {**{k: mean(k) for k in ("coverage", "gini", "tail_share")},
+                     "window_coverage": result.window_coverage,
+                     "utility": round(float(np.mean([s[5] for s in week.sessions])), 5)
+                     if week.sessions else None},
+            "trends": {t.measure: {"slope_per_day": t.slope_per_day,
+                                   "breadth_change_per_day": t.breadth_change,
+                                   "verdict": t.verdict} for t in result.trends},
+            "verdict": result.verdict}
+
+
+UTILITY_BOUND = 0.05
+"""The mitigation may cost at most this share of loop on's true utility per session,
+stated before measuring: the non-inferiority margin the loop's canary already allows a
+challenger (``MOVIEREC_LOOP_MARGIN``, relative to the champion). Judged on the paired 95%
+interval's worst end, per user over the whole week."""
+
+
+def mitigation_effect(on: Week, mitigated: Week, on_fb: dict, mit_fb: dict, start_s: float) -> dict:
+    """What the mitigation bought and cost: coverage, Gini and long-tail share (week means
+    of the judged days, in percentage points), and the paired per-user test of the true
+    utility per session against ``UTILITY_BOUND``."""
+    a, b = per_user_after(mitigated.sessions, start_s), per_user_after(on.sessions, start_s)
+    both = sorted(set(a) & set(b))
+    test = compare_paired(np.array([a[u] for u in both]), np.array([b[u] for u in both]))
+    base = float(np.mean([b[u] for u in both]))
+
+    def pp(key: str) -> float | None:
+        x, y = mit_fb["week"][key], on_fb["week"][key]
+        return None if x is None or y is None else round(100 * (x - y), 2)
+
+    return {"coverage_gain_pp": pp("coverage"), "window_coverage_gain_pp": pp("window_coverage"),
+            "gini_change_pp": pp("gini"), "tail_share_change_pp": pp("tail_share"),
+            "utility": {"users": len(both), "mitigation": round(float(np.mean([a[u] for u in both])), 5),
+                        "on": round(base, 5), "mean_diff": round(test.mean_diff, 5),
+                        "ci95": [round(x, 5) for x in test.ci],
+                        "relative": round(test.mean_diff / base, 5),
+                        "relative_ci95": [round(x / base, 5) for x in test.ci],
+                        "wilcoxon_p": float(f"{test.p_value:.3g}"), "bound": UTILITY_BOUND,
+                        "within_bound": bool(test.ci[0] > -UTILITY_BOUND * base)}}
+
+
+def _f(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def markdown(result: dict) -> str:
-    rows = ["| days | loop on: utility per session | loop off | on - off |", "|---|---:|---:|---:|"]
-    for (day, on), (_, off) in zip(result["utility"]["on"], result["utility"]["off"], strict=True):
+    mitigated = "mitigation" in result["utility"]
+    head = "| days | loop on: utility per session | loop off | on - off |" + (
+        " on + mitigation |" if mitigated else "")
+    rows = [head, "|---|---:|---:|---:|" + ("---:|" if mitigated else "")]
+    third = result["utility"].get("mitigation", [(None, None)] * len(result["utility"]["on"]))
+    for (day, on), (_, off), (_, mit) in zip(result["utility"]["on"], result["utility"]["off"],
+                                              third, strict=True):
         half = BUCKET_H / 48.0
-        rows.append(f"| {day - half:.1f}-{day + half:.1f} | {on:.4f} | {off:.4f} | {on - off:+.4f} |")
+        rows.append(f"| {day - half:.1f}-{day + half:.1f} | {on:.4f} | {off:.4f} | {on - off:+.4f} |"
+                    + (f" {_f(mit)} |" if mitigated else ""))
     rows += ["", "| cycle | trigger | day | challenger | result | closed day | reason | "
                  "truth: utility champion arm, challenger arm |", "|---|---|---:|---|---|---:|---|---|"]
     for c in result["cycles"]:
         truth = ", ".join("n/a" if v is None else f"{v:.3f}" for v in c["truth_utility"].values())
         rows.append(f"| {c['id']} | {c['trigger']} | {c['day']:.2f} | {c['challenger']} | "
                     f"{c['result']} | {c['closed_day']:.2f} | {c['reason']} | {truth} |")
+    feedback = result.get("feedback", {})
+    if feedback:
+        rows += ["", "Feedback loops per day (the feedback audit's measures, "
+                     f"each day on {next(iter(feedback.values()))['per_day_lists']:,} lists; "
+                     "utility is the truth's):", "",
+                 "| day | run | lists | coverage | Gini of exposure | long-tail share of plays "
+                 "| utility per session |", "|---:|---|---:|---:|---:|---:|---:|"]
+        for i in range(len(next(iter(feedback.values()))["days"])):
+            for run, fb_run in feedback.items():
+                d = fb_run["days"][i]
+                rows.append(f"| {d['day']}{'' if d['judged'] else ' (partial)'} | {RUNS[run]} | "
+                            f"{d['lists']:,} | {_f(d['coverage'])} | {_f(d['gini'])} | "
+                            f"{_f(d['tail_share'])} | {_f(d['utility'])} |")
+        rows += ["", "| run | coverage (mean of days) | coverage (week) | Gini | long-tail share "
+                     "| utility per session | breadth change per day: coverage, 1 - Gini, tail "
+                     "| audit verdict |", "|---|---:|---:|---:|---:|---:|---|---|"]
+        for run, fb_run in feedback.items():
+            w, t = fb_run["week"], fb_run["trends"]
+            change = ", ".join("n/a" if t[k]["breadth_change_per_day"] is None
+                               else f"{t[k]['breadth_change_per_day']:+.2%}" for k in t)
+            rows.append(f"| {RUNS[run]} | {_f(w['coverage'])} | {_f(w['window_coverage'])} | "
+                        f"{_f(w['gini'])} | {_f(w['tail_share'])} | {_f(w['utility'])} | "
+                        f"{change} | {fb_run['verdict']} |")
+    if effect := result.get("mitigation"):
+        u = effect["utility"]
+        rows += ["", f"Mitigation against loop on: coverage {effect['coverage_gain_pp']:+.2f} "
+                     f"points of the catalog a day ({effect['window_coverage_gain_pp']:+.2f} over "
+                     f"the week), Gini {effect['gini_change_pp']:+.2f} points, long-tail share "
+                     f"{effect['tail_share_change_pp']:+.2f} points; utility per session "
+                     f"{u['mean_diff']:+.4f} [{u['ci95'][0]:+.4f}, {u['ci95'][1]:+.4f}] "
+                     f"({u['relative']:+.2%}, Wilcoxon p {u['wilcoxon_p']:.3g}, {u['users']:,} "
+                     f"users): {'within' if u['within_bound'] else 'NOT within'} the bound of "
+                     f"-{u['bound']:.0%}."]
+        cycles = result.get("cycles_mitigation", [])
+        rows.append(f"The mitigated run's loop: {len(cycles)} cycles, "
+                    f"{sum(c['result'] == 'promoted' for c in cycles)} promoted.")
     return "\n".join(rows) + "\n"
+
+
+def stacked(charts: list[str]) -> str:
+    """SVG documents one above the other in one document (each nested at its offset)."""
+    sizes = [(float(re.search(r'width="([\d.]+)"', c)[1]),  # type: ignore[index]
+              float(re.search(r'height="([\d.]+)"', c)[1])) for c in charts]  # type: ignore[index]
+    width, height = max(w for w, _ in sizes), sum(h for _, h in sizes)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:g}" height="{height:g}" '
+           f'viewBox="0 0 {width:g} {height:g}">']
+    y = 0.0
+    for chart, (_, h) in zip(charts, sizes, strict=True):
+        out.append(chart.replace("<svg ", f'<svg y="{y:g}" ', 1).rstrip())
+        y += h
+    return "\n".join(out + ["</svg>"]) + "\n"
+
+
+def feedback_svg(feedback: dict, markers: list[tuple[float, str]]) -> str:
+    charts = []
+    for key, name in MEASURES.items():
+        series = {RUNS[run]: [(d["day"] + 0.5, math.nan if d[key] is None else d[key])
+                              for d in fb_run["days"]] for run, fb_run in feedback.items()}
+        charts.append(line_chart(series, x_label="day of the simulated week",
+                                 y_label=f"{name} (day)", markers=markers,
+                                 title=f"Feedback loops: {name} per day"))
+    return stacked(charts)
 
 
 def main() -> None:
@@ -327,6 +516,8 @@ def main() -> None:
     ap.add_argument("--min-users", type=int, default=50)
     ap.add_argument("--canary-max-h", type=float, default=12.0, help="in event time")
     ap.add_argument("--margin", type=float, default=0.05, help="non-inferiority margin (the default)")
+    ap.add_argument("--no-mitigation", action="store_true",
+                    help="skip the third run (loop on, lists re-ranked by recommender.rerank)")
     ap.add_argument("--out-dir", type=Path, default=Path("var/bench/loop-week"))
     args = ap.parse_args()
 
@@ -342,14 +533,17 @@ def main() -> None:
     assert chosen.challenger is not None
     first.promote(chosen.challenger, reason="the first champion")
     runs = {}
-    for name, loop in (("on", True), ("off", False)):
+    plan = [("on", True, False), ("off", False, False)] + (
+        [] if args.no_mitigation else [("mitigation", True, True)])
+    for name, loop, mitigation in plan:
         shutil.copytree(work / "first", work / name)
-        week = Week(world, backfill, work / name, args, loop=loop)
+        week = Week(world, backfill, work / name, args, loop=loop, mitigation=mitigation)
         runs[name] = (week, week.run())
     start_s, drift_s = args.backfill_days * 86400.0, (args.backfill_days + args.drift_day) * 86400.0
     on, off = (per_user_after(runs[k][0].sessions, drift_s) for k in ("on", "off"))
     both = sorted(set(on) & set(off))
     test = compare_paired(np.array([on[u] for u in both]), np.array([off[u] for u in both]))
+    feedback = {k: feedback_days(runs[k][0], start_s) for k in runs}
     result = {
         "world": f"{args.users}x{args.movies}, backfill {args.backfill_days:g} d, seed {args.seed}",
         "first_champion": chosen.challenger, "days": args.days, "drift_day": args.drift_day,
@@ -362,8 +556,14 @@ def main() -> None:
                         "wilcoxon_p": float(f"{test.p_value:.3g}")},
         "take_share": {k: round(float(np.mean([s[4] for s in runs[k][0].sessions])), 4) for k in runs},
         "cycles": runs["on"][1]["cycles"],
+        "feedback": feedback,
         "run_seconds": {k: runs[k][1]["seconds"] for k in runs},
-        "total_s": round(time.perf_counter() - started, 1)}
+        "total_s": 0.0}
+    if "mitigation" in runs:
+        result["cycles_mitigation"] = runs["mitigation"][1]["cycles"]
+        result["mitigation"] = mitigation_effect(runs["on"][0], runs["mitigation"][0],
+                                                 feedback["on"], feedback["mitigation"], start_s)
+    result["total_s"] = round(time.perf_counter() - started, 1)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "loop-week.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out_dir / "loop-week.md").write_text(markdown(result))
@@ -374,7 +574,10 @@ def main() -> None:
         {"loop on": result["utility"]["on"], "loop off": result["utility"]["off"]},
         x_label="day of the simulated week", y_label=f"oracle utility per session ({BUCKET_H} h mean)",
         title="A simulated week: the retraining loop on and off", markers=markers))
-    print(json.dumps({k: result[k] for k in ("after_drift", "take_share", "sessions", "total_s")}, indent=2))
+    (args.out_dir / "loop-week-feedback.svg").write_text(
+        feedback_svg(feedback, [(args.drift_day, "taste drift")]))
+    print(json.dumps({k: result[k] for k in ("after_drift", "take_share", "sessions", "total_s")
+                      + (("mitigation",) if "mitigation" in result else ())}, indent=2))
     print(markdown(result))
 
 
