@@ -17,7 +17,10 @@ REQUIREMENT = (
 MITIGATION = (
     "Shilling: training leaves every detected campaign's accounts out "
     "(MOVIEREC_TRAIN_SHILLING=exclude; docs/security.md), alert MovierecShillingCampaign. "
-    "Scraping: detected here, not yet answered differently by the service (issue 18).")
+    "Scraping: the service answers every step of a walk from its 30th id with the popular "
+    "list (MOVIEREC_SERVE_WALK_MIN_RUN; fallback scraping, alert MovierecScrapingWalk) and a "
+    "flood from one address with 429 (MOVIEREC_SERVE_CLIENT_RATE_PER_S); this audit finds "
+    "the walks afterwards, whatever their rate.")
 
 
 def _when(ms: int) -> str:
