@@ -127,8 +127,10 @@ def test_a_slow_challenger_is_stopped_by_the_latency_guardrail(world) -> None:
     settings = replace(settings, loop_max_p99_ms=200.0)
     journal = Journal(settings.loop_dir / "journal.jsonl")
     pass_once(settings, journal, ports, manual="integration test")
+    # 840 users: about 420 challenger answers (+-15), well past the 200 the p99 needs
+    # before it is judged (online_eval.sequential); 420 users left it a coin toss at 210
     traffic(settings, take={"champion": 0.2, "challenger": 0.9},
-            latency_ms={"champion": 20.0, "challenger": 450.0})
+            latency_ms={"champion": 20.0, "challenger": 450.0}, users=range(1, 841))
     pass_once(settings, journal, ports)
     cycle = journal.cycles()[-1]
     assert cycle.result is Result.ROLLED_BACK
