@@ -67,6 +67,20 @@ class UserState:
 
 
 @dataclass(frozen=True)
+class UserRead:
+    """One read of the request path (``OnlineStore.read_user_if_changed``)."""
+
+    digest: str
+    """Names the state's content (SHA-1 computed by the store)."""
+    state: UserState | None
+    """The state; None when it still had the digest the caller sent."""
+    walk_run: int | None = None
+    """The run of consecutive ids this request made, when a walk step was asked and made."""
+    walk_error: str | None = None
+    """Why the asked walk step failed (the read itself did not)."""
+
+
+@dataclass(frozen=True)
 class ServedLine:
     """One served list's provenance as the store keeps it: the record is opaque JSON
     (serving's ``ServedRecord``), indexed by request id and by (user, epoch ms)."""
@@ -115,6 +129,14 @@ class OnlineStore(Protocol):
 
     def read_user(self, user: int) -> UserState:
         """Progress, ratings, recent history and profile of ``user`` in one round trip."""
+
+    def read_user_if_changed(self, user: int, digest: str | None, *,
+                             walk_keys: Sequence[str] = (), walk_gap_ms: int = 0) -> UserRead:
+        """The digest of ``user``'s state and the state unless it still has ``digest``
+        (the caller holds what it derived from it: a digest names the state's content, so
+        a request whose user did nothing since skips decoding it), in one round trip.
+        With ``walk_keys`` (``stores.redis_walks.RedisWalkStore.keys_of``) a walk step
+        rides the same call, its failure reported apart (``UserRead.walk_error``)."""
 
     def popular(self, n: int) -> list[str]:
         """The ``n`` most popular movies by the decayed popularity, best first."""

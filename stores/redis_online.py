@@ -24,9 +24,15 @@ from redis.retry import Retry
 
 from stores.feature_delta import FeatureDelta
 from stores.keys import Keys
-from stores.online import Kind, OnlineStoreError, ServedLine, UserState
+from stores.online import Kind, OnlineStoreError, ServedLine, UserRead, UserState
 from stores.redis_codec import decode_state, merge_records, served_lines, text
-from stores.redis_scripts import MERGE, PROVENANCE_CHUNK, READ_USER, WRITE_SERVED
+from stores.redis_scripts import (
+    MERGE,
+    PROVENANCE_CHUNK,
+    READ_USER,
+    READ_USER_IF_CHANGED,
+    WRITE_SERVED,
+)
 
 if TYPE_CHECKING:
     from redis.typing import EncodableT, FieldT
@@ -72,6 +78,7 @@ class RedisOnlineStore:
         # EVALSHA; after a Redis restart (script cache empty) each script loads once again.
         self._merge = client.register_script(MERGE)
         self._read = client.register_script(READ_USER)
+        self._read_if_changed = client.register_script(READ_USER_IF_CHANGED)
         self._served = client.register_script(WRITE_SERVED)
         self._merge_head = self._merge_templates()  # constant: built once, not per batch
         mark = "\x00"  # key templates from Keys itself, so the layout keeps one home
@@ -235,6 +242,29 @@ class RedisOnlineStore:
         except _REDIS_ERRORS as exc:
             raise OnlineStoreError(f"redis read failed: {type(exc).__name__}: {exc}") from None
         return decode_state(reply)
+
+    def read_user_if_changed(self, user: int, digest: str | None, *,
+                             walk_keys: Sequence[str] = (), walk_gap_ms: int = 0) -> UserRead:
+        k = self.keys
+        keys = [k.user_progress(user), k.user_ratings(user), k.user_recent(user), k.user_profile(user)]
+        if walk_keys:
+            if len(walk_keys) != 4 or walk_gap_ms < 1:
+                raise ValueError(f"a walk step needs 4 keys and a gap >= 1 ms, got "
+                                 f"{len(walk_keys)} and {walk_gap_ms}")
+            keys.extend(walk_keys)
+        try:
+            reply = self._read_if_changed(keys=keys, args=[digest or "", walk_gap_ms])
+        except _REDIS_ERRORS as exc:
+            raise OnlineStoreError(f"redis read failed: {type(exc).__name__}: {exc}") from None
+        if not isinstance(reply, list) or len(reply) < 2 or not isinstance(reply[0], bytes):
+            raise OnlineStoreError(f"redis read returned {type(reply).__name__}, not a digest")
+        walk, run, error = reply[1], None, None
+        if isinstance(walk, int):
+            run = walk or None
+        else:
+            error = bytes(walk).decode("utf-8", "replace") if walk else "no answer"
+        state = decode_state(reply[2:]) if len(reply) > 2 else None
+        return UserRead(reply[0].decode("ascii", "replace"), state, run, error)
 
     def popular(self, n: int) -> list[str]:
         if n <= 0:

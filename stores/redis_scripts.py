@@ -5,6 +5,8 @@ with callgrind and per-read CPU; docs/benchmarks.md has the figures):
 
 - ``MERGE``: a consumer batch's features, merged idempotently, one call per chunk;
 - ``READ_USER``: one user's state for the request path, in one round trip;
+- ``READ_USER_IF_CHANGED``: the same, or only its digest when the caller already holds it,
+  after a walk step when asked (the request path's one round trip);
 - ``WRITE_SERVED``: served records for provenance, one call per chunk.
 
 Keys are never built here: the adapter passes key templates made by ``stores.keys.Keys``
@@ -12,6 +14,8 @@ as arguments, so the layout keeps one home.
 """
 
 from __future__ import annotations
+
+from stores.redis_walks import WALK_FUNCTION
 
 # One call merges a chunk of a batch. Keys are built from templates (ARGV[1..11] and
 # [15..16], prefixes and suffixes taken from stores.keys so the layout has one
@@ -120,7 +124,7 @@ return 1
 # KEYS: progress, ratings, recent, profile of one user. Returns {progress, ratings, recent}
 # as "field\tvalue\t..." strings and the profile as the plain HGETALL array. pcall: a key
 # of the wrong type reads as empty instead of failing the whole read.
-READ_USER = r"""
+_READ_USER_STATE = r"""
 local out = {}
 for i = 1, 3 do
   local r
@@ -141,9 +145,35 @@ end
 local p = redis.pcall('HGETALL', KEYS[4])
 if p.err then p = {} end
 out[4] = p
-return out
 """
+READ_USER = _READ_USER_STATE + "return out\n"
 
+
+# READ_USER with a digest, and optionally a walk step first: KEYS as READ_USER, then
+# optionally the four walk keys of the user (``stores.redis_walks``); ARGV[1] the digest
+# the caller holds ("" for none), ARGV[2] the walk's gap in ms (with the walk keys).
+# Returns {digest, walk} when the state still has that digest, else {digest, walk,
+# progress, ratings, recent, profile}; walk is the run the step made (an integer >= 1),
+# 0 when no step was asked, or "ERR <why>" when the step failed (a read-only replica
+# refusing its SET, say): pcall keeps a failed step from failing the read, so the guard
+# fails open while the features still arrive. The digest is SHA-1 over the four parts as
+# READ_USER returns them (the profile's fields and values joined by tabs, after a
+# newline); a state that did not change reads the same bytes (a hash keeps its field
+# order until it is written), so a holder of the digest skips the transfer and decoding of
+# an unchanged state. SHA-1 of a few KB costs Redis a few microseconds (redis.sha1hex).
+READ_USER_IF_CHANGED = WALK_FUNCTION + r"""
+local walk = 0
+if #KEYS == 8 then
+  local ok, run = pcall(walk_step, KEYS[5], KEYS[6], KEYS[7], KEYS[8], ARGV[2])
+  if ok then walk = run
+  elseif type(run) == 'table' then walk = 'ERR ' .. tostring(run.err)
+  else walk = 'ERR ' .. tostring(run) end
+end
+""" + _READ_USER_STATE + r"""
+local digest = redis.sha1hex(out[1] .. '\n' .. out[2] .. '\n' .. out[3] .. '\n' .. table.concat(p, '\t'))
+if digest == ARGV[1] then return {digest, walk} end
+return {digest, walk, out[1], out[2], out[3], p}
+"""
 
 # ARGV: served-key prefix and suffix, by-user-key prefix and suffix, TTL (ms), records kept
 # per user, then the records, one a line: "<request id>\t<user>\t<time ms>\t<json>\n"

@@ -6,8 +6,11 @@ Every answer is plain text except the JSON of /provenance, /admin and /openapi.j
 ``ServingError`` subclasses become short plain-text answers in ``_on_error``; /recommend
 never answers a 5xx (``handler.RecommendHandler`` degrades instead).
 
-Each /recommend request's queue age (how long it waited before a worker took it) is read
-from the kernel (``queue_age``), observed in ``movierec_serve_queue_seconds``, and handed
+A /recommend request with a valid id is answered by ``recommend_route.RecommendRoute``,
+Flask's ``wsgi_app`` middleware, ahead of the dispatch (its docstring says why); the view
+below answers the rest (an id that is not one) by the same rule. Each /recommend
+request's queue age (how long it waited before a worker took it) is read from the kernel
+(``recommend_route.queue_age``), observed in ``movierec_serve_queue_seconds``, and handed
 to the handler, which sheds past ``MOVIEREC_SERVE_SHED_MS``. Other endpoints skip it.
 
 Before anything else a /recommend request passes the per-address rate limit
@@ -31,12 +34,8 @@ from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from recommender.serving.client_limit import (
-    ClientLimiter,
-    client_address,
-    in_networks,
-    parse_address,
-)
+from recommender.serving.answer_cache import AnswerCache
+from recommender.serving.client_limit import ClientLimiter, in_networks, parse_address
 from recommender.serving.experiments import Experiment, ExperimentStore
 from recommender.serving.handler import (
     FALLBACK_REASONS,
@@ -45,7 +44,7 @@ from recommender.serving.handler import (
     RecommendHandler,
     Sink,
 )
-from recommender.serving.queue_age import read_queue_age_s
+from recommender.serving.recommend_route import RecommendRoute
 from recommender.serving.serving_metrics import ServingMetrics, exposition_registry
 from recommender.serving.settings import ServeSettings
 from recommender.serving.state import (
@@ -58,11 +57,7 @@ from recommender.serving.walks import WalkGuard
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
-GUNICORN_SOCKET = "gunicorn.socket"
-"""The WSGI environ key under which gunicorn passes the client socket
-(``gunicorn.http.wsgi.default_environ``; sync and gthread workers)."""
 RECOMMEND_PREFIX = "/recommend/"
-TOO_MANY = "too many requests from this address; retry after {} s"
 
 
 class Forbidden(ServingError):
@@ -129,11 +124,15 @@ def create_app(settings: ServeSettings, *, services: Services,
         features=services.features, models=services.models, telemetry=services.telemetry,
         metrics=metrics, list_size=settings.serve_list_size,
         budget_s=settings.serve_budget_ms / 1000.0, max_user_id=settings.serve_max_user_id,
-        shed_s=settings.serve_shed_ms / 1000.0, walks=services.walks)
+        shed_s=settings.serve_shed_ms / 1000.0, walks=services.walks,
+        cache=(AnswerCache(settings.serve_answer_cache_users, settings.serve_answer_cache_ttl_s)
+               if settings.serve_answer_cache_users else None))
     limiter = client_limiter(settings)
-    proxies = settings.networks("proxies")
+    route = RecommendRoute(handler, metrics, limiter, settings.networks("proxies"), app.wsgi_app,
+                           refuse_s=settings.serve_refuse_ms / 1000.0)
+    app.wsgi_app = route  # type: ignore[method-assign]  # Flask's middleware slot
     app.extensions["movierec"] = {"services": services, "metrics": metrics, "handler": handler,
-                                  "limiter": limiter}
+                                  "limiter": limiter, "route": route}
     for reason in FALLBACK_REASONS:  # every reason shows on dashboards from the start, at 0
         metrics.fallbacks.labels(reason)
 
@@ -169,21 +168,13 @@ def create_app(settings: ServeSettings, *, services: Services,
     @app.get("/recommend/<path:raw>")
     @app.get("/recommend", defaults={"raw": ""}, strict_slashes=False)  # and "/recommend/"
     def recommend(raw: str) -> Response:
-        if limiter is not None:
-            client = client_address(request.remote_addr,
-                                    request.headers.get("X-Forwarded-For") if proxies else None,
-                                    proxies)
-            wait_s = limiter.check(client)
-            if wait_s:
-                metrics.rate_limited.inc()
-                return _text(TOO_MANY.format(wait_s), 429, **{"Retry-After": str(wait_s)})
-        user = handler.parse(raw)
-        served = handler.answer(user, g.started, queue_age(request.environ, metrics))
-        headers = {"X-Request-Id": served.request_id, "X-Arm": served.arm,
-                   "X-Model-Version": served.version or "none", "X-Answer-Path": served.path}
-        if served.fallback:
-            headers["X-Fallback"] = served.fallback
-        return _text(served.body, 200, **headers)
+        """What ``route`` passes on (an id that is not one: 400; HEAD), answered by the
+        same rule."""
+        answer = route.limited(request.environ)
+        if answer is None:
+            answer = route.recommend_answer(handler.parse(raw), request.environ, g.started)
+        status, headers, body = answer
+        return _text(body, status, **dict(headers))
 
     @app.get("/health")
     def health() -> Response:
@@ -300,21 +291,6 @@ def client_limiter(settings: ServeSettings) -> ClientLimiter | None:
     # a worker's threads share its buckets: only the processes divide the rate
     return ClientLimiter.per_worker(settings.serve_client_rate_per_s, settings.serve_client_burst,
                                     settings.serve_workers, exempt=settings.networks("exempt"))
-
-
-def queue_age(environ: dict, metrics: ServingMetrics) -> float:
-    """Seconds the request waited before a worker took it, observed in the queue
-    histogram; 0 when unknown: no client socket (a server other than gunicorn, e.g. the
-    test client) or one without ``TCP_INFO`` (counted), so nothing is shed blindly."""
-    sock = environ.get(GUNICORN_SOCKET)
-    if sock is None:
-        return 0.0
-    age = read_queue_age_s(sock)
-    if age is None:
-        metrics.queue_unknown.inc()
-        return 0.0
-    metrics.queue.observe(age)
-    return age
 
 
 def _time_ms(text: str | None) -> int:

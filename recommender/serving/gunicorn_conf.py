@@ -1,7 +1,9 @@
 """gunicorn configuration of the recommendation service (``movierec serve`` passes it
 with ``-c``). gunicorn executes this file in the master before forking the workers.
 
-- bind, workers and the listen backlog come from ``ServeSettings`` (``MOVIEREC_SERVE_*``);
+- bind, workers, worker class and the listen backlog come from ``ServeSettings``
+  (``MOVIEREC_SERVE_*``); "sync" runs ``shed_worker.ShedWorker``, gunicorn's sync
+  worker shedding old /recommend requests before parsing them;
 - the app is not preloaded: each worker builds its own (threads and sockets do not
   survive a fork), model arrays are memory-mapped and so shared anyway;
 - Prometheus multiprocess mode: the folder is emptied at start and a dead worker's live
@@ -30,7 +32,9 @@ _settings = load(ServeSettings)
 
 bind = f"{_settings.serve_host}:{_settings.serve_port}"
 workers = _settings.serve_workers
-worker_class = _settings.serve_worker_class
+# "sync" is gunicorn's sync worker that also sheds at accept time (shed_worker.py)
+worker_class = ("recommender.serving.shed_worker.ShedWorker"
+                if _settings.serve_worker_class == "sync" else _settings.serve_worker_class)
 threads = _settings.serve_threads
 backlog = _settings.serve_backlog
 keepalive = 5

@@ -9,9 +9,11 @@ request path) has no retries and short socket and connect timeouts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from recommender.serving.breaker import CircuitBreaker
 from recommender.serving.state import FeaturesUnavailable
-from stores.online import OnlineStore, OnlineStoreError, UserState
+from stores.online import OnlineStore, OnlineStoreError, UserRead, UserState
 
 
 class OnlineFeatures:
@@ -39,6 +41,20 @@ class OnlineFeatures:
             raise self._failed(exc) from None
         self.breaker.success()
         return state
+
+    def read_if_changed(self, user: int, digest: str | None, *,
+                        walk_keys: Sequence[str] = (), walk_gap_ms: int = 0) -> UserRead:
+        """``OnlineStore.read_user_if_changed`` (the state unless it still has ``digest``,
+        a walk step riding along with ``walk_keys``). Same failure rule as ``read``: a
+        failed walk step alone is no failure here (``UserRead.walk_error``)."""
+        self._guard()
+        try:
+            out = self.store.read_user_if_changed(user, digest, walk_keys=walk_keys,
+                                                  walk_gap_ms=walk_gap_ms)
+        except OnlineStoreError as exc:
+            raise self._failed(exc) from None
+        self.breaker.success()
+        return out
 
     def popular(self, n: int) -> list[str]:
         """The ``n`` most popular movies by the consumer's decayed popularity, best first:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
+from recommender.serving.answer_cache import OUTCOMES
 from recommender.serving.walks import FAILURE_REASONS
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.6, 1.0)
@@ -45,6 +46,8 @@ class ServingMetrics:
     walk_steps: Counter
     walk_failures: Counter
     rate_limited: Counter
+    answer_cache: Counter
+    refused: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ServingMetrics:
@@ -91,6 +94,12 @@ class ServingMetrics:
             rate_limited=Counter("movierec_serve_rate_limited_total",
                                  "/recommend requests refused 429 by the per-address rate limit",
                                  registry=r),
+            answer_cache=Counter("movierec_serve_answer_cache_total",
+                                 "/recommend lookups of the worker's answer cache by outcome "
+                                 "(hit, miss, changed, expired)", ["outcome"], registry=r),
+            refused=Counter("movierec_serve_refused_total",
+                            "Connections reset unanswered at accept: their request had queued "
+                            "at least MOVIEREC_SERVE_REFUSE_MS (sync workers)", registry=r),
         )
         # Both results exist at 0 from the start: a first rejection is then a rise that
         # increase() sees (MovierecModelRejected), not a new series that starts at 1.
@@ -98,6 +107,8 @@ class ServingMetrics:
             metrics.swaps.labels(result)
         for reason in FAILURE_REASONS:
             metrics.walk_failures.labels(reason)
+        for outcome in OUTCOMES:
+            metrics.answer_cache.labels(outcome)
         return metrics
 
 

@@ -37,12 +37,15 @@ class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings
     serve_workers: int = setting(2, "gunicorn worker processes (one per core is the sweet spot)",
                                  min=1, max=64)
     serve_worker_class: str = setting(
-        "sync", "gunicorn worker class (docs/benchmarks.md compares sync and gthread)",
+        "sync", "gunicorn worker class: sync (gunicorn's, shedding at accept time) or gthread "
+        "(docs/benchmarks.md compares them)",
         choices=("sync", "gthread"),
     )
     serve_threads: int = setting(1, "Threads per worker (gthread only)", min=1, max=64)
     serve_backlog: int = setting(
-        256, "Listen queue length; beyond it connections are refused at once (shedding)",
+        2048, "Listen queue length (capped by net.core.somaxconn). Past it Linux drops new "
+        "connections' SYNs and clients retry after 1 s, past the deadline: keep it above the "
+        "connections the service must drain (docs/serving.md, Overload)",
         min=1, max=65535,
     )
     serve_alias: str = setting("champion", "Registry alias served outside any experiment")
@@ -65,6 +68,21 @@ class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings
     # < 1 ms), so it is personalized; and 50 ms is above the queueing of a saturated but
     # not overloaded service (p99 34 ms at 16 connections, docs/benchmarks.md). Shedding
     # early keeps the queue short: a shed answer skips Redis and the model (docs/serving.md).
+    serve_refuse_ms: float = setting(
+        500.0, "Queue age (ms, from the kernel) at which the sync worker resets a connection at "
+        "accept, unanswered: an answer would reach the client past its 600 ms deadline, and "
+        "draining the queue keeps the requests behind it in time; 0 disables",
+        min=0, max=60_000,
+    )
+    serve_answer_cache_users: int = setting(
+        50_000, "Users per worker whose last answers are reused while their stored state is "
+        "unchanged (the state's digest from Redis, docs/serving.md); 0 disables",
+        min=0, max=10_000_000,
+    )
+    serve_answer_cache_ttl_s: float = setting(
+        300.0, "Seconds a reused answer lives at most (bounds the reuse of a model reloaded "
+        "under the same version)", min=0.001, max=86400,
+    )
     serve_redis_timeout_ms: float = setting(
         25.0, "Socket timeout of each Redis round trip on the request path", min=1, max=1000,
     )
@@ -138,6 +156,10 @@ class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings
     def __post_init__(self) -> None:
         for which in NETWORK_SETTINGS:  # a bad CIDR fails at start, not at the first request
             self.networks(which)
+        if self.serve_refuse_ms and self.serve_refuse_ms <= self.serve_shed_ms:
+            raise SettingsError(f"{env_name('serve_refuse_ms')}={self.serve_refuse_ms:g} is not above "
+                                f"{env_name('serve_shed_ms')}={self.serve_shed_ms:g}: a request must be "
+                                "shed (answered) before it is refused")
         if self.serve_walk_min_run == 1:
             raise SettingsError(f"{env_name('serve_walk_min_run')}=1: every request would be a "
                                 "walk; use 0 to disable the walk guard, or at least 2")

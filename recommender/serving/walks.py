@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, NoReturn, Protocol
 
 from recommender.serving.breaker import CircuitBreaker
 from recommender.serving.state import ServingError
@@ -109,6 +109,39 @@ class WalkGuard:
         if min_run < 2:
             raise ValueError(f"min_run must be >= 2, got {min_run}")
         self.state, self.min_run, self.breaker = state, min_run, breaker
+
+    @property
+    def rides(self) -> bool:
+        """Does the check ride the feature read (a state in Redis, ``keys_of``), instead
+        of ``is_step``'s call of its own?"""
+        return hasattr(self.state, "keys_of")
+
+    def ride(self, user: int) -> tuple[list[str], int]:
+        """The walk keys and gap (ms) for ``user``'s step to ride the feature read
+        (``OnlineStore.read_user_if_changed``); ``WalkUnavailable`` when the breaker is
+        open. Only when ``rides``."""
+        if self.breaker is not None and not self.breaker.allow():
+            raise WalkUnavailable("breaker_open", "redis circuit breaker is open")
+        state: Any = self.state
+        return state.keys_of(user), int(state.gap_ms)
+
+    def judge(self, run: int | None, error: str | None) -> bool:
+        """A ridden step's result -> walk step or not; ``WalkUnavailable`` when it failed
+        (``error``), counted by the breaker as ``is_step`` counts its own calls."""
+        if error is not None:
+            return self._failed(error)
+        if self.breaker is not None:
+            self.breaker.success()
+        return (run or 0) >= self.min_run
+
+    def _failed(self, detail: str) -> NoReturn:
+        if self.breaker is not None:
+            self.breaker.failure()
+        raise WalkUnavailable("redis", detail)
+
+    def failed(self, detail: str) -> NoReturn:
+        """The read a step rode failed: counted as the step's failure."""
+        self._failed(detail)
 
     def is_step(self, user: int) -> bool:
         """True for a walk step; ``WalkUnavailable`` when it cannot be told (fail open)."""

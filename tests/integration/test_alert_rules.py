@@ -61,6 +61,9 @@ CASES: dict[str, tuple[tuple[dict[str, str], int, dict[str, str]], dict[str, str
           'movierec_serve_requests_total{endpoint="recommend",status="200"}': "0+100x30"}, 15, {}),
         {'movierec_serve_fallbacks_total{reason="shed"}': "0+0.5x30",
          'movierec_serve_requests_total{endpoint="recommend",status="200"}': "0+100x30"}),
+    "MovierecConnectionsRefused": (  # 0.5 resets/s fire; 0.05/s (a blip) does not
+        ({"movierec_serve_refused_total": "0+30x20"}, 10, {}),
+        {"movierec_serve_refused_total": "0+3x20"}),
     "MovierecRedisBreakerOpen": (
         ({"movierec_serve_redis_breaker_open": "1x10"}, 5, {}),
         {"movierec_serve_redis_breaker_open": "0x10"}),

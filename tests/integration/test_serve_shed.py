@@ -33,6 +33,7 @@ SPEC = StageSpec(users=300, movies=400, days=3, seed=9)
 SHED_MS = 100
 WAIT_S = 0.4  # how long the queued requests wait: four times the shed limit
 QUEUED = 6
+REFUSE_MS = 1000  # past it the sync worker resets a queued connection unanswered
 
 
 @pytest.fixture(scope="module", params=["sync", "gthread"])
@@ -43,13 +44,17 @@ def one_worker(request, stack: LocalStack, tmp_path_factory: pytest.TempPathFact
     (port,) = free_ports(1)
     env = staged_env(redis_url=stack.redis_url, prefix=prefix, root=root,
                      kafka_bootstrap=stack.bootstrap, served_topic=f"served-{prefix}",
-                     MOVIEREC_SERVE_SHED_MS=str(SHED_MS),
+                     MOVIEREC_SERVE_SHED_MS=str(SHED_MS), MOVIEREC_SERVE_REFUSE_MS=str(REFUSE_MS),
                      MOVIEREC_SERVE_WORKER_CLASS=request.param, MOVIEREC_SERVE_THREADS="1")
     service = ServiceProcess(port=port, env=env, log=root / "serve.log", workers=1).start()
     try:
         yield service, staged
     finally:
         service.stop()
+
+
+def one_worker_class(service: ServiceProcess) -> str:
+    return service.env["MOVIEREC_SERVE_WORKER_CLASS"]
 
 
 def request_bytes(user: int) -> bytes:
@@ -109,6 +114,9 @@ def test_requests_that_queued_past_the_limit_are_shed_with_the_popular_list(one_
     bodies = {body for body, _ in shed}
     assert len(bodies) == 1 and ANSWER.match(bodies.pop()) is not None  # the same list for all
     assert all(h["X-Answer-Path"] == "popular" for _, h in shed)
+    if one_worker_class(service) == "sync":  # shed at accept, before gunicorn parsed them
+        assert all("Server" not in h and h["Connection"] == "close" for _, h in shed)
+        assert headers.get("Server", "").startswith("gunicorn")  # the full path: gunicorn's
 
     world = World.build(WorldSpec(seed=SPEC.seed, n_users=SPEC.users, n_movies=SPEC.movies,
                                   describe_share=SPEC.describe_share))
@@ -133,3 +141,41 @@ def test_without_a_queue_nothing_is_shed(one_worker):
     for user in staged.known_users[:20]:
         with urllib.request.urlopen(f"{service.url}/recommend/{user}", timeout=5) as r:
             assert r.status == 200 and "X-Fallback" not in r.headers
+
+
+def test_requests_queued_past_the_refuse_limit_are_reset_at_once_by_sync_workers(one_worker):
+    """Held 1.5 s, past REFUSE_MS: a sync worker resets each queued connection unread (the
+    client sees the reset at once, no late answer); gthread has no accept-time check and
+    sheds them instead."""
+    service, staged = one_worker
+    host, port = "127.0.0.1", service.port
+    before = metrics(service.url)
+    users = staged.known_users[:QUEUED + 1]
+    holder = socket.create_connection((host, port), timeout=10)
+    queued: list[socket.socket] = []
+    outcomes: list[str] = []
+    try:
+        holder.sendall(request_bytes(users[0])[:-2])
+        time.sleep(0.2)
+        for user in users[1:]:
+            sock = socket.create_connection((host, port), timeout=10)
+            sock.sendall(request_bytes(user))
+            queued.append(sock)
+        time.sleep(REFUSE_MS / 1000 + 0.5)
+        holder.sendall(b"\r\n")
+        assert read_response(holder)[0] == 200
+        for sock in queued:
+            try:
+                status, _, headers = read_response(sock)
+                outcomes.append(headers.get("X-Fallback") or str(status))
+            except (ConnectionResetError, http.client.RemoteDisconnected):
+                outcomes.append("reset")
+    finally:
+        for sock in (holder, *queued):
+            sock.close()
+    refused = metrics(service.url).get("movierec_serve_refused_total", 0.0) - before.get(
+        "movierec_serve_refused_total", 0.0)
+    if one_worker_class(service) == "sync":
+        assert outcomes == ["reset"] * QUEUED and refused == QUEUED
+    else:
+        assert outcomes == ["shed"] * QUEUED and refused == 0

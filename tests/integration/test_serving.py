@@ -65,6 +65,13 @@ def served(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory):
         service.stop()
 
 
+def cache_hits(url: str) -> float:
+    """/recommend answers served from the workers' answer caches so far."""
+    _, text, _ = get(f"{url}/metrics")
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "movierec_serve_answer_cache_total" and s.labels["outcome"] == "hit")
+
+
 def state_of(stack: LocalStack, prefix: str, user: int) -> dict:
     client = redis.Redis.from_url(stack.redis_url)
     try:
@@ -112,7 +119,10 @@ def test_new_events_change_the_list_within_two_seconds(stack, served):
     service, staged, prefix, _ = served
     light = [u for u in staged.known_users[:400] if len(state_of(stack, prefix, u)["progress"]) <= 2]
     user = light[0]
-    _, before, _ = get(f"{service.url}/recommend/{user}")
+    hits = cache_hits(service.url)
+    answers = {get(f"{service.url}/recommend/{user}")[1] for _ in range(6)}  # both workers, twice
+    assert len(answers) == 1 and cache_hits(service.url) > hits  # the answer cache holds it
+    before = answers.pop()
     watched = before.split(",")[:5]
     client = redis.Redis.from_url(stack.redis_url)
     store, parser, delta = RedisOnlineStore(client, Keys(prefix)), LineParser(), FeatureDelta()

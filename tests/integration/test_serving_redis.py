@@ -27,6 +27,7 @@ from stores.feature_delta import FeatureDelta, epoch_ms
 from stores.keys import Keys
 from stores.online import UserState
 from stores.redis_online import RedisOnlineStore
+from stores.redis_walks import RedisWalkStore
 from tests.conftest import free_ports
 from tests.integration.conftest import LocalStack
 
@@ -95,6 +96,53 @@ def test_features_written_by_the_consumer_read_back(stack: LocalStack, redis_cli
     assert features.read(8).progress == {"up+2009": 0} and not features.read(8).profile
     assert features.read(123_456) == UserState.empty()
     assert features.breaker.state == CLOSED
+
+
+def test_a_digest_read_sends_the_state_only_when_it_changed(
+        stack: LocalStack, redis_client: redis.Redis, keys: Keys) -> None:
+    store = RedisOnlineStore(redis_client, keys, recent_history=50)
+    apply_lines(store, LINES)
+    redis_client.hset(keys.user_profile(7), mapping=PROFILE)
+    features = online(stack, keys)
+
+    first = features.read_if_changed(7, None)
+    assert first.state == features.read(7) and len(first.digest) == 40
+    assert first.walk_run is None and first.walk_error is None
+    again = features.read_if_changed(7, first.digest)
+    assert again.digest == first.digest and again.state is None  # unchanged: no state sent
+    assert features.read_if_changed(7, "0" * 40).state == first.state  # a stale digest
+
+    apply_lines(store, [f"{at(20)},7,GET /data/m/heat+1995/0.mpg"])  # the user's new event
+    after = features.read_if_changed(7, first.digest)
+    assert after.digest != first.digest and after.state is not None
+    assert "heat+1995" in after.state.progress
+    redis_client.hset(keys.user_profile(7), "age", "35")  # a profile write changes it too
+    assert features.read_if_changed(7, after.digest).state is not None
+    unknown = features.read_if_changed(123_456, None)
+    assert unknown.state == UserState.empty()
+    assert features.read_if_changed(123_456, unknown.digest).state is None
+
+
+def test_a_walk_step_rides_the_read_and_its_failure_spares_the_features(
+        stack: LocalStack, redis_client: redis.Redis, keys: Keys) -> None:
+    store = RedisOnlineStore(redis_client, keys, recent_history=50)
+    apply_lines(store, LINES)
+    walks = RedisWalkStore(redis_client, keys, gap_s=60.0)
+    features = online(stack, keys)
+    runs = [features.read_if_changed(u, None, walk_keys=walks.keys_of(u), walk_gap_ms=60_000).walk_run
+            for u in (5, 6, 7, 8)]
+    assert runs == [1, 2, 3, 4]  # the same rule as RedisWalkStore.step (stores.redis_walks)
+    assert walks.step(9) == 5  # and the same keys
+    read = features.read_if_changed(7, None, walk_keys=walks.keys_of(7), walk_gap_ms=60_000)
+    # 7 again: the upward run through it moved on to 9; the downward one from 8 grows
+    assert read.state == features.read(7) and read.walk_run == 2
+
+    # A step Redis refuses (here an expiry it rejects) fails alone: the state still comes.
+    script = store._read_if_changed
+    k = [keys.user_progress(7), keys.user_ratings(7), keys.user_recent(7), keys.user_profile(7)]
+    reply = script(keys=[*k, *walks.keys_of(40)], args=["", "-5"])
+    assert isinstance(reply[1], bytes) and reply[1].startswith(b"ERR")
+    assert len(reply) == 6 and reply[2]  # the progress came anyway
 
 
 def test_a_long_history_reads_back_whole_and_recent_stays_bounded(

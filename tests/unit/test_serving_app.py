@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import time
@@ -19,11 +20,16 @@ from recommender.serving.handler import RecommendHandler
 from recommender.serving.serving_metrics import ServingMetrics
 from recommender.serving.settings import ServeSettings
 from recommender.serving.state import FeaturesUnavailable, ModelUnavailable
-from stores.online import UserState
+from stores.online import UserRead, UserState
 from tests.unit.test_queue_age import linux_only, queued_socket
 
 ANSWER = re.compile(r"^([^,\s]+(,[^,\s]+){0,19})?$")
 ADULT = UserState(progress={"seen+1999": 30}, profile={"age": "30", "gender": "F"})
+
+
+def state_digest(state: UserState) -> str:
+    parts = (state.progress, state.ratings, state.recent, state.profile)
+    return hashlib.sha1(repr([sorted(p.items()) for p in parts]).encode()).hexdigest()
 
 
 class FakeFeatures:
@@ -40,6 +46,15 @@ class FakeFeatures:
         if self.down:
             raise FeaturesUnavailable("redis down (fake)")
         return self.users.get(user, UserState.empty())
+
+    def read_if_changed(self, user: int, digest: str | None, *, walk_keys=(),
+                        walk_gap_ms: int = 0) -> UserRead:
+        """As the Redis store: a digest of the state's content, the state only when the
+        caller's digest is not it (no walk steps: the fakes' guards keep theirs apart)."""
+        assert not walk_keys
+        state = self.read(user)
+        now = state_digest(state)
+        return UserRead(now, None if now == digest else state)
 
     def popular(self, n: int) -> list[str]:
         if self.down:
@@ -411,8 +426,8 @@ def test_without_a_readable_socket_nothing_is_shed(world):
     client, services, model = world
     assert client.get("/recommend/7").headers.get("X-Fallback") is None  # no socket at all
     a, b = socket.socketpair()  # a socket without TCP_INFO: counted, taken as 0
-    with a, b:
-        r = client.get("/recommend/7", environ_overrides={"gunicorn.socket": a})
+    with a, b:  # another user: the first one's answer would come from the answer cache
+        r = client.get("/recommend/8", environ_overrides={"gunicorn.socket": a})
     assert r.status_code == 200 and "X-Fallback" not in r.headers and model.calls == 2
     samples = _queue_samples(client)
     assert samples["movierec_serve_queue_age_unreadable_total[]"] == 1
