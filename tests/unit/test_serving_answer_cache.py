@@ -136,3 +136,24 @@ def test_without_a_cache_every_request_is_ranked(tmp_path) -> None:
         client.get("/recommend/7")
     assert model.calls == 3 and features.reads == 3
     assert _cache_counts(client) == {"hit": 0.0, "miss": 0.0, "changed": 0.0, "expired": 0.0}
+
+
+def test_a_valid_id_is_answered_ahead_of_flasks_dispatch(tmp_path) -> None:
+    """``RecommendRoute`` answers a valid id without Flask's request handling (no
+    before-request hook runs), with the same headers and request metrics; a bad id goes
+    to Flask's view and gets its 400."""
+    client, _, _, _ = _app(tmp_path)
+    dispatched: list[str] = []
+    client.application.before_request(lambda: dispatched.append("flask"))
+    ok = client.get("/recommend/7")
+    assert ok.status_code == 200 and ok.headers["X-Answer-Path"] == "model"
+    assert ok.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert int(ok.headers["Content-Length"]) == len(ok.get_data())
+    assert dispatched == []
+    bad = client.get("/recommend/abc")
+    assert bad.status_code == 400 and dispatched == ["flask"]
+    text = client.get("/metrics").get_data(as_text=True)
+    counted = {s.labels["status"]: s.value for f in text_string_to_metric_families(text)
+               for s in f.samples if s.name == "movierec_serve_requests_total"
+               and s.labels["endpoint"] == "recommend" and s.value}
+    assert counted == {"200": 1.0, "400": 1.0}

@@ -18,7 +18,7 @@ from recommender.serving.core import PATH_POPULAR
 from recommender.serving.experiments import ExperimentStore
 from recommender.serving.settings import ServeSettings
 from recommender.serving.walks import WalkGuard, WalkTracker
-from stores.online import OnlineStoreError
+from stores.online import OnlineStoreError, UserRead
 from tests.unit.test_serving_app import (
     ADULT,
     FakeFeatures,
@@ -26,6 +26,7 @@ from tests.unit.test_serving_app import (
     FakeModels,
     FakeProvenance,
     FakeTelemetry,
+    state_digest,
 )
 
 STRANGER = {"REMOTE_ADDR": "203.0.113.9"}
@@ -259,3 +260,82 @@ def test_control_characters_in_the_id_are_a_400_not_a_404(tmp_path, raw):
     assert "404" not in openapi_spec()["paths"]["/recommend/{userid}"]["get"]["responses"]
     for elsewhere in ("/recommendations/1%0A", "/%0A", "/provenance/%0A"):
         assert client.get(elsewhere).status_code == 404
+
+
+class RidingWalks:
+    """A walk state that rides the feature read (what ``RedisWalkStore`` is: ``keys_of``
+    and ``gap_ms``); the runs themselves come from ``RidingFeatures``' tracker."""
+
+    gap_ms = "60000"
+
+    def keys_of(self, user: int) -> list[str]:
+        return [f"up:{user - 1}", f"up:{user}", f"dn:{user + 1}", f"dn:{user}"]
+
+    def step(self, user: int) -> int:
+        raise AssertionError("a riding guard makes no call of its own")
+
+
+class RidingFeatures(FakeFeatures):
+    """Features whose read makes the walk step it is asked for, as the Redis script does;
+    ``walk_error`` makes the step fail alone, ``down`` the whole read."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.tracker = WalkTracker(60.0, clock=clock)
+        self.walk_error: str | None = None
+        self.walk_asks = 0
+
+    def read_if_changed(self, user, digest, *, walk_keys=(), walk_gap_ms=0):
+        state = self.read(user)
+        read = UserRead(state_digest(state), state)
+        if not walk_keys:
+            return read
+        self.walk_asks += 1
+        assert walk_keys == RidingWalks().keys_of(user) and walk_gap_ms == 60_000
+        if self.walk_error:
+            return UserRead(read.digest, state, None, self.walk_error)
+        return UserRead(read.digest, state, self.tracker.step(user))
+
+
+def build_riding(tmp_path):
+    clock = Clock()
+    features, model, telemetry = RidingFeatures(clock), FakeModel(), FakeTelemetry()
+    for user in range(100_000, 100_050):
+        features.users[user] = ADULT
+    walks = WalkGuard(RidingWalks(), min_run=30, breaker=CircuitBreaker(2, 60.0))
+    services = Services(features=features, models=FakeModels(model), telemetry=telemetry,
+                        provenance=FakeProvenance(telemetry),
+                        experiments=ExperimentStore(tmp_path / "experiments.json"),
+                        model_meta=lambda v: {}, walks=walks)
+    app = create_app(load(ServeSettings, {}, serve_answer_cache_users=0), services=services)
+    return app.test_client(), features, model, walks
+
+
+def test_a_walk_step_riding_the_read_is_answered_the_popular_list(tmp_path):
+    client, features, model, _ = build_riding(tmp_path)
+    answers = [client.get(f"/recommend/{100_000 + i}") for i in range(40)]
+    assert [r.headers.get("X-Fallback") for r in answers] == [None] * 29 + ["scraping"] * 11
+    assert features.walk_asks == 40 and model.calls == 29  # one read each, the walk in it
+    assert samples(client, "movierec_serve_walk_steps_total") == {(): 11.0}
+
+
+def test_a_failed_ridden_step_fails_open_and_opens_only_the_guards_breaker(tmp_path):
+    client, features, model, walks = build_riding(tmp_path)
+    features.walk_error = "ERR READONLY You can't write against a read only replica."
+    for i in range(4):
+        r = client.get(f"/recommend/{100_000 + i}")
+        assert r.status_code == 200 and "X-Fallback" not in r.headers  # features still used
+    assert model.calls == 4
+    failures = samples(client, "movierec_serve_walk_check_failures_total")
+    # two failures open the guard's breaker; then the step is not even asked for
+    assert failures[(("reason", "redis"),)] == 2.0
+    assert failures[(("reason", "breaker_open"),)] == 2.0 and features.walk_asks == 2
+    assert walks.breaker is not None and walks.breaker.state == "open"
+
+
+def test_a_failed_read_counts_as_the_ridden_steps_failure_too(tmp_path):
+    client, features, _, _ = build_riding(tmp_path)
+    features.down = True
+    r = client.get("/recommend/100001")
+    assert r.headers["X-Fallback"] == "redis"
+    assert samples(client, "movierec_serve_walk_check_failures_total")[(("reason", "redis"),)] == 1.0
