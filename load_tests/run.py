@@ -4,12 +4,15 @@
 --duration 30s --out var/loadtest [--slo-p99-ms 15 ...]``
 
 1. ``GET <url>/health`` must answer 200 within ``--health-timeout-s`` (5 s), else exit 2;
-2. scrape ``<url>/metrics`` (the service's ``movierec_serve_fallbacks_total``);
+2. scrape ``<url>/metrics`` (the service's fallback counters, answers and response-time
+   histogram);
 3. run ``locust -f load_tests/locustfile.py --headless --csv <out>/locust`` in a
    subprocess of its own session, killed (with any ``--processes`` workers) past a hard
    timeout of the run time plus the ramp-up plus a margin;
 4. scrape /metrics again: the change per reason is the service's count of degraded
-   answers over the run (all of its traffic, not only ours);
+   answers over the run (all of its traffic, not only ours), and the change of the
+   others is the run as the service's dashboard shows it (``service_view``: the rate and
+   the p50/p95/p99 its panels compute), reported beside locust's own figures;
 5. judge locust's CSV (``load_tests.slo``), write ``<out>/slo-report.md`` and
    ``<out>/slo-report.json``, print the markdown.
 
@@ -37,6 +40,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from load_tests.locust_csv import load_locust_csv
+from load_tests.service_view import service_view
 from load_tests.slo import LoadTestError, Slo, judge
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -107,13 +111,14 @@ def wait_healthy(url: str, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def scrape_fallbacks(url: str) -> dict[str, float] | None:
-    """The service's fallback counters now, or None when /metrics cannot be read."""
+def scrape_metrics(url: str) -> tuple[str, float] | None:
+    """The service's /metrics now and when it was read (``time.monotonic()``), or None
+    when it cannot be read."""
     try:
         status, text = _get(f"{url}/metrics", timeout_s=2.0)
-        return fallback_counts(text) if status == 200 else None
     except (OSError, ValueError):
         return None
+    return (text, time.monotonic()) if status == 200 else None
 
 
 def locust_command(url: str, *, users: int, spawn_rate: float, duration: str,
@@ -195,13 +200,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait_healthy(url, args.health_timeout_s)
         args.out.mkdir(parents=True, exist_ok=True)
         prefix, log = args.out / "locust", args.out / "locust.log"
-        before = scrape_fallbacks(url)
+        before = scrape_metrics(url)
         status = run_locust(
             locust_command(url, users=args.users, spawn_rate=args.spawn_rate,
                            duration=args.duration, processes=args.processes, csv_prefix=prefix),
             env=env, log=log,
             timeout_s=run_s + args.users / args.spawn_rate + STOP_TIMEOUT_S + STARTUP_MARGIN_S)
-        after = scrape_fallbacks(url)
+        after = scrape_metrics(url)
         try:
             measured = load_locust_csv(prefix)
         except LoadTestError as exc:
@@ -210,8 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LoadTestError as exc:
         print(f"load test: {exc}", file=sys.stderr)
         return 2
-    service = None if before is None or after is None else counts_change(before, after)
-    report = judge(measured, slo, service_fallbacks=service)
+    fallbacks = view = None
+    if before is not None and after is not None:
+        fallbacks = counts_change(fallback_counts(before[0]), fallback_counts(after[0]))
+        view = service_view(before[0], after[0], after[1] - before[1])
+    report = judge(measured, slo, service_fallbacks=fallbacks, service=view)
     markdown = report.to_markdown()
     (args.out / "slo-report.md").write_text(markdown, encoding="utf-8")
     (args.out / "slo-report.json").write_text(report.to_json(), encoding="utf-8")

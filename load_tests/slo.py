@@ -31,6 +31,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
+from load_tests.service_view import ServiceView
 from movierec.errors import MovierecError
 
 KINDS: tuple[str, ...] = ("heavy", "known", "new", "burst", "absurd", "malformed")
@@ -206,6 +207,8 @@ class SloReport:
     measured: Measured
     checks: tuple[Check, ...]
     service_fallbacks: dict[str, float] | None = None
+    service: ServiceView | None = None
+    """The same window as the service's dashboard shows it (``service_view``), or None."""
 
     @property
     def passed(self) -> bool:
@@ -227,6 +230,7 @@ class SloReport:
                 "fallbacks": dict(m.fallbacks),
             },
             "service_fallbacks": self.service_fallbacks,
+            "service": None if self.service is None else self.service.to_dict(),
         }
 
     def to_json(self) -> str:
@@ -246,8 +250,9 @@ class SloReport:
                   f"{_show(c.name, c.measured)} | {'pass' if c.passed else '**FAIL**'} |"
                   for c in self.checks]
         lines += ["", "## Latency (ms)", "", "| p50 | p95 | p99 | max |", "|---|---|---|---|",
-                  f"| {m.p50_ms:.1f} | {m.p95_ms:.1f} | {m.p99_ms:.1f} | {m.max_ms:.1f} |",
-                  "", "## Requests by kind", "",
+                  f"| {m.p50_ms:.1f} | {m.p95_ms:.1f} | {m.p99_ms:.1f} | {m.max_ms:.1f} |"]
+        lines += self._service_lines()
+        lines += ["", "## Requests by kind", "",
                   "| kind | requests | failures | degraded |", "|---|---|---|---|"]
         order = [k for k in KINDS if k in m.by_kind] + sorted(set(m.by_kind) - set(KINDS))
         lines += [f"| {k} | {m.by_kind[k].requests:,} | {m.by_kind[k].failures:,} | "
@@ -268,6 +273,27 @@ class SloReport:
         return "\n".join(lines) + "\n"
 
 
+    def _service_lines(self) -> list[str]:
+        """The client's figures beside the dashboard's for the same window."""
+        v, m = self.service, self.measured
+        if v is None:
+            return ["", "## As the service's dashboard shows it", "",
+                    "Not scraped: /metrics could not be read before and after the run."]
+
+        def ms(x: float) -> str:
+            return "n/a" if math.isnan(x) else f"{x:.1f}"
+        return ["", "## As the service's dashboard shows it", "",
+                "The same window from the service's /metrics (the dashboard's queries: "
+                "`rate()` of the /recommend answers, `histogram_quantile()` of "
+                "`movierec_serve_response_seconds`, the queue at the host included). The "
+                "client's extra is its own overhead and the network; the service's "
+                "quantiles interpolate inside its buckets (15-20 ms, 20-25 ms, 25-35 ms, 35-50 ms, ...).",
+                "", "| view | req/s | p50 | p95 | p99 |", "|---|---|---|---|---|",
+                f"| client (locust) | {m.rps:,.1f} | {m.p50_ms:.1f} | {m.p95_ms:.1f} | {m.p99_ms:.1f} |",
+                f"| service (dashboard) | {v.rps:,.1f} | {ms(v.p50_ms)} | {ms(v.p95_ms)} | "
+                f"{ms(v.p99_ms)} |"]
+
+
 def _show(check: str, value: float) -> str:
     """A check's number as the markdown shows it: rates in percent, the rest plainly."""
     if check in ("errors", "fallbacks"):
@@ -278,7 +304,8 @@ def _show(check: str, value: float) -> str:
 
 
 def judge(measured: Measured, slo: Slo, *,
-          service_fallbacks: Mapping[str, float] | None = None) -> SloReport:
+          service_fallbacks: Mapping[str, float] | None = None,
+          service: ServiceView | None = None) -> SloReport:
     """The ``SloReport`` of ``measured`` against ``slo``: one check per objective, plus
     "sent" (at least one request), so an empty run never passes. Throughput uses the
     steady rate when known, else the whole-run rate."""
@@ -296,4 +323,4 @@ def judge(measured: Measured, slo: Slo, *,
               m.fallback_rate <= slo.max_fallback_rate),
     )
     return SloReport(slo, m, checks,
-                     None if service_fallbacks is None else dict(service_fallbacks))
+                     None if service_fallbacks is None else dict(service_fallbacks), service)

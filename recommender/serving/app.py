@@ -44,7 +44,7 @@ from recommender.serving.handler import (
     RecommendHandler,
     Sink,
 )
-from recommender.serving.recommend_route import RecommendRoute
+from recommender.serving.recommend_route import QUEUE_S, RecommendRoute
 from recommender.serving.serving_metrics import ServingMetrics, exposition_registry
 from recommender.serving.settings import ServeSettings
 from recommender.serving.state import (
@@ -276,8 +276,11 @@ def create_app(settings: ServeSettings, *, services: Services,
     @app.after_request
     def _count(response: Response) -> Response:
         endpoint = request.endpoint or "unmatched"
+        elapsed = time.perf_counter() - g.started
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - g.started)
+        metrics.latency.labels(endpoint).observe(elapsed)
+        if endpoint == "recommend":  # what the route counts for the answers it gives itself
+            metrics.response.labels(endpoint).observe(elapsed + request.environ.get(QUEUE_S, 0.0))
         return response
 
     return app

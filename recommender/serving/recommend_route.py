@@ -32,6 +32,8 @@ GUNICORN_SOCKET = "gunicorn.socket"
 (``gunicorn.http.wsgi.default_environ``; sync and gthread workers)."""
 TOO_MANY = "too many requests from this address; retry after {} s"
 REASONS = {200: "200 OK", 429: "429 Too Many Requests"}
+QUEUE_S = "movierec.queue_s"
+"""Environ key of the request's queue age in seconds, once read (0 when unknown)."""
 CHECKED = "movierec.rate_checked"
 """Environ key set once the request took its token (the view must not take another)."""
 
@@ -68,6 +70,7 @@ class RecommendRoute:
         self.handler, self.metrics, self.limiter, self.proxies = handler, metrics, limiter, proxies
         self.app, self.refuse_s = app, refuse_s
         self._latency = metrics.latency.labels("recommend")  # bound once: a lookup less
+        self._response = metrics.response.labels("recommend")
         self._counted = {status: metrics.requests.labels("recommend", str(status))
                          for status in REASONS}
 
@@ -89,7 +92,8 @@ class RecommendRoute:
     def recommend_answer(self, user: int, environ: dict, started: float) -> tuple[int, Headers, str]:
         """(status, headers, body) of /recommend for ``user``, the handler's 200.
         ``started``: ``time.perf_counter()`` when the worker took the request."""
-        served = self.handler.answer(user, started, queue_age(environ, self.metrics))
+        queue_s = environ[QUEUE_S] = queue_age(environ, self.metrics)
+        served = self.handler.answer(user, started, queue_s)
         headers = [("X-Request-Id", served.request_id), ("X-Arm", served.arm),
                    ("X-Model-Version", served.version or "none"), ("X-Answer-Path", served.path)]
         if served.fallback:
@@ -114,10 +118,13 @@ class RecommendRoute:
         body = text.encode()
         headers += [("Content-Type", TEXT), ("Content-Length", str(len(body)))]
         start_response(REASONS[status], headers)
-        self.count(status, started)
+        self.count(status, started, environ.get(QUEUE_S, 0.0))
         return [body]
 
-    def count(self, status: int, started: float) -> None:
-        """The request metrics Flask's after-request hook keeps for its routes."""
+    def count(self, status: int, started: float, queue_s: float) -> None:
+        """The request metrics Flask's after-request hook keeps for its routes, and the
+        response time with the queue age (``movierec_serve_response_seconds``)."""
+        elapsed = time.perf_counter() - started
         self._counted[status].inc()
-        self._latency.observe(time.perf_counter() - started)
+        self._latency.observe(elapsed)
+        self._response.observe(elapsed + queue_s)

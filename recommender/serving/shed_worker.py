@@ -42,7 +42,13 @@ from typing import Any
 from gunicorn.workers.sync import SyncWorker
 
 from recommender.serving.queue_age import read_queue_age_s
-from recommender.serving.recommend_route import GUNICORN_SOCKET, REASONS, TEXT, RecommendRoute
+from recommender.serving.recommend_route import (
+    GUNICORN_SOCKET,
+    QUEUE_S,
+    REASONS,
+    TEXT,
+    RecommendRoute,
+)
 from recommender.serving.state import BadRequest
 
 log = logging.getLogger(__name__)
@@ -122,11 +128,11 @@ class ShedWorker(SyncWorker):
         started = time.perf_counter()
         try:
             client.recv(len(head))  # consume what was peeked: the close is then a FIN
-            environ = {GUNICORN_SOCKET: client, "REMOTE_ADDR": _host(addr)}
+            environ: dict[str, Any] = {GUNICORN_SOCKET: client, "REMOTE_ADDR": _host(addr)}
             status, headers, text = (route.limited(environ)
                                      or route.recommend_answer(user, environ, started))
             client.sendall(response_bytes(status, headers, text.encode()))
-            route.count(status, started)
+            route.count(status, started, environ.get(QUEUE_S, 0.0))
         except OSError:
             pass  # the client left: nothing to answer
         except Exception:  # a bug must not kill the worker; the client sees a closed socket

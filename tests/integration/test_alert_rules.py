@@ -41,15 +41,15 @@ CASES: dict[str, tuple[tuple[dict[str, str], int, dict[str, str]], dict[str, str
         {'movierec_online_requests_total{outcome="success"}': "0+999x200",
          'movierec_online_requests_total{outcome="refused"}': "0+1x200"}),
     "MovierecLatencyBudgetBurnFast": (
-        ({'movierec_serve_request_seconds_bucket{endpoint="recommend",le="0.015"}': "0+80x100",
-          'movierec_serve_request_seconds_count{endpoint="recommend"}': "0+100x100"}, 75, {}),
-        {'movierec_serve_request_seconds_bucket{endpoint="recommend",le="0.015"}': "0+999x100",
-         'movierec_serve_request_seconds_count{endpoint="recommend"}': "0+1000x100"}),
+        ({'movierec_serve_response_seconds_bucket{endpoint="recommend",le="0.015"}': "0+80x100",
+          'movierec_serve_response_seconds_count{endpoint="recommend"}': "0+100x100"}, 75, {}),
+        {'movierec_serve_response_seconds_bucket{endpoint="recommend",le="0.015"}': "0+999x100",
+         'movierec_serve_response_seconds_count{endpoint="recommend"}': "0+1000x100"}),
     "MovierecLatencyBudgetBurnSlow": (
-        ({'movierec_serve_request_seconds_bucket{endpoint="recommend",le="0.015"}': "0+96x200",
-          'movierec_serve_request_seconds_count{endpoint="recommend"}': "0+100x200"}, 180, {}),
-        {'movierec_serve_request_seconds_bucket{endpoint="recommend",le="0.015"}': "0+995x200",
-         'movierec_serve_request_seconds_count{endpoint="recommend"}': "0+1000x200"}),
+        ({'movierec_serve_response_seconds_bucket{endpoint="recommend",le="0.015"}': "0+96x200",
+          'movierec_serve_response_seconds_count{endpoint="recommend"}': "0+100x200"}, 180, {}),
+        {'movierec_serve_response_seconds_bucket{endpoint="recommend",le="0.015"}': "0+995x200",
+         'movierec_serve_response_seconds_count{endpoint="recommend"}': "0+1000x200"}),
     "MovierecFallbackRateHigh": (
         ({'movierec_serve_fallbacks_total{reason="redis"}': "0+10x30",
           'movierec_serve_requests_total{endpoint="recommend",status="200"}': "0+100x30"}, 25, {}),
