@@ -59,6 +59,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 import redis
@@ -88,6 +89,7 @@ from benchmarks.serve_measure import (
     value_range,
 )
 from load_tests.server import ServiceProcess, staged_env
+from load_tests.service_view import service_view
 from load_tests.stage import StageSpec, stage
 from recommender.serving.settings import ServeSettings
 
@@ -132,6 +134,13 @@ CALIBRATION_S = 3
 DEADLINE_S = 0.6
 """The client's deadline for one /recommend answer (the grader's), for the probe."""
 MAIN_FIGURES = ("rps", "p50_ms", "p99_ms")
+DASHBOARD_FIGURES = ("dashboard_rps", "dashboard_p50_ms", "dashboard_p99_ms")
+"""A run as the service's dashboard shows it (``dashboard``)."""
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
 
 
 def wrk_start(url: str, script: Path, *, connections: int, seconds: int,
@@ -179,17 +188,28 @@ def metrics_text(url: str) -> str:
         return r.read().decode()
 
 
-def shed_counts(url: str) -> tuple[float, float]:
-    """(/recommend answers, of which shed) so far, from one read of the service's /metrics
-    (merged over workers)."""
-    return shed_totals(metrics_text(url))
+def shed_counts(url: str) -> tuple[str, float]:
+    """The service's /metrics (merged over workers) now, and when it was read
+    (``time.monotonic()``): the start mark of ``shed_since``."""
+    return metrics_text(url), time.monotonic()
 
 
-def shed_since(url: str, start: tuple[float, float]) -> dict:
+def shed_since(url: str, start: tuple[str, float]) -> dict:
     """Answers shed since ``start`` (``shed_counts`` then) and their share: a run whose
-    throughput counts many shed answers measured shedding, not the full path."""
-    answered, shed = (now - then for now, then in zip(shed_counts(url), start, strict=True))
-    return shed_share(answered, shed)
+    throughput counts many shed answers measured shedding, not the full path. Also the
+    run as the service's dashboard shows it (``dashboard_*``: rate and response-time
+    quantiles of /recommend, ``load_tests.service_view``)."""
+    text, at = metrics_text(url), time.monotonic()
+    answered, shed = (now - then for now, then in
+                      zip(shed_totals(text), shed_totals(start[0]), strict=True))
+    return {**shed_share(answered, shed), **dashboard(start[0], text, at - start[1])}
+
+
+def dashboard(before: str, after: str, seconds: float) -> dict:
+    """``dashboard_rps``, ``dashboard_p50_ms`` and ``dashboard_p99_ms`` of the window
+    between two /metrics reads ``seconds`` apart: the dashboard's queries over it."""
+    view = service_view(before, after, seconds).to_dict()
+    return {f"dashboard_{k}": view[k] for k in ("requests", "rps", "p50_ms", "p99_ms")}
 
 
 def lua(ids: list[str], path: Path, delay_ms: int = 0) -> Path:
@@ -234,14 +254,17 @@ def profiled_wrk(url: str, script: Path, meter: CpuMeter, *, connections: int, s
     (answered, shed) /recommend deltas of the run ((0, 0) without ``service_url``). The
     CPU counters are read inside the /metrics reads, so a read's own cost is not in them."""
     before = metrics_text(service_url) if service_url else ""
+    t0 = time.monotonic()
     cpu0 = meter.read()
     row = wrk(url, script, connections=connections, seconds=seconds)
     cpu1 = meter.read()
+    t1 = time.monotonic()
     after = metrics_text(service_url) if service_url else ""
     profile = {"requests": row["requests"]}
     shed = (0.0, 0.0)
     if service_url:
         profile.update(stage_profile(before, after))
+        row.update(dashboard(before, after, t1 - t0))
         shed = tuple(a - b for a, b in zip(shed_totals(after), shed_totals(before), strict=True))
     profile.update(cpu_per_request(cpu0, cpu1, row["requests"]))
     return row, profile, shed
@@ -327,6 +350,11 @@ def saturate(args: argparse.Namespace, result: dict, *, urls: dict[str, str], sc
             result[f"{name}_{key}"] = round(statistics.median(row[key] for row in rows), 2)
         result[f"{name}_errors"] = sum(row["socket_errors"] + row["non_2xx"] for row in rows)
     result["full_to_bare_ratio"] = round(result["full_rps"] / result["bare_rps"], 3)
+    # the median of the repeats' ratios: each repeat's pair shares the machine's noise
+    result["full_to_bare_ratio_median"] = round(statistics.median(
+        f["rps"] / b["rps"] for f, b in zip(runs["full"], runs["bare"], strict=True)), 3)
+    for key in DASHBOARD_FIGURES:  # the same full runs as the service's dashboard shows them
+        result[f"full_{key}"] = _median(row.get(key) for row in runs["full"])
     result.update({f"full_{k}": v for k, v in shed_share(answered, shed).items()})
     for name, rows in runs.items():
         for key in MAIN_FIGURES:
@@ -338,6 +366,8 @@ def saturate(args: argparse.Namespace, result: dict, *, urls: dict[str, str], sc
     if paced:
         for key in ("rps", "target_rps", "delay_ms", *MAIN_FIGURES[1:], "shed_share"):
             result[f"load80_{key}"] = round(statistics.median(row[key] for row in paced), 4)
+        for key in DASHBOARD_FIGURES:
+            result[f"load80_{key}"] = _median(row.get(key) for row in paced)
         result["load80_shed"] = sum(row["shed"] for row in paced)
         result["load80_errors"] = sum(row["socket_errors"] + row["non_2xx"] for row in paced)
         for key in ("rps", "p99_ms", "shed_share"):
@@ -431,9 +461,11 @@ def main() -> None:
         if "demo" in phases:
             # The demo's load: its live rate (MOVIEREC_DEMO_LIVE_RATE, 40 requests/s) from 4
             # connections, each pausing 4 / rate s between requests.
+            start = shed_counts(service.url)
             demo = wrk(f"http://127.0.0.1:{full_port}",
                        lua(ids, tmp / "demo.lua", delay_ms=int(4 * 1000 / args.demo_rate)),
                        connections=4, seconds=args.seconds)
+            demo.update(shed_since(service.url, start))
             result.update({f"demo_load_{k}": v for k, v in demo.items()})
 
         if "training" in phases:

@@ -147,7 +147,8 @@ def stage_profile(before: str, after: str) -> dict:
     for stage, (s, c) in sorted(deltas(STAGE_HISTOGRAM, "stage").items()):
         out[f"stage_{stage}_ms_per_request"] = round(1e3 * s / requests, 4) if requests else None
         out[f"stage_{stage}_ms_per_call"] = round(1e3 * s / c, 4) if c else None
-    then, now = counter_totals(before, CACHE_COUNTER, "outcome"), counter_totals(after, CACHE_COUNTER, "outcome")
+    then = counter_totals(before, CACHE_COUNTER, "outcome")
+    now = counter_totals(after, CACHE_COUNTER, "outcome")
     lookups = {k: v - then.get(k, 0.0) for k, v in now.items()}
     total = sum(lookups.values())
     # the answers the workers' answer caches served: what the full path's figures measured
