@@ -61,6 +61,31 @@ def request_bytes(user: int) -> bytes:
     return f"GET /recommend/{user} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
 
 
+def hold_and_queue(host: str, port: int, users: list[int],
+                   wait_s: float) -> tuple[socket.socket, list[socket.socket]]:
+    """Hold the only worker with ``users[0]``'s request, its headers unfinished (the
+    worker takes it and blocks reading), queue one complete request per other user
+    behind it, wait ``wait_s``, then finish the first: the worker answers it and then
+    meets the queued ones, each ``wait_s`` old. Returns the holder and the queued sockets
+    (the caller reads and closes them)."""
+    holder = socket.create_connection((host, port), timeout=10)
+    queued: list[socket.socket] = []
+    try:
+        holder.sendall(request_bytes(users[0])[:-2])
+        time.sleep(0.2)
+        for user in users[1:]:
+            sock = socket.create_connection((host, port), timeout=10)
+            sock.sendall(request_bytes(user))
+            queued.append(sock)
+        time.sleep(wait_s)
+        holder.sendall(b"\r\n")
+    except BaseException:
+        for sock in (holder, *queued):
+            sock.close()
+        raise
+    return holder, queued
+
+
 def read_response(sock: socket.socket) -> tuple[int, str, dict[str, str]]:
     """One answer, then the connection closed at once: a sync worker waits for the
     client's close after answering (``gunicorn.util.close_graceful``)."""
@@ -86,17 +111,8 @@ def test_requests_that_queued_past_the_limit_are_shed_with_the_popular_list(one_
     host, port = "127.0.0.1", service.port
     before = metrics(service.url)
     users = staged.known_users[:QUEUED + 1]
-    holder = socket.create_connection((host, port), timeout=10)
-    queued: list[socket.socket] = []
+    holder, queued = hold_and_queue(host, port, users, WAIT_S)
     try:
-        holder.sendall(request_bytes(users[0])[:-2])  # headers not finished: the worker waits
-        time.sleep(0.2)  # the worker has taken it and blocks reading
-        for user in users[1:]:
-            sock = socket.create_connection((host, port), timeout=10)
-            sock.sendall(request_bytes(user))
-            queued.append(sock)
-        time.sleep(WAIT_S)
-        holder.sendall(b"\r\n")
         first = read_response(holder)
         answers = [read_response(sock) for sock in queued]
     finally:
@@ -151,18 +167,9 @@ def test_requests_queued_past_the_refuse_limit_are_reset_at_once_by_sync_workers
     host, port = "127.0.0.1", service.port
     before = metrics(service.url)
     users = staged.known_users[:QUEUED + 1]
-    holder = socket.create_connection((host, port), timeout=10)
-    queued: list[socket.socket] = []
+    holder, queued = hold_and_queue(host, port, users, REFUSE_MS / 1000 + 0.5)
     outcomes: list[str] = []
     try:
-        holder.sendall(request_bytes(users[0])[:-2])
-        time.sleep(0.2)
-        for user in users[1:]:
-            sock = socket.create_connection((host, port), timeout=10)
-            sock.sendall(request_bytes(user))
-            queued.append(sock)
-        time.sleep(REFUSE_MS / 1000 + 0.5)
-        holder.sendall(b"\r\n")
         assert read_response(holder)[0] == 200
         for sock in queued:
             try:
