@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from movierec.kafka_read import read_once
 from recommender.models.profiles import profile_fields
-from recommender.serving.telemetry import ServedRecord
+from recommender.serving.telemetry import ServedRecord, decode_served
 from stores.online import OnlineStore
 
 BATCH = 500
@@ -17,7 +17,7 @@ BATCH = 500
 
 @dataclass
 class ServedRead:
-    """The served records read from the topic, and the values that were not one."""
+    """The served records read from the topic, and the count of its lines that were not one."""
 
     records: list[ServedRecord] = field(default_factory=list)
     rejected: int = 0
@@ -31,10 +31,9 @@ def read_served(bootstrap: str, topic: str, *, since_ms: int | None = None,
     out = ServedRead()
 
     def feed(value: bytes, _written_ms: int) -> None:
-        try:
-            out.records.append(ServedRecord.from_json(value))
-        except (ValueError, TypeError):
-            out.rejected += 1
+        records, bad = decode_served(value)
+        out.records.extend(records)
+        out.rejected += bad
 
     out.notes = read_once(bootstrap, topic, feed, client_id="movierec-audit",
                           timeout_s=timeout_s, idle_s=idle_s, since_ms=since_ms)

@@ -37,7 +37,7 @@ from online_eval.join import OnlineEvalError
 from online_eval.live import LiveMetrics
 from online_eval.settings import OnlineSettings
 from recommender.serving.core import ADULT, MINOR, UNKNOWN_AGE
-from recommender.serving.telemetry import ServedRecord
+from recommender.serving.telemetry import ServedRecord, decode_served
 from stream_consumer.validate import Check, Validator
 
 log = logging.getLogger(__name__)
@@ -126,24 +126,20 @@ class Monitor:
 
     def feed(self, topic: str, partition: int, offset: int, value: bytes | None,
              written_ms: int) -> None:
-        """One record of either topic, in the order read."""
-        record, judged = None, None
+        """One Kafka record of either topic, in the order read (a served-topic value
+        holds one served record or several: ``decode_served``)."""
+        records: list[ServedRecord] = []
+        bad, judged = 0, []
         if topic == self.settings.served_topic:
-            try:
-                record = ServedRecord.from_json(value)  # type: ignore[arg-type]
-            except (ValueError, TypeError):
-                pass
-            else:
-                judged = self._judged(record)
+            records, bad = decode_served(value)
+            judged = [j for r in records if (j := self._judged(r)) is not None]
         with self.lock:
             if topic == self.settings.served_topic:
-                if record is None:
-                    self.served_records["rejected"] += 1
-                else:
+                self.served_records["rejected"] += bad
+                for record in records:
                     self.live.served(record)
-                    self.served_records["accepted"] += 1
-                if judged is not None:
-                    who, reasons = judged
+                self.served_records["accepted"] += len(records)
+                for who, reasons in judged:
                     self.safety[who] += 1
                     self.safety.update(f"unsafe|{who}|{r}" for r in reasons)
             else:

@@ -30,7 +30,7 @@ from movierec.kafka_read import TopicReadError, read_once
 from movierec.wire import LineParser, Rejection
 from online_eval.join import OnlineEvalError, OutcomeJoin
 from online_eval.report import ArmServing
-from recommender.serving.telemetry import ServedRecord
+from recommender.serving.telemetry import ServedRecord, decode_served
 from stream_consumer.validate import Check, Validator
 
 RESERVOIR = 100_000
@@ -58,14 +58,13 @@ class ServedTally:
         self._rng = random.Random(seed)
 
     def add_raw(self, value: bytes | None) -> None:
-        """One Kafka value; anything but a served record (a tombstone's None included) is
-        counted in ``bad_records``."""
-        try:
-            record = ServedRecord.from_json(value)  # type: ignore[arg-type]  # None: TypeError
-        except (ValueError, TypeError):  # ValueError: also bad JSON and bad UTF-8
-            self.bad_records += 1
-            return
-        self.add(record)
+        """One Kafka value (one served record or several, ``decode_served``); each line
+        that is not a served record (a tombstone's None included) is counted in
+        ``bad_records``."""
+        records, bad = decode_served(value)
+        self.bad_records += bad
+        for record in records:
+            self.add(record)
 
     def add(self, record: ServedRecord) -> None:
         self.records += 1

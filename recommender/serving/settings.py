@@ -140,6 +140,12 @@ class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings
         10_000, "Served records held per worker before new ones are dropped (and counted)",
         min=10, max=10_000_000,
     )
+    telemetry_kafka_flush_ms: float = setting(
+        500.0, "Most ms a served record waits in a worker before its batch goes to Kafka (sooner "
+        "once 500 wait); each batch costs the worker's producer about as much as a few hundred "
+        "answers, whatever its size (docs/benchmarks.md)",
+        min=1, max=10_000,
+    )
     provenance_ttl_days: float = setting(
         7.0, "Days a served record stays retrievable by /provenance", min=0.01, max=365,
     )

@@ -10,18 +10,46 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from movierec.kafka_admin import ensure_topic, unreachable
-from recommender.serving.telemetry import ServedRecord, TelemetryError
+from recommender.serving.telemetry import ServedRecord, TelemetryError, encode_served
 from stores.online import OnlineStore, OnlineStoreError, ServedLine
 
 log = logging.getLogger(__name__)
 
 
+def partition_values(records: Sequence[ServedRecord], partitions: Sequence[int],
+                     max_bytes: int) -> list[tuple[int, bytes]]:
+    """``records`` as (partition, value) messages: a user's records always go to the same
+    partition of ``partitions`` (``user_id`` modulo their number), in their order, as many
+    to a value (``encode_served``) as fit in ``max_bytes`` (a record longer than that
+    alone). Pure."""
+    if not partitions:
+        raise ValueError("no partitions to send to")
+    groups: dict[int, list[ServedRecord]] = {}
+    for r in records:
+        groups.setdefault(partitions[r.user_id % len(partitions)], []).append(r)
+    out = []
+    for partition, group in groups.items():
+        chunk: list[ServedRecord] = []
+        size = 0
+        for r in group:
+            n = len(r.to_json()) + 1
+            if chunk and size + n > max_bytes:
+                out.append((partition, encode_served(chunk)))
+                chunk, size = [], 0
+            chunk.append(r)
+            size += n
+        out.append((partition, encode_served(chunk)))
+    return out
+
+
 class KafkaSink:
-    """Served records to a Kafka topic (kafka-python), keyed by user id so one user's
-    records stay in order within a partition; the value is ``ServedRecord.to_json()``.
+    """Served records to a Kafka topic (kafka-python): each batch as one message per
+    partition it touches (``partition_values``: a user's records stay in order within
+    one partition, as with the user id for a key), the value ``encode_served``'s lines.
 
     The producer is created on the publisher thread at the first batch (never at import
     or construction), and again on the next batch after a failure, unless records of the
@@ -39,6 +67,7 @@ class KafkaSink:
     FLUSH_TIMEOUT_S = 10.0    # longest wait for a batch's acks
 
     PARTITIONS = 4  # of the served topic when this sink creates it
+    MAX_VALUE_BYTES = 256 * 1024  # a value's most bytes, well under the broker's 1 MiB
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.bootstrap, self.topic = bootstrap, topic
@@ -83,8 +112,10 @@ class KafkaSink:
     def publish(self, records: list[ServedRecord]) -> None:
         producer = self._connect()
         try:
-            futures = [producer.send(self.topic, key=str(r.user_id).encode(), value=r.to_json())
-                       for r in records]
+            partitions = sorted(producer.partitions_for(self.topic) or ())  # metadata: cached
+            futures = [producer.send(self.topic, value=value, partition=partition)
+                       for partition, value in partition_values(records, partitions,
+                                                                self.MAX_VALUE_BYTES)]
             producer.flush(timeout=self.FLUSH_TIMEOUT_S)  # afterwards every future is done
             error = next((f.exception for f in futures if f.failed()), None)
             if error is not None:

@@ -40,6 +40,8 @@ from recommender.serving.state import ServingError
 
 log = logging.getLogger(__name__)
 
+_JSON = "_json"
+"""Where ``ServedRecord.keep_json`` keeps the encoding (an attribute, not a field)."""
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 """A request id: 32 lowercase hex digits (a uuid4 without dashes)."""
 LOG_EVERY_S = 10.0
@@ -82,8 +84,20 @@ class ServedRecord:
 
     def to_json(self) -> bytes:
         """Compact UTF-8 JSON (no spaces), fields in declaration order (``vars``, not
-        ``asdict``, which deep-copies every value first: ~7 us against ~44 us)."""
+        ``asdict``, which deep-copies every value first: ~7 us against ~44 us); the bytes
+        kept by ``keep_json`` when it ran."""
+        held = self.__dict__.get(_JSON)
+        if held is not None:
+            return held
         return json.dumps(vars(self), separators=(",", ":"), ensure_ascii=False).encode()
+
+    def keep_json(self) -> ServedRecord:
+        """Encode now and keep the bytes for every later ``to_json``: ``Lanes`` calls it
+        before its threads see the record, so each sink reuses one encoding (not
+        thread-safe itself: call it before sharing the record). Returns the record."""
+        if _JSON not in self.__dict__:
+            object.__setattr__(self, _JSON, self.to_json())  # frozen: no fields change
+        return self
 
     @classmethod
     def from_json(cls, data: bytes | str) -> ServedRecord:
@@ -113,6 +127,34 @@ class ServedRecord:
                    fallback=need("fallback", (str,), nullable=True),
                    latency_ms=float(need("latency_ms", (int, float))),
                    status=need("status", (int,)))
+
+
+def encode_served(records: Sequence[ServedRecord]) -> bytes:
+    """One Kafka value holding ``records``: their ``to_json`` lines joined by newlines
+    (JSON never holds a raw newline, so the lines split back unambiguously; one record is
+    the served topic's original one-record value). Why many a value: kafka-python spends
+    about as much of a worker's CPU on each record it sends as the service on answering
+    it (docs/benchmarks.md), and the broker validates every record of a batch."""
+    return b"\n".join(r.to_json() for r in records)
+
+
+def decode_served(value: bytes | str | None) -> tuple[list[ServedRecord], int]:
+    """The served records of one Kafka value of the served topic (``encode_served``:
+    one record or several, a line each), and how many of its lines were not one (a
+    tombstone's None, bad UTF-8 or JSON, a wrong field: one bad line each). Readers of the
+    topic use this, never ``from_json`` on a whole value. Never raises."""
+    if value is None:
+        return [], 1
+    records, bad = [], 0
+    # split on the newline alone: str.splitlines would also split at U+2028 and U+0085,
+    # which to_json (ensure_ascii=False) leaves raw inside strings
+    lines = value.split(b"\n") if isinstance(value, bytes) else value.split("\n")
+    for line in lines:
+        try:
+            records.append(ServedRecord.from_json(line))
+        except (ValueError, TypeError):  # ValueError: also bad JSON and bad UTF-8
+            bad += 1
+    return records, bad
 
 
 class Sink(Protocol):
@@ -260,7 +302,10 @@ class Lanes:
         return [lane.sink for lane in self.lanes]
 
     def submit(self, record: ServedRecord) -> bool:
-        """Hand ``record`` to every lane; True when all took it. Never blocks."""
+        """Hand ``record`` to every lane; True when all took it. Never blocks. Its JSON is
+        made once, here, for every lane's sink (``ServedRecord.keep_json``)."""
+        if len(self.lanes) > 1:
+            record.keep_json()
         taken = [lane.submit(record) for lane in self.lanes]  # every lane, no short cut
         return all(taken)
 

@@ -37,6 +37,8 @@ one scoring went from 0.19 ms to 8 ms, recommender/models/als.py)."""
 
 BACKGROUND_TIMEOUT_S = 2.0
 """Redis timeout of the telemetry and model-loading connections (off the request path)."""
+PROVENANCE_FLUSH_S = 0.05
+"""Most seconds a served record waits before its provenance is written (``/provenance``)."""
 
 
 def pin_blas() -> None:
@@ -91,13 +93,16 @@ def build_services(settings: ServeSettings, metrics: ServingMetrics) -> tuple[Se
     watcher = ModelWatcher(registry, store, model_loader(registry, background, settings),
                            alias=settings.serve_alias, poll_s=settings.serve_poll_s,
                            on_event=lambda kind, _version: metrics.swaps.labels(kind).inc())
-    def lane(name: str, sink: Sink) -> Telemetry:
-        return Telemetry(sink, capacity=settings.telemetry_buffer,
+    def lane(name: str, sink: Sink, flush_s: float) -> Telemetry:
+        return Telemetry(sink, capacity=settings.telemetry_buffer, flush_s=flush_s,
                          on_outcome=lambda outcome, n: metrics.telemetry.labels(name, outcome).inc(n))
 
+    # Kafka's lane waits longer: kafka-python's sender spends per batch, not per record
+    # (docs/benchmarks.md); /provenance must find a request id within a moment of its answer
     telemetry = Lanes([
-        lane("kafka", KafkaSink(settings.kafka_bootstrap, settings.served_topic)),
-        lane("redis", RedisProvenanceSink(background)),
+        lane("kafka", KafkaSink(settings.kafka_bootstrap, settings.served_topic),
+             settings.telemetry_kafka_flush_ms / 1000.0),
+        lane("redis", RedisProvenanceSink(background), PROVENANCE_FLUSH_S),
     ])
     services = Services(features=features, models=watcher, telemetry=telemetry,
                         provenance=ProvenanceLookup(background), experiments=store,

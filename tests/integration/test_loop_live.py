@@ -38,7 +38,7 @@ from recommender.loop.settings import LoopSettings
 from recommender.models.als import ALSRecommender
 from recommender.registry import Registry
 from recommender.runtimes import RUNTIME_ARRAY
-from recommender.serving.telemetry import ServedRecord
+from recommender.serving.telemetry import ServedRecord, decode_served
 from simulator.history import Events, HistoryGenerator
 from simulator.live import LiveConfig, LiveRun
 from simulator.producer import KafkaPythonSink
@@ -80,7 +80,7 @@ def served_records(bootstrap: str, topic: str) -> list[ServedRecord]:
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False, consumer_timeout_ms=3_000)
     try:
-        return [ServedRecord.from_json(message.value) for message in consumer]
+        return [r for message in consumer for r in decode_served(message.value)[0]]
     finally:
         consumer.close()
 

@@ -26,6 +26,7 @@ from load_tests.server import ServiceProcess, staged_env
 from load_tests.stage import StageSpec, stage
 from movierec.wire import LineParser
 from recommender.registry import Registry
+from recommender.serving.telemetry import decode_served
 from simulator.catalog import CONTENT_RATINGS, RATED_R
 from simulator.world import World, WorldSpec
 from stores.feature_delta import FeatureDelta
@@ -171,7 +172,7 @@ def test_served_lists_are_traceable_through_provenance_and_kafka(stack, served):
     consumer = KafkaConsumer(f"served-{prefix}", bootstrap_servers=stack.bootstrap,
                              auto_offset_reset="earliest", consumer_timeout_ms=5000)
     try:
-        ids = {json.loads(m.value)["request_id"] for m in consumer}
+        ids = {r.request_id for m in consumer for r in decode_served(m.value)[0]}
     finally:
         consumer.close()
     assert rid in ids

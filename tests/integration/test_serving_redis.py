@@ -22,7 +22,7 @@ from recommender.serving.online_reads import OnlineFeatures
 from recommender.serving.provenance_lookup import ProvenanceLookup
 from recommender.serving.sinks import KafkaSink, RedisProvenanceSink
 from recommender.serving.state import BadRequest, FeaturesUnavailable
-from recommender.serving.telemetry import Lanes, ServedRecord, Telemetry, new_request_id
+from recommender.serving.telemetry import Lanes, ServedRecord, Telemetry, decode_served, new_request_id
 from stores.feature_delta import FeatureDelta, epoch_ms
 from stores.keys import Keys
 from stores.online import UserState
@@ -309,16 +309,26 @@ def test_served_records_reach_the_topic_and_the_provenance_lookup(
     consumer = KafkaConsumer(topic, bootstrap_servers=stack.bootstrap, auto_offset_reset="earliest",
                              consumer_timeout_ms=10_000)
     try:
-        got: list[tuple[bytes, ServedRecord]] = []
+        got: list[tuple[int, ServedRecord]] = []
+        messages = 0
         for message in consumer:
-            got.append((message.key, ServedRecord.from_json(message.value)))
+            messages += 1
+            decoded, bad = decode_served(message.value)
+            assert bad == 0
+            got += [(message.partition, r) for r in decoded]
             if len(got) == len(records):
                 break
     finally:
         consumer.close()
     assert sorted(r.request_id for _, r in got) == sorted(r.request_id for r in records)
     assert {r.request_id: r for _, r in got} == {r.request_id: r for r in records}
-    assert all(key == str(r.user_id).encode() for key, r in got)
+    assert messages < len(records)  # many records a message: the batches of the lanes
+    partition_of: dict[int, set[int]] = {}
+    for partition, r in got:  # a user's records all in one partition, in their order
+        partition_of.setdefault(r.user_id, set()).add(partition)
+    assert all(len(p) == 1 for p in partition_of.values())
+    for user in (1, 2):
+        assert [r for _, r in got if r.user_id == user] == [r for r in records if r.user_id == user]
 
     lookup = ProvenanceLookup(RedisOnlineStore(redis_client, keys))
     assert all(lookup.get(r.request_id) == r for r in records)

@@ -11,7 +11,7 @@ import pytest
 from online_eval.join import UNASSIGNED, ArmOutcome, OnlineEvalError
 from online_eval.report import ArmServing, OnlineReport
 from online_eval.source import ServedTally
-from recommender.serving.telemetry import ServedRecord
+from recommender.serving.telemetry import ServedRecord, encode_served
 from recommender.versions import model_name, version_id
 
 ALS_V = "als-20250301T120000-abc123"
@@ -157,12 +157,14 @@ def test_serving_facts_per_arm() -> None:
     tally.add_raw(None)  # a tombstone
     tally.add_raw(json.dumps({"request_id": "x"}).encode())
     tally.add_raw(served(501, "pop", 2).to_json())
+    # one value of several records (the service's batches), one of its lines bad
+    tally.add_raw(encode_served([served(502, "pop", 3), served(503, "pop", 4)]) + b"\n{}")
     s = tally.summary()
     assert (s["als"].latency_p50_ms, s["als"].latency_p99_ms) == (50.0, 99.0)
     assert s["als"].fallback_share == 0.25
     assert s["als"].model_versions == (ALS_V, "als-20250302T000000-aaaaaa")
-    assert s["pop"].model_versions == (ALS_V,) and s["pop"].answers == 2
-    assert (tally.records, tally.bad_records) == (102, 3)
+    assert s["pop"].model_versions == (ALS_V,) and s["pop"].answers == 4
+    assert (tally.records, tally.bad_records) == (104, 4)
 
 
 def test_the_latency_sample_is_bounded_and_uniform() -> None:

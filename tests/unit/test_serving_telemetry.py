@@ -13,12 +13,14 @@ from collections.abc import Callable
 
 import pytest
 
-from recommender.serving.sinks import KafkaSink
+from recommender.serving.sinks import KafkaSink, partition_values
 from recommender.serving.telemetry import (
     Lanes,
     ServedRecord,
     Telemetry,
     TelemetryError,
+    decode_served,
+    encode_served,
     new_request_id,
 )
 from tests.conftest import free_ports
@@ -110,6 +112,34 @@ def test_from_json_rejects_what_to_json_never_writes(change: dict) -> None:
 def test_from_json_rejects_junk(data: bytes) -> None:
     with pytest.raises(ValueError):
         ServedRecord.from_json(data)
+
+
+def test_a_topic_value_holds_one_record_or_many_and_counts_bad_lines() -> None:
+    odd = ServedRecord(**{**vars(record(3)), "items": ("a\u2028b+2001", "c\nd+2002", "e\x85+1999")})
+    many = [record(1), record(2, user=8), odd]
+    assert decode_served(encode_served(many)) == (many, 0)
+    assert decode_served(encode_served(many).decode()) == (many, 0)  # str alike
+    assert decode_served(record(1).to_json()) == ([record(1)], 0)   # the one-record value
+    assert decode_served(encode_served(many[:2]) + b"\nnot json\n") == (many[:2], 2)
+    assert decode_served(None) == ([], 1)  # a tombstone
+    assert decode_served(b"") == ([], 1)
+    assert decode_served(b"\xff\xfe") == ([], 1)
+
+
+def test_partition_values_keep_a_users_records_together_in_order_and_bounded() -> None:
+    records = [record(i, user=u) for i, u in enumerate([1, 2, 3, 1, 4, 2, 1, 5])]
+    values = partition_values(records, [0, 1], max_bytes=10**6)
+    assert len(values) == 2  # one message per partition touched
+    back = {p: decode_served(v)[0] for p, v in values}
+    assert back[1] == [r for r in records if r.user_id % 2 == 1]
+    assert back[0] == [r for r in records if r.user_id % 2 == 0]
+    one = len(record(0).to_json()) + 1
+    small = partition_values(records, [7], max_bytes=2 * one)  # two records a value at most
+    assert [p for p, _ in small] == [7] * 4
+    assert [r for _, v in small for r in decode_served(v)[0]] == records
+    assert partition_values(records[:1], [0], max_bytes=1)[0][1] == records[0].to_json()
+    with pytest.raises(ValueError):
+        partition_values(records, [], max_bytes=10**6)
 
 
 # -- the hand-off ------------------------------------------------------------------------
@@ -283,3 +313,24 @@ def test_a_stuck_sink_in_one_lane_does_not_hold_up_the_other():
         stuck.release.set()
         lanes.close(timeout=2)
 
+
+
+def test_lanes_encode_a_record_once_for_every_sink() -> None:
+    r = record(5)
+    fresh = r.to_json()
+    assert r.to_json() is not r.to_json()  # not kept until asked
+    seen: list[list[bytes]] = [[], []]
+
+    class Encoder:
+        def __init__(self, out: list[bytes]) -> None:
+            self.out = out
+
+        def publish(self, records: list[ServedRecord]) -> None:
+            self.out.extend(x.to_json() for x in records)
+
+    lanes = Lanes([Telemetry(Encoder(seen[0]), capacity=10), Telemetry(Encoder(seen[1]), capacity=10)])
+    assert lanes.submit(r)
+    lanes.close()
+    assert seen[0] == seen[1] == [fresh] and seen[0][0] is seen[1][0]  # the same bytes object
+    assert r == record(5) and repr(r) == repr(record(5))  # the kept bytes are no field
+    assert ServedRecord.from_json(r.to_json()) == r
