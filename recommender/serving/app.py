@@ -129,7 +129,8 @@ def create_app(settings: ServeSettings, *, services: Services,
                if settings.serve_answer_cache_users else None))
     limiter = client_limiter(settings)
     route = RecommendRoute(handler, metrics, limiter, settings.networks("proxies"), app.wsgi_app,
-                           refuse_s=settings.serve_refuse_ms / 1000.0)
+                           refuse_s=settings.serve_refuse_ms / 1000.0,
+                           at_accept=settings.serve_answer_at_accept)
     app.wsgi_app = route  # type: ignore[method-assign]  # Flask's middleware slot
     app.extensions["movierec"] = {"services": services, "metrics": metrics, "handler": handler,
                                   "limiter": limiter, "route": route}

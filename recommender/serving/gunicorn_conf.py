@@ -2,7 +2,7 @@
 with ``-c``). gunicorn executes this file in the master before forking the workers.
 
 - bind, workers, worker class and the listen backlog come from ``ServeSettings``
-  (``MOVIEREC_SERVE_*``); "sync" runs ``shed_worker.ShedWorker``, gunicorn's sync
+  (``MOVIEREC_SERVE_*``); "sync" runs ``accept_worker.AcceptWorker``, gunicorn's sync
   worker shedding old /recommend requests before parsing them;
 - the app is not preloaded: each worker builds its own (threads and sockets do not
   survive a fork), model arrays are memory-mapped and so shared anyway;
@@ -32,8 +32,8 @@ _settings = load(ServeSettings)
 
 bind = f"{_settings.serve_host}:{_settings.serve_port}"
 workers = _settings.serve_workers
-# "sync" is gunicorn's sync worker that also sheds at accept time (shed_worker.py)
-worker_class = ("recommender.serving.shed_worker.ShedWorker"
+# "sync" is gunicorn's sync worker that also sheds at accept time (accept_worker.py)
+worker_class = ("recommender.serving.accept_worker.AcceptWorker"
                 if _settings.serve_worker_class == "sync" else _settings.serve_worker_class)
 threads = _settings.serve_threads
 backlog = _settings.serve_backlog

@@ -49,7 +49,12 @@ def queue_age(environ: dict, metrics: ServingMetrics) -> float:
     sock = environ.get(GUNICORN_SOCKET)
     if sock is None:
         return 0.0
-    age = read_queue_age_s(sock)
+    return observed_age(read_queue_age_s(sock), metrics)
+
+
+def observed_age(age: float | None, metrics: ServingMetrics) -> float:
+    """``age`` (seconds, from ``read_queue_age_s``) observed in the queue histogram, or
+    0 counted as unknown when it is None."""
     if age is None:
         metrics.queue_unknown.inc()
         return 0.0
@@ -64,11 +69,12 @@ class RecommendRoute:
 
     def __init__(self, handler: RecommendHandler, metrics: ServingMetrics,
                  limiter: ClientLimiter | None, proxies: tuple, app: WSGIApp | None = None,
-                 refuse_s: float = 0.0) -> None:
-        """``refuse_s``: the queue age (seconds) from which ``shed_worker`` resets a
-        connection unanswered, 0 for never."""
+                 refuse_s: float = 0.0, at_accept: bool = True) -> None:
+        """``refuse_s``: the queue age (seconds) from which ``accept_worker`` resets a
+        connection unanswered, 0 for never; ``at_accept``: whether ``accept_worker``
+        answers every plain /recommend itself (False: only those it sheds)."""
         self.handler, self.metrics, self.limiter, self.proxies = handler, metrics, limiter, proxies
-        self.app, self.refuse_s = app, refuse_s
+        self.app, self.refuse_s, self.at_accept = app, refuse_s, at_accept
         self._latency = metrics.latency.labels("recommend")  # bound once: a lookup less
         self._response = metrics.response.labels("recommend")
         self._counted = {status: metrics.requests.labels("recommend", str(status))
@@ -92,7 +98,9 @@ class RecommendRoute:
     def recommend_answer(self, user: int, environ: dict, started: float) -> tuple[int, Headers, str]:
         """(status, headers, body) of /recommend for ``user``, the handler's 200.
         ``started``: ``time.perf_counter()`` when the worker took the request."""
-        queue_s = environ[QUEUE_S] = queue_age(environ, self.metrics)
+        queue_s = environ.get(QUEUE_S)
+        if queue_s is None:  # not read at accept (accept_worker sets it when it did)
+            queue_s = environ[QUEUE_S] = queue_age(environ, self.metrics)
         served = self.handler.answer(user, started, queue_s)
         headers = [("X-Request-Id", served.request_id), ("X-Arm", served.arm),
                    ("X-Model-Version", served.version or "none"), ("X-Answer-Path", served.path)]

@@ -74,6 +74,10 @@ class ServeSettings(KafkaSettings, RedisSettings, WireSettings, RegistrySettings
         "draining the queue keeps the requests behind it in time; 0 disables",
         min=0, max=60_000,
     )
+    serve_answer_at_accept: bool = setting(
+        True, "The sync worker answers a plain GET /recommend/<id> itself, ahead of gunicorn's "
+        "HTTP parser and the WSGI layer (docs/serving.md); false: only shed requests are",
+    )
     serve_answer_cache_users: int = setting(
         50_000, "Users per worker whose last answers are reused while their stored state is "
         "unchanged (the state's digest from Redis, docs/serving.md); 0 disables",

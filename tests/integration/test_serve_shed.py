@@ -186,3 +186,40 @@ def test_requests_queued_past_the_refuse_limit_are_reset_at_once_by_sync_workers
         assert outcomes == ["reset"] * QUEUED and refused == QUEUED
     else:
         assert outcomes == ["shed"] * QUEUED and refused == 0
+
+
+def test_a_plain_request_is_answered_at_accept_like_the_ordinary_path(one_worker):
+    """The sync worker answers a plain GET /recommend/<id> itself (no gunicorn ``Server``
+    header: its HTTP layer never ran); one with a query string takes gunicorn's path. Both
+    carry the same headers and count in the same request metrics. gthread workers answer
+    both through gunicorn."""
+    service, staged = one_worker
+    user = staged.known_users[0]
+    before = metrics(service.url)
+    answers = []
+    for target in (f"/recommend/{user}", f"/recommend/{user}?from=test"):
+        conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=5)
+        try:
+            conn.request("GET", target)
+            response = conn.getresponse()
+            answers.append((response.status, response.read().decode(), dict(response.headers)))
+        finally:
+            conn.close()
+    after = metrics(service.url)
+    (plain_status, plain_body, plain), (other_status, other_body, other) = answers
+    assert plain_status == other_status == 200
+    assert plain_body == other_body and ANSWER.match(plain_body)  # the same user, unchanged
+    ours = {"X-Request-Id", "X-Arm", "X-Model-Version", "X-Answer-Path", "Content-Type",
+            "Content-Length", "Date"}
+    assert ours <= set(plain) and ours <= set(other)
+    assert plain["X-Request-Id"] != other["X-Request-Id"]
+    assert plain["X-Answer-Path"] == other["X-Answer-Path"] == "model"
+    assert other.get("Server", "").startswith("gunicorn")
+    if one_worker_class(service) == "sync":
+        assert "Server" not in plain and plain["Connection"] == "close"
+    else:
+        assert plain.get("Server", "").startswith("gunicorn")
+    key = "movierec_serve_requests_total|endpoint=recommend|status=200"
+    assert after[key] - before.get(key, 0.0) == 2
+    key = "movierec_serve_response_seconds_count|endpoint=recommend"
+    assert after[key] - before.get(key, 0.0) == 2
