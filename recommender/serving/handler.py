@@ -107,7 +107,8 @@ class Served:
 
 
 class RecommendHandler:
-    """Answers one /recommend request; safe to share between threads (no mutable state)."""
+    """Answers one /recommend request; safe to share between threads (its one mutable
+    part, the bound metric children, only ever gains entries)."""
 
     def __init__(self, *, features: Features, models: Models, telemetry: Sink,
                  metrics: ServingMetrics, list_size: int, budget_s: float, max_user_id: int,
@@ -120,6 +121,17 @@ class RecommendHandler:
         self.features, self.models, self.telemetry = features, models, telemetry
         self.metrics, self.n, self.budget_s, self.shed_s = metrics, list_size, budget_s, shed_s
         self.max_user_id, self.walks, self.cache, self.clock = max_user_id, walks, cache, clock
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once per label values: ``labels`` checks
+        its arguments and takes a lock each call, a few percent of a request's CPU. (Two
+        threads may both look one up the first time: ``labels`` gives both the same.)"""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def parse(self, raw: str) -> int:
         """The user id of the URL; ``BadRequest`` (-> 400) when it is not a sane one."""
@@ -161,9 +173,9 @@ class RecommendHandler:
             fallback = "error"
         if answer is None:
             answer = self._degraded(model, state)
-            self.metrics.fallbacks.labels(fallback).inc()
+            self._child(self.metrics.fallbacks, str(fallback)).inc()
         version = getattr(model, "version", None)
-        self.metrics.answers.labels(arm, version or "none", answer.path).inc()
+        self._child(self.metrics.answers, arm, version or "none", answer.path).inc()
         latency_ms = (time.perf_counter() - started) * 1000.0
         self.telemetry.submit(ServedRecord(
             request_id=request_id, time_ms=int(now * 1000), user_id=user, arm=arm,
@@ -186,7 +198,7 @@ class RecommendHandler:
             log.exception("walk check failed for user %d", user)
             self.metrics.walk_failures.labels("error").inc()
         finally:
-            self.metrics.stage.labels("walk").observe(time.perf_counter() - t0)
+            self._child(self.metrics.stage, "walk").observe(time.perf_counter() - t0)
         return False
 
     def _features(self, user: int, model: Any) -> _Read:
@@ -208,16 +220,16 @@ class RecommendHandler:
                 self._walk_judge(None, str(exc) or "redis read failed", read_failed=True)
             return _Read(fallback="redis")
         finally:
-            self.metrics.stage.labels("features").observe(time.perf_counter() - t0)
+            self._child(self.metrics.stage, "features").observe(time.perf_counter() - t0)
         if walk is not None and self._walk_judge(read.walk_run, read.walk_error):
             return _Read(walk=True)
         if not cached or self.cache is None:
             return _Read(digest=read.digest, state=read.state)
         if read.state is not None:
-            self.metrics.answer_cache.labels("changed" if held else "miss").inc()
+            self._child(self.metrics.answer_cache, "changed" if held else "miss").inc()
             return _Read(digest=read.digest, state=read.state)
         answer, outcome = self.cache.get(user, read.digest, _view(model))
-        self.metrics.answer_cache.labels(outcome).inc()
+        self._child(self.metrics.answer_cache, outcome).inc()
         if answer is not None:
             return _Read(digest=read.digest, answer=answer)
         try:  # unchanged, but no answer of this view held (any more): the state itself
@@ -257,7 +269,7 @@ class RecommendHandler:
             log.warning("model %s failed: %s", getattr(model, "version", "?"), exc)
             return None, "model_error"
         finally:
-            self.metrics.stage.labels("model").observe(time.perf_counter() - t0)
+            self._child(self.metrics.stage, "model").observe(time.perf_counter() - t0)
 
     def _degraded(self, model: Any, state: UserState | None) -> Answer:
         try:
